@@ -1,0 +1,74 @@
+//! Fixed windows aligned to the calendar, as envoyproxy/ratelimit counts them: a minute
+//! window starts at second 0 of the minute, a day window at midnight UTC.
+//!
+//! State word 0 is the start of the window the count belongs to; word 1 is the count.
+//! If the wall clock steps back, the newer window stored is kept (never resets early).
+
+use super::{CounterState, Limit, Outcome, window_start};
+use crate::time::Nanos;
+
+pub(super) fn decide(limit: &Limit, state: CounterState, cost: u64, now: Nanos) -> Outcome {
+    let current = window_start(now, limit.period);
+    let (start, count) = if state.0[0] >= current && state.0[1] > 0 {
+        (state.0[0], state.0[1])
+    } else {
+        (current, 0)
+    };
+    let end = start.saturating_add(limit.period);
+    let reset_after = end - now;
+    let after = count.saturating_add(cost);
+    if after <= limit.requests {
+        Outcome {
+            allowed: true,
+            remaining: limit.requests - after,
+            reset_after,
+            retry_after: None,
+            state: if cost == 0 {
+                state
+            } else {
+                CounterState([start, after])
+            },
+            expires_at: end,
+        }
+    } else {
+        Outcome {
+            allowed: false,
+            remaining: limit.requests.saturating_sub(count),
+            reset_after,
+            retry_after: (cost <= limit.requests).then_some(reset_after),
+            state,
+            expires_at: end,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::algorithm::{CounterState, Limit};
+    use crate::time::SECOND;
+
+    #[test]
+    fn windows_are_aligned_to_the_clock() {
+        let limit = Limit::fixed_window(2, 60 * SECOND).unwrap();
+        // 10 s before the end of a minute.
+        let now = 120 * SECOND + 50 * SECOND;
+        let a = limit.decide(CounterState::default(), 2, now);
+        assert!(a.allowed);
+        assert_eq!(a.reset_after, 10 * SECOND);
+        let b = limit.decide(a.state, 1, now + 5 * SECOND);
+        assert!(!b.allowed);
+        assert_eq!(b.retry_after, Some(5 * SECOND));
+        // The next minute starts fresh.
+        let c = limit.decide(a.state, 2, 180 * SECOND);
+        assert!(c.allowed);
+        assert_eq!(c.remaining, 0);
+    }
+
+    #[test]
+    fn a_clock_step_back_does_not_reset_the_count() {
+        let limit = Limit::fixed_window(1, SECOND).unwrap();
+        let a = limit.decide(CounterState::default(), 1, 10 * SECOND);
+        let b = limit.decide(a.state, 1, 9 * SECOND);
+        assert!(!b.allowed);
+    }
+}

@@ -1,0 +1,229 @@
+//! Rate-limiting algorithms as pure functions of (state, limit, cost, now).
+//!
+//! A store keeps one [`CounterState`] per counter key and, under its own atomicity,
+//! calls [`Limit::decide`]; the algorithm never reads a clock or touches memory it was not
+//! given. That is what lets the in-memory store, a Redis script and the property tests
+//! share one definition of "correct".
+
+mod fixed_window;
+mod gcra;
+mod sliding_window;
+
+use crate::time::Nanos;
+
+/// Which algorithm a limit uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    /// Calendar-aligned fixed windows (envoyproxy/ratelimit's semantics, the default).
+    FixedWindow,
+    /// Generic cell rate algorithm: a token bucket with `rate` and `burst`, one timestamp of state.
+    Gcra,
+    /// Weighted two-window counter: a smooth approximation of a sliding window.
+    SlidingWindow,
+}
+
+impl Algorithm {
+    /// The name used in policy files and APIs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::FixedWindow => "fixed_window",
+            Algorithm::Gcra => "gcra",
+            Algorithm::SlidingWindow => "sliding_window",
+        }
+    }
+
+    /// A stable small number that separates counters of different algorithms.
+    pub(crate) fn tag(self) -> u8 {
+        match self {
+            Algorithm::FixedWindow => 1,
+            Algorithm::Gcra => 2,
+            Algorithm::SlidingWindow => 3,
+        }
+    }
+}
+
+/// The state a store keeps for one counter key: two machine words whose meaning belongs to
+/// the algorithm. The all-zero state means "never seen".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct CounterState(pub [u64; 2]);
+
+/// What an algorithm decided for one counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// Whether `cost` fits.
+    pub allowed: bool,
+    /// Requests still available after this decision (before it, when denied).
+    pub remaining: u64,
+    /// Nanoseconds until the counter is back to its full allowance, if nothing else arrives.
+    pub reset_after: Nanos,
+    /// When denied: nanoseconds until the same request would be admitted, if nothing else
+    /// arrives. `None` when allowed, or when the request can never fit (cost above the limit).
+    pub retry_after: Option<Nanos>,
+    /// The state to store if this outcome is committed. Equal to the input state when denied.
+    pub state: CounterState,
+    /// After this time the stored state is equivalent to a fresh one and may be dropped.
+    pub expires_at: Nanos,
+}
+
+/// Why a limit could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimitError {
+    /// The period is zero.
+    #[error("the period must be longer than zero")]
+    ZeroPeriod,
+    /// `burst` was zero for a limit that admits requests.
+    #[error("burst must be at least 1")]
+    ZeroBurst,
+    /// The sliding window keeps 32-bit counts.
+    #[error("sliding_window supports at most {max} requests per window, got {got}", max = u32::MAX)]
+    SlidingWindowTooLarge {
+        /// The requested limit.
+        got: u64,
+    },
+}
+
+/// A rate limit ready to decide: the algorithm with its parameters checked and its derived
+/// constants computed once, off the decision path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit {
+    algorithm: Algorithm,
+    requests: u64,
+    period: Nanos,
+    burst: u64,
+    /// GCRA only: nanoseconds per request, rounded up so the rate is never exceeded.
+    emission: Nanos,
+}
+
+impl Limit {
+    /// At most `requests` per calendar-aligned window of `period` nanoseconds.
+    pub fn fixed_window(requests: u64, period: Nanos) -> Result<Self, LimitError> {
+        Self::build(Algorithm::FixedWindow, requests, period, requests)
+    }
+
+    /// A token bucket refilled at `requests` per `period`, holding at most `burst` tokens.
+    pub fn gcra(requests: u64, period: Nanos, burst: u64) -> Result<Self, LimitError> {
+        Self::build(Algorithm::Gcra, requests, period, burst)
+    }
+
+    /// About `requests` per rolling `period` (see the error bound in `docs/design/rate-limiting.md`).
+    pub fn sliding_window(requests: u64, period: Nanos) -> Result<Self, LimitError> {
+        if requests > u64::from(u32::MAX) {
+            return Err(LimitError::SlidingWindowTooLarge { got: requests });
+        }
+        Self::build(Algorithm::SlidingWindow, requests, period, requests)
+    }
+
+    fn build(
+        algorithm: Algorithm,
+        requests: u64,
+        period: Nanos,
+        burst: u64,
+    ) -> Result<Self, LimitError> {
+        if period == 0 {
+            return Err(LimitError::ZeroPeriod);
+        }
+        if burst == 0 && requests > 0 {
+            return Err(LimitError::ZeroBurst);
+        }
+        let emission = if requests == 0 {
+            0
+        } else {
+            period.div_ceil(requests)
+        };
+        Ok(Self {
+            algorithm,
+            requests,
+            period,
+            burst,
+            emission,
+        })
+    }
+
+    /// The algorithm.
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    /// Requests per period (the refill rate for GCRA).
+    pub fn requests(&self) -> u64 {
+        self.requests
+    }
+
+    /// The period in nanoseconds.
+    pub fn period(&self) -> Nanos {
+        self.period
+    }
+
+    /// The most requests admitted at once: `burst` for GCRA, the limit for windows.
+    pub fn burst(&self) -> u64 {
+        self.burst
+    }
+
+    /// Decides whether `cost` more requests fit, given the counter's `state` at time `now`.
+    ///
+    /// Pure: the caller commits `Outcome::state` only if the whole decision admits.
+    /// A cost of zero never changes state and reports what is left.
+    #[inline]
+    pub fn decide(&self, state: CounterState, cost: u64, now: Nanos) -> Outcome {
+        if self.requests == 0 && cost > 0 {
+            return Outcome {
+                allowed: false,
+                remaining: 0,
+                reset_after: 0,
+                retry_after: None,
+                state,
+                expires_at: now,
+            };
+        }
+        match self.algorithm {
+            Algorithm::FixedWindow => fixed_window::decide(self, state, cost, now),
+            Algorithm::Gcra => gcra::decide(self, state, cost, now),
+            Algorithm::SlidingWindow => sliding_window::decide(self, state, cost, now),
+        }
+    }
+}
+
+/// Start of the calendar-aligned window of length `period` that contains `now`.
+#[inline]
+fn window_start(now: Nanos, period: Nanos) -> Nanos {
+    now - now % period
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_period_is_rejected() {
+        assert_eq!(Limit::fixed_window(1, 0), Err(LimitError::ZeroPeriod));
+        assert_eq!(Limit::gcra(1, 0, 1), Err(LimitError::ZeroPeriod));
+    }
+
+    #[test]
+    fn zero_burst_is_rejected_for_gcra() {
+        assert_eq!(Limit::gcra(10, 1, 0), Err(LimitError::ZeroBurst));
+    }
+
+    #[test]
+    fn sliding_window_rejects_counts_above_u32() {
+        assert!(matches!(
+            Limit::sliding_window(u64::from(u32::MAX) + 1, 1),
+            Err(LimitError::SlidingWindowTooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn zero_requests_always_denies_and_never_changes_state() {
+        for limit in [
+            Limit::fixed_window(0, 1_000).unwrap(),
+            Limit::gcra(0, 1_000, 0).unwrap(),
+            Limit::sliding_window(0, 1_000).unwrap(),
+        ] {
+            let state = CounterState([7, 9]);
+            let out = limit.decide(state, 1, 12_345);
+            assert!(!out.allowed, "{:?}", limit.algorithm());
+            assert_eq!(out.retry_after, None);
+            assert_eq!(out.state, state);
+        }
+    }
+}

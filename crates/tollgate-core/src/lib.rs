@@ -1,0 +1,27 @@
+//! Tollgate's core: the rate-limiting engine with no I/O.
+//!
+//! - [`algorithm`]: GCRA, fixed window and sliding window as pure functions of
+//!   (state, limit, cost, now).
+//! - [`policy`]: domains and descriptor trees, loaded from envoyproxy/ratelimit's YAML
+//!   format, matched with its rules.
+//! - [`store`]: the [`Store`] trait (atomic multi-limit batches) and the in-memory store.
+//! - [`Limiter`]: request → policies → store → [`Decision`].
+//!
+//! Nothing here opens a socket, reads a file or needs an async runtime: the server crate
+//! (and anyone embedding Tollgate) brings those.
+
+pub mod algorithm;
+pub mod descriptor;
+pub mod key;
+mod limiter;
+pub mod policy;
+pub mod store;
+pub mod time;
+
+pub use algorithm::{Algorithm, CounterState, Limit, Outcome};
+pub use descriptor::{CheckRequest, Descriptor, Entry, LimitOverride, RequestError, RequestLimits};
+pub use key::{CounterKey, KeyHasher};
+pub use limiter::{Decision, DescriptorStatus, Limiter, LimiterConfig, Rule};
+pub use policy::{Consistency, OnStoreError, Policy, PolicyError, PolicyLimit, PolicySet, Unit};
+pub use store::{LimitOp, MemoryStore, MemoryStoreConfig, Store, StoreError};
+pub use time::{Clock, ManualClock, Nanos, SECOND, SystemClock};

@@ -1,0 +1,350 @@
+//! The in-memory store: counters in sharded hash maps inside this process.
+//!
+//! - **Sharded**: a key's shard comes from its top bits; a decision locks only the shards
+//!   its keys live in, in ascending order (so two decisions cannot deadlock), for the few
+//!   nanoseconds the algorithm needs.
+//! - **Small**: a counter is its 8-byte fingerprint, 16 bytes of state and a 4-byte expiry.
+//! - **Bounded**: every counter carries the time after which it is equivalent to a fresh
+//!   one; [`MemoryStore::sweep`] drops those, and `max_keys` caps what a key-spraying
+//!   client can make it hold.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use smallvec::SmallVec;
+
+use super::{LimitOp, Store, StoreError, StoreFuture, batch_admits};
+use crate::algorithm::{CounterState, Outcome};
+use crate::key::CounterKey;
+use crate::time::{Nanos, SECOND};
+
+/// Sizing of a [`MemoryStore`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryStoreConfig {
+    /// Number of shards; rounded up to a power of two.
+    pub shards: usize,
+    /// Most live counters kept; past it, new counters are decided but not remembered
+    /// (counted in [`MemoryStore::overflows`]).
+    pub max_keys: usize,
+}
+
+impl Default for MemoryStoreConfig {
+    fn default() -> Self {
+        Self {
+            shards: 128,
+            max_keys: 16 << 20,
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Slot {
+    state: CounterState,
+    /// Whole seconds since the epoch after which the counter is as good as fresh.
+    expires: u32,
+}
+
+/// The keys are already uniform keyed hashes, so the map only needs them spread over its
+/// bits: a multiply does that and leaves the top (tag) bits independent of the shard bits.
+#[derive(Clone, Copy, Default)]
+struct SpreadKey;
+
+struct SpreadHasher(u64);
+
+impl BuildHasher for SpreadKey {
+    type Hasher = SpreadHasher;
+    fn build_hasher(&self) -> SpreadHasher {
+        SpreadHasher(0)
+    }
+}
+
+impl Hasher for SpreadHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, x: u64) {
+        self.0 = (x ^ (x >> 29)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type Shard = HashMap<u64, Slot, SpreadKey>;
+
+/// One shard, alone on its cache line so that neighbouring locks do not contend.
+#[repr(align(64))]
+struct PaddedShard(Mutex<Shard>);
+
+/// Counters in this process's memory. See the module docs.
+pub struct MemoryStore {
+    shards: Box<[PaddedShard]>,
+    shift: u32,
+    max_per_shard: usize,
+    overflows: AtomicU64,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("shards", &self.shards.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new(MemoryStoreConfig::default())
+    }
+}
+
+fn expiry_secs(at: Nanos) -> u32 {
+    u32::try_from(at.div_ceil(SECOND)).unwrap_or(u32::MAX)
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new(config: MemoryStoreConfig) -> Self {
+        let count = config.shards.clamp(1, 1 << 16).next_power_of_two();
+        let shards = (0..count)
+            .map(|_| PaddedShard(Mutex::new(Shard::default())))
+            .collect();
+        Self {
+            shards,
+            shift: 64 - count.trailing_zeros(),
+            max_per_shard: config.max_keys.div_ceil(count).max(1),
+            overflows: AtomicU64::new(0),
+        }
+    }
+
+    #[inline]
+    fn shard_of(&self, key: CounterKey) -> usize {
+        // `checked_shr` covers the single-shard case, where the shift is 64.
+        key.0.checked_shr(self.shift).unwrap_or(0) as usize
+    }
+
+    #[inline]
+    fn lock(&self, shard: usize) -> MutexGuard<'_, Shard> {
+        // A panic while holding a shard lock cannot leave a slot half-written (slots are
+        // replaced whole), so a poisoned lock is still safe to use.
+        self.shards[shard]
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Evaluates and commits `ops` atomically (see [`Store`]). Never fails.
+    pub fn apply_sync(&self, ops: &mut [LimitOp], now: Nanos) {
+        if let [op] = ops {
+            let mut shard = self.lock(self.shard_of(op.key));
+            let state = shard
+                .get(&op.key.0)
+                .map_or_else(CounterState::default, |s| s.state);
+            let outcome = op.limit.decide(state, op.cost, now);
+            op.outcome = Some(outcome);
+            if outcome.allowed && op.cost > 0 {
+                self.commit(&mut shard, op.key, &outcome);
+            }
+            return;
+        }
+        let mut order: SmallVec<[usize; 8]> = ops.iter().map(|op| self.shard_of(op.key)).collect();
+        order.sort_unstable();
+        order.dedup();
+        let mut guards: SmallVec<[(usize, MutexGuard<'_, Shard>); 8]> =
+            order.iter().map(|&s| (s, self.lock(s))).collect();
+        let find = |guards: &SmallVec<[(usize, MutexGuard<'_, Shard>); 8]>, shard: usize| {
+            guards.iter().position(|(s, _)| *s == shard).unwrap_or(0)
+        };
+        for i in 0..ops.len() {
+            let key = ops[i].key;
+            // An earlier op on the same counter in this batch sees its tentative state.
+            let earlier = ops[..i]
+                .iter()
+                .rev()
+                .filter(|o| o.key == key)
+                .find_map(|o| o.outcome.filter(|out| out.allowed && o.cost > 0));
+            let state = match earlier {
+                Some(out) => out.state,
+                None => {
+                    let g = &guards[find(&guards, self.shard_of(key))].1;
+                    g.get(&key.0)
+                        .map_or_else(CounterState::default, |s| s.state)
+                }
+            };
+            ops[i].outcome = Some(ops[i].limit.decide(state, ops[i].cost, now));
+        }
+        if !batch_admits(ops) {
+            return;
+        }
+        for op in ops.iter() {
+            if let Some(outcome) = op.outcome.filter(|o| o.allowed && op.cost > 0) {
+                let g = find(&guards, self.shard_of(op.key));
+                self.commit(&mut guards[g].1, op.key, &outcome);
+            }
+        }
+    }
+
+    #[inline]
+    fn commit(&self, shard: &mut Shard, key: CounterKey, outcome: &Outcome) {
+        let slot = Slot {
+            state: outcome.state,
+            expires: expiry_secs(outcome.expires_at),
+        };
+        if let Some(existing) = shard.get_mut(&key.0) {
+            *existing = slot;
+        } else if shard.len() < self.max_per_shard {
+            shard.insert(key.0, slot);
+        } else {
+            self.overflows.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Drops every counter that is equivalent to a fresh one at `now`, one shard at a time,
+    /// and gives memory back when a shard has shrunk a lot. Returns how many were dropped.
+    pub fn sweep(&self, now: Nanos) -> usize {
+        let now_secs = u32::try_from(now / SECOND).unwrap_or(u32::MAX);
+        let mut dropped = 0;
+        for shard in 0..self.shards.len() {
+            let mut map = self.lock(shard);
+            let before = map.len();
+            map.retain(|_, slot| slot.expires > now_secs);
+            dropped += before - map.len();
+            if map.capacity() > 64 && map.len() < map.capacity() / 4 {
+                let target = map.len() * 2;
+                map.shrink_to(target);
+            }
+        }
+        dropped
+    }
+
+    /// Live counters (including expired ones not yet swept).
+    pub fn len(&self) -> usize {
+        (0..self.shards.len()).map(|s| self.lock(s).len()).sum()
+    }
+
+    /// Whether no counter is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// New counters that were decided but not remembered because the store was full.
+    pub fn overflows(&self) -> u64 {
+        self.overflows.load(Ordering::Relaxed)
+    }
+
+    /// The state of one counter, for inspection (admin APIs, tests).
+    pub fn get(&self, key: CounterKey) -> Option<CounterState> {
+        self.lock(self.shard_of(key)).get(&key.0).map(|s| s.state)
+    }
+}
+
+impl Store for MemoryStore {
+    fn apply<'a>(&'a self, ops: &'a mut [LimitOp], now: Nanos) -> StoreFuture<'a> {
+        self.apply_sync(ops, now);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    #[inline]
+    fn apply_now(&self, ops: &mut [LimitOp], now: Nanos) -> Option<Result<(), StoreError>> {
+        self.apply_sync(ops, now);
+        Some(Ok(()))
+    }
+
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::algorithm::Limit;
+
+    fn op(key: u64, limit: Limit, cost: u64) -> LimitOp {
+        LimitOp::new(CounterKey(key), limit, cost, true)
+    }
+
+    #[test]
+    fn a_denied_batch_consumes_nothing() {
+        let store = MemoryStore::default();
+        let per_second = Limit::fixed_window(5, SECOND).unwrap();
+        let per_day = Limit::fixed_window(100, 86_400 * SECOND).unwrap();
+        let now = 1_000 * SECOND;
+        for _ in 0..5 {
+            let mut ops = [op(1, per_second, 1), op(2, per_day, 1)];
+            store.apply_sync(&mut ops, now);
+            assert!(batch_admits(&ops));
+        }
+        let mut ops = [op(1, per_second, 1), op(2, per_day, 1)];
+        store.apply_sync(&mut ops, now);
+        assert!(!batch_admits(&ops));
+        // The daily counter saw 5 requests, not 6.
+        let mut peek = [op(2, per_day, 0)];
+        store.apply_sync(&mut peek, now);
+        assert_eq!(peek[0].outcome.unwrap().remaining, 95);
+    }
+
+    #[test]
+    fn ops_on_one_counter_in_one_batch_add_up() {
+        let store = MemoryStore::default();
+        let limit = Limit::fixed_window(3, SECOND).unwrap();
+        let mut ops = [op(9, limit, 2), op(9, limit, 2)];
+        store.apply_sync(&mut ops, SECOND);
+        assert!(ops[0].outcome.unwrap().allowed);
+        assert!(!ops[1].outcome.unwrap().allowed);
+        assert!(!batch_admits(&ops));
+        assert_eq!(store.get(CounterKey(9)), None, "nothing committed");
+    }
+
+    #[test]
+    fn shadow_ops_never_deny_the_batch() {
+        let store = MemoryStore::default();
+        let zero = Limit::fixed_window(0, SECOND).unwrap();
+        let one = Limit::fixed_window(1, SECOND).unwrap();
+        let mut ops = [LimitOp::new(CounterKey(1), zero, 1, false), op(2, one, 1)];
+        store.apply_sync(&mut ops, SECOND);
+        assert!(batch_admits(&ops));
+        assert!(store.get(CounterKey(2)).is_some());
+    }
+
+    #[test]
+    fn sweep_drops_expired_counters_only() {
+        let store = MemoryStore::new(MemoryStoreConfig {
+            shards: 4,
+            max_keys: 1000,
+        });
+        let second = Limit::fixed_window(10, SECOND).unwrap();
+        let hour = Limit::fixed_window(10, 3_600 * SECOND).unwrap();
+        let now = 7_200 * SECOND;
+        for k in 0..100u64 {
+            let limit = if k % 2 == 0 { second } else { hour };
+            store.apply_sync(
+                &mut [op(k.wrapping_mul(0x9E37_79B9_7F4A_7C15), limit, 1)],
+                now,
+            );
+        }
+        assert_eq!(store.len(), 100);
+        assert_eq!(store.sweep(now + 2 * SECOND), 50);
+        assert_eq!(store.len(), 50);
+    }
+
+    #[test]
+    fn a_full_store_still_decides_but_does_not_grow() {
+        let store = MemoryStore::new(MemoryStoreConfig {
+            shards: 1,
+            max_keys: 10,
+        });
+        let limit = Limit::fixed_window(1, SECOND).unwrap();
+        for k in 0..20 {
+            let mut ops = [op(k, limit, 1)];
+            store.apply_sync(&mut ops, SECOND);
+            assert!(ops[0].outcome.unwrap().allowed);
+        }
+        assert_eq!(store.len(), 10);
+        assert_eq!(store.overflows(), 10);
+    }
+}

@@ -1,0 +1,87 @@
+//! Where counters live. A [`Store`] applies a batch of [`LimitOp`]s atomically: every op is
+//! evaluated against the same snapshot, and either all admitting ops are committed (when
+//! every enforced op admits) or none is. That is the rule "a denied request consumes
+//! nothing", and each store must keep it.
+
+mod memory;
+
+use std::future::Future;
+use std::pin::Pin;
+
+pub use memory::{MemoryStore, MemoryStoreConfig};
+
+use crate::algorithm::{Limit, Outcome};
+use crate::key::CounterKey;
+use crate::time::Nanos;
+
+/// One limit to check in a decision.
+#[derive(Debug, Clone, Copy)]
+pub struct LimitOp {
+    /// The counter.
+    pub key: CounterKey,
+    /// The rule to apply to it.
+    pub limit: Limit,
+    /// How much this request costs against it.
+    pub cost: u64,
+    /// Whether a denial by this op denies the request (false for shadow-mode policies).
+    pub enforce: bool,
+    /// Written by the store: what the algorithm decided.
+    pub outcome: Option<Outcome>,
+}
+
+impl LimitOp {
+    /// An op not yet evaluated.
+    pub fn new(key: CounterKey, limit: Limit, cost: u64, enforce: bool) -> Self {
+        Self {
+            key,
+            limit,
+            cost,
+            enforce,
+            outcome: None,
+        }
+    }
+}
+
+/// Whether a batch of evaluated ops admits the request: every enforced op admits.
+pub fn batch_admits(ops: &[LimitOp]) -> bool {
+    ops.iter()
+        .all(|op| !op.enforce || op.outcome.is_some_and(|o| o.allowed))
+}
+
+/// Why a store could not decide.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The store could not be reached or answered with an error; retrying later may work.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The store did not answer within its deadline.
+    #[error("store did not answer within {0} ms")]
+    Timeout(u64),
+}
+
+impl StoreError {
+    /// Whether the same call may succeed later (drives retries and circuit breaking).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_) | StoreError::Timeout(_))
+    }
+}
+
+/// The future a [`Store`] returns.
+pub type StoreFuture<'a> = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 'a>>;
+
+/// A counter store, shared by all requests (`Arc<dyn Store>`).
+pub trait Store: Send + Sync + 'static {
+    /// Evaluates `ops` at `now` and commits them atomically (see the module docs), writing
+    /// each op's `outcome`. Stores with their own clock (Redis) may use it instead of `now`.
+    fn apply<'a>(&'a self, ops: &'a mut [LimitOp], now: Nanos) -> StoreFuture<'a>;
+
+    /// The same, without waiting, for stores that never wait (in memory). `None` means
+    /// "call [`Store::apply`]". Lets the in-memory path skip allocating a future.
+    fn apply_now(&self, ops: &mut [LimitOp], now: Nanos) -> Option<Result<(), StoreError>> {
+        let _ = (ops, now);
+        None
+    }
+
+    /// A short name for logs and metrics (`memory`, `redis`).
+    fn kind(&self) -> &'static str;
+}

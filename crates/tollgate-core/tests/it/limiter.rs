@@ -1,0 +1,249 @@
+//! The limiter end to end over the in-memory store.
+
+use std::sync::Arc;
+
+use tollgate_core::{
+    CheckRequest, Descriptor, Entry, LimitOverride, Limiter, LimiterConfig, ManualClock,
+    MemoryStore, PolicySet, RequestError, SECOND, Unit,
+};
+
+use crate::support::{check, check_hits, limiter, now_or_never};
+
+const API: &str = "domain: api
+descriptors:
+  - key: user
+    rate_limit: {unit: second, requests_per_unit: 10}
+  - key: plan
+    rate_limit: {unit: day, requests_per_unit: 100}
+  - key: burst
+    rate_limit: {unit: second, requests_per_unit: 10, algorithm: gcra, burst: 3}
+  - key: smooth
+    rate_limit: {unit: minute, requests_per_unit: 6, algorithm: sliding_window}
+";
+
+#[test]
+fn hits_above_one_are_charged_in_full() {
+    let (l, _) = limiter(API);
+    let d = check_hits(&l, "api", &[&[("user", "1")]], 4);
+    assert!(d.allowed);
+    assert_eq!(d.statuses[0].remaining, 6);
+    assert!(check_hits(&l, "api", &[&[("user", "1")]], 6).allowed);
+    let d = check_hits(&l, "api", &[&[("user", "1")]], 1);
+    assert!(!d.allowed);
+    assert_eq!(d.statuses[0].remaining, 0);
+}
+
+#[test]
+fn a_request_costlier_than_the_limit_is_denied_without_a_retry_time() {
+    let (l, _) = limiter(API);
+    let d = check_hits(&l, "api", &[&[("user", "1")]], 11);
+    assert!(!d.allowed);
+    assert_eq!(d.statuses[0].retry_after, None);
+}
+
+#[test]
+fn a_per_second_denial_does_not_burn_the_daily_quota() {
+    let (l, clock) = limiter(API);
+    let both: [&[(&str, &str)]; 2] = [&[("user", "1")], &[("plan", "free")]];
+    for _ in 0..10 {
+        assert!(check(&l, "api", &both).allowed);
+    }
+    for _ in 0..50 {
+        let d = check(&l, "api", &both);
+        assert!(!d.allowed);
+        assert!(d.statuses[1].allowed);
+        assert_eq!(d.statuses[1].remaining, 90, "reported as not consumed");
+    }
+    clock.advance(SECOND);
+    let d = check(&l, "api", &both);
+    assert!(d.allowed);
+    assert_eq!(d.statuses[1].remaining, 89, "the 50 denials took nothing");
+}
+
+#[test]
+fn gcra_allows_the_burst_then_the_rate() {
+    let (l, clock) = limiter(API);
+    for _ in 0..3 {
+        assert!(check(&l, "api", &[&[("burst", "k")]]).allowed);
+    }
+    let d = check(&l, "api", &[&[("burst", "k")]]);
+    assert!(!d.allowed);
+    assert_eq!(d.statuses[0].retry_after, Some(SECOND / 10));
+    clock.advance(SECOND / 10);
+    assert!(check(&l, "api", &[&[("burst", "k")]]).allowed);
+}
+
+#[test]
+fn sliding_window_weighs_the_previous_minute() {
+    let (l, clock) = limiter(API);
+    // Align to the start of a minute, spend all 6, then look half-way through the next one.
+    let now = clock_now(&clock);
+    clock.set(now - now % (60 * SECOND));
+    assert!(check_hits(&l, "api", &[&[("smooth", "k")]], 6).allowed);
+    clock.advance(90 * SECOND);
+    let d = check_hits(&l, "api", &[&[("smooth", "k")]], 4);
+    assert!(!d.allowed, "3 of the previous 6 still count");
+    assert!(check_hits(&l, "api", &[&[("smooth", "k")]], 3).allowed);
+}
+
+fn clock_now(c: &ManualClock) -> u64 {
+    use tollgate_core::Clock;
+    c.now()
+}
+
+#[test]
+fn per_descriptor_hits_and_overrides() {
+    let (l, _) = limiter(API);
+    let entries = [Entry {
+        key: "user",
+        value: "7",
+    }];
+    let other = [Entry {
+        key: "anything",
+        value: "x",
+    }];
+    let descriptors = [
+        Descriptor {
+            entries: &entries,
+            hits: Some(3),
+            limit_override: None,
+        },
+        Descriptor {
+            entries: &other,
+            hits: None,
+            limit_override: Some(LimitOverride {
+                requests_per_unit: 1,
+                unit: Unit::Minute,
+            }),
+        },
+    ];
+    let request = CheckRequest {
+        domain: "api",
+        descriptors: &descriptors,
+        hits: 0,
+    };
+    let d = now_or_never(l.check(&request)).unwrap();
+    assert!(d.allowed);
+    assert_eq!(d.statuses[0].remaining, 7);
+    assert_eq!(d.statuses[1].remaining, 0);
+    assert_eq!(
+        d.statuses[1].rule.as_ref().unwrap().rate(),
+        Some((1, Unit::Minute))
+    );
+    let d = now_or_never(l.check(&request)).unwrap();
+    assert!(!d.allowed, "the override allows one per minute");
+}
+
+#[test]
+fn malformed_requests_are_refused_with_the_field_named() {
+    let (l, _) = limiter(API);
+    let empty_key = [Entry {
+        key: "",
+        value: "x",
+    }];
+    let descriptors = [Descriptor {
+        entries: &empty_key,
+        hits: None,
+        limit_override: None,
+    }];
+    let err = now_or_never(l.check(&CheckRequest {
+        domain: "api",
+        descriptors: &descriptors,
+        hits: 1,
+    }))
+    .unwrap_err();
+    assert_eq!(
+        err,
+        RequestError::EmptyKey {
+            descriptor: 0,
+            entry: 0
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "descriptors[0].entries[0].key must not be empty"
+    );
+    let err = now_or_never(l.check(&CheckRequest {
+        domain: "",
+        descriptors: &descriptors,
+        hits: 1,
+    }))
+    .unwrap_err();
+    assert_eq!(err, RequestError::EmptyDomain);
+    let err = now_or_never(l.check(&CheckRequest {
+        domain: "api",
+        descriptors: &[],
+        hits: 1,
+    }))
+    .unwrap_err();
+    assert_eq!(err, RequestError::NoDescriptors);
+    let none: [Entry<'_>; 0] = [];
+    let descriptors = [Descriptor {
+        entries: &none,
+        hits: None,
+        limit_override: None,
+    }];
+    let err = now_or_never(l.check(&CheckRequest {
+        domain: "api",
+        descriptors: &descriptors,
+        hits: 1,
+    }))
+    .unwrap_err();
+    assert_eq!(err, RequestError::NoEntries { descriptor: 0 });
+}
+
+#[test]
+fn replacing_policies_keeps_counters_of_unchanged_limits() {
+    let (l, _) = limiter(API);
+    for _ in 0..4 {
+        assert!(check(&l, "api", &[&[("user", "1")]]).allowed);
+    }
+    l.replace_policies(PolicySet::from_files([("api.yaml", API)]).unwrap());
+    assert_eq!(
+        check(&l, "api", &[&[("user", "1")]]).statuses[0].remaining,
+        5
+    );
+    // A raised limit applies at once, to the same counter.
+    l.replace_policies(
+        PolicySet::from_files([(
+            "api.yaml",
+            "domain: api\ndescriptors:\n  - key: user\n    rate_limit: {unit: second, requests_per_unit: 20}\n",
+        )])
+        .unwrap(),
+    );
+    assert_eq!(
+        check(&l, "api", &[&[("user", "1")]]).statuses[0].remaining,
+        14
+    );
+}
+
+#[test]
+fn limiters_with_different_seeds_do_not_share_counters_but_equal_seeds_do() {
+    let store = Arc::new(MemoryStore::default());
+    let clock = Arc::new(ManualClock::new(1_000 * SECOND));
+    let make = |seed: u8| {
+        let config = LimiterConfig {
+            key_seed: [seed; 16],
+            ..LimiterConfig::default()
+        };
+        Limiter::new(
+            PolicySet::from_files([("api.yaml", API)]).unwrap(),
+            store.clone(),
+            clock.clone(),
+            config,
+        )
+    };
+    let (a, b, c) = (make(1), make(1), make(2));
+    assert_eq!(
+        check(&a, "api", &[&[("user", "1")]]).statuses[0].remaining,
+        9
+    );
+    assert_eq!(
+        check(&b, "api", &[&[("user", "1")]]).statuses[0].remaining,
+        8
+    );
+    assert_eq!(
+        check(&c, "api", &[&[("user", "1")]]).statuses[0].remaining,
+        9
+    );
+}

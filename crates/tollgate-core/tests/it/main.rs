@@ -1,0 +1,7 @@
+//! Integration tests of tollgate-core's public API (one binary, several modules).
+
+mod algorithms;
+mod limiter;
+mod matching;
+mod policy_files;
+mod support;
