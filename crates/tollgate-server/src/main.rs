@@ -1,1 +1,33 @@
-fn main() {}
+//! The `tollgate` binary: parses the command line and hands over to the command.
+
+use clap::Parser;
+
+use tollgate_server::cli::{Cli, Command, PolicyCommand};
+use tollgate_server::{commands, configuration, startup, telemetry};
+
+fn main() -> anyhow::Result<std::process::ExitCode> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            let settings = configuration::Settings::load(&args)?;
+            telemetry::init(settings.log_format);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let app = startup::Application::build(settings).await?;
+                app.run_until_stopped().await
+            })?;
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Policy {
+            command: PolicyCommand::Validate(args),
+        } => Ok(commands::validate::run(&args)),
+        Command::Check(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(commands::check::run(&args))
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! The command line (clap). Every `serve` flag can also come from a `TOLLGATE_*` variable
+//! or the TOML file given with `--config`; flags and variables win over the file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Tollgate: a rate-limiting and quota service. Callers ask "may this request pass?" and
+/// get a decision in microseconds.
+#[derive(Debug, Parser)]
+#[command(name = "tollgate", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the rate-limit service (HTTP data plane and operations endpoints).
+    ///
+    /// With no options it listens on 127.0.0.1:8080, keeps counters in memory and serves
+    /// the built-in example policies (domain "api").
+    Serve(ServeArgs),
+    /// Work with policy files.
+    Policy {
+        /// What to do with them.
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// Ask a running server for one decision and print it.
+    ///
+    /// Exit status: 0 when allowed, 1 when denied, 2 on any error.
+    Check(CheckArgs),
+}
+
+/// `tollgate serve`.
+#[derive(Debug, Args, Default)]
+pub struct ServeArgs {
+    /// A TOML configuration file (see examples/tollgate.toml).
+    #[arg(long, env = "TOLLGATE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// A policy file, or a directory of policy files (one domain per file). Defaults to the
+    /// built-in example policies.
+    #[arg(long, env = "TOLLGATE_POLICIES", value_name = "PATH")]
+    pub policies: Option<PathBuf>,
+    /// Address of the HTTP listener (POST /v1/check, /healthz, /readyz, /metrics).
+    /// Port 0 picks a free port; the chosen address is logged.
+    #[arg(long, env = "TOLLGATE_HTTP_ADDR", value_name = "ADDR")]
+    pub http_addr: Option<SocketAddr>,
+    /// Where counters live. Supported: memory:// (this process).
+    #[arg(long, env = "TOLLGATE_STORE", value_name = "URL")]
+    pub store: Option<String>,
+    /// Most counters the in-memory store keeps (memory stays bounded under key spraying).
+    #[arg(long, env = "TOLLGATE_MAX_KEYS", value_name = "N")]
+    pub max_keys: Option<usize>,
+    /// Log format: auto (pretty on a terminal, JSON otherwise), json or pretty.
+    /// The level is set with RUST_LOG (default: info).
+    #[arg(long, env = "TOLLGATE_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Pretty when standard output is a terminal, JSON otherwise.
+    #[default]
+    Auto,
+    /// One JSON object per line.
+    Json,
+    /// Human-readable, coloured.
+    Pretty,
+}
+
+/// `tollgate policy ...`.
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Check policy files and directories; print every error with file, line and field.
+    ///
+    /// Exit status: 0 when every file is valid, 1 otherwise.
+    Validate(ValidateArgs),
+}
+
+/// `tollgate policy validate`.
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Policy files or directories.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+}
+
+/// `tollgate check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Base URL of the server's HTTP listener.
+    #[arg(long, env = "TOLLGATE_SERVER", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    /// The domain whose policies apply.
+    #[arg(long, short = 'D')]
+    pub domain: String,
+    /// A descriptor as key=value pairs separated by commas, e.g. `-d path=/login,user=42`.
+    /// Repeat for several descriptors.
+    #[arg(
+        long = "descriptor",
+        short = 'd',
+        required = true,
+        value_name = "K=V[,K=V...]"
+    )]
+    pub descriptors: Vec<String>,
+    /// Cost of the request.
+    #[arg(long, default_value_t = 1)]
+    pub hits: u64,
+    /// Print the server's JSON answer instead of the summary.
+    #[arg(long)]
+    pub json: bool,
+}

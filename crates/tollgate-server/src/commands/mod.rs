@@ -1,0 +1,4 @@
+//! Commands other than `serve`.
+
+pub mod check;
+pub mod validate;

@@ -1,0 +1,150 @@
+//! Settings of `tollgate serve`, layered: built-in defaults < TOML file < `TOLLGATE_*`
+//! environment variables and command-line flags (clap reads both).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+use crate::cli::{LogFormat, ServeArgs};
+
+/// Default address of the HTTP listener.
+pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
+
+/// Where counters live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreSettings {
+    /// In this process's memory.
+    Memory {
+        /// Most counters kept.
+        max_keys: usize,
+    },
+}
+
+/// Everything `tollgate serve` needs to start.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// HTTP listener address.
+    pub http_addr: SocketAddr,
+    /// Policy file or directory; `None` serves the built-in example policies.
+    pub policies: Option<PathBuf>,
+    /// Counter store.
+    pub store: StoreSettings,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+/// The TOML file's shape.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    http_addr: Option<SocketAddr>,
+    policies: Option<PathBuf>,
+    store: Option<String>,
+    max_keys: Option<usize>,
+    log_format: Option<LogFormat>,
+}
+
+impl Settings {
+    /// Resolves settings from the flags (and environment) and the optional TOML file.
+    pub fn load(args: &ServeArgs) -> anyhow::Result<Self> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileSettings::default(),
+        };
+        // Relative policy paths in a config file are relative to that file.
+        let file_policies = file.policies.map(|p| match &args.config {
+            Some(cfg) if p.is_relative() => cfg.parent().unwrap_or(Path::new(".")).join(p),
+            _ => p,
+        });
+        let store_url = args
+            .store
+            .clone()
+            .or(file.store)
+            .unwrap_or_else(|| "memory://".into());
+        let max_keys = args.max_keys.or(file.max_keys).unwrap_or(16 << 20);
+        Ok(Self {
+            http_addr: match args.http_addr.or(file.http_addr) {
+                Some(addr) => addr,
+                None => DEFAULT_HTTP_ADDR.parse()?,
+            },
+            policies: args.policies.clone().or(file_policies),
+            store: parse_store(&store_url, max_keys)?,
+            log_format: args.log_format.or(file.log_format).unwrap_or_default(),
+        })
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileSettings> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the configuration file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid configuration file {}", path.display()))
+}
+
+fn parse_store(url: &str, max_keys: usize) -> anyhow::Result<StoreSettings> {
+    let scheme = url.split_once("://").map_or(url, |(scheme, _)| scheme);
+    match scheme {
+        "memory" => {
+            if max_keys == 0 {
+                bail!("max_keys must be at least 1");
+            }
+            Ok(StoreSettings::Memory { max_keys })
+        }
+        other => bail!(
+            "unsupported store URL '{url}': scheme '{other}' is not supported by this build (use memory://)"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_need_no_file() {
+        let s = Settings::load(&ServeArgs::default()).unwrap();
+        assert_eq!(s.http_addr.to_string(), DEFAULT_HTTP_ADDR);
+        assert_eq!(s.store, StoreSettings::Memory { max_keys: 16 << 20 });
+        assert!(s.policies.is_none());
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_paths_are_relative_to_it() {
+        let dir = std::env::temp_dir().join(format!("tollgate-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = dir.join("tollgate.toml");
+        std::fs::write(
+            &cfg,
+            "http_addr = \"127.0.0.1:9000\"\npolicies = \"pol\"\nmax_keys = 5\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(cfg.clone()),
+            http_addr: Some("127.0.0.1:9001".parse().unwrap()),
+            ..ServeArgs::default()
+        };
+        let s = Settings::load(&args).unwrap();
+        assert_eq!(s.http_addr.port(), 9001);
+        assert_eq!(s.policies, Some(dir.join("pol")));
+        assert_eq!(s.store, StoreSettings::Memory { max_keys: 5 });
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_and_stores_are_errors() {
+        let dir = std::env::temp_dir().join(format!("tollgate-cfg-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = dir.join("bad.toml");
+        std::fs::write(&cfg, "http_adr = \"127.0.0.1:9000\"\n").unwrap();
+        let err = Settings::load(&ServeArgs {
+            config: Some(cfg),
+            ..ServeArgs::default()
+        })
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("http_adr"), "{err:#}");
+        let err = parse_store("redis://127.0.0.1:6379", 1).unwrap_err();
+        assert!(err.to_string().contains("scheme 'redis'"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

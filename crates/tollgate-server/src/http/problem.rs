@@ -1,0 +1,89 @@
+//! RFC 9457 problem details: every error the HTTP listener returns has this shape.
+
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use serde::Serialize;
+
+/// An `application/problem+json` response.
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    /// A URI naming the kind of problem (stable; clients may switch on it).
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// A short summary of the kind.
+    pub title: &'static str,
+    /// The HTTP status.
+    pub status: u16,
+    /// What exactly is wrong with this request.
+    pub detail: String,
+}
+
+impl Problem {
+    /// A problem of `kind` with `status`.
+    pub fn new(
+        status: StatusCode,
+        kind: &'static str,
+        title: &'static str,
+        detail: impl Into<String>,
+    ) -> Self {
+        Self {
+            kind,
+            title,
+            status: status.as_u16(),
+            detail: detail.into(),
+        }
+    }
+
+    /// 400: the body is not the JSON the endpoint expects.
+    pub fn invalid_body(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "urn:tollgate:problem:invalid-body",
+            "Malformed request body",
+            detail,
+        )
+    }
+
+    /// 400: well-formed JSON that asks something invalid.
+    pub fn invalid_request(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "urn:tollgate:problem:invalid-request",
+            "Invalid request",
+            detail,
+        )
+    }
+
+    /// 404.
+    pub fn not_found(path: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "urn:tollgate:problem:not-found",
+            "Not found",
+            format!("no resource at {path}"),
+        )
+    }
+
+    /// 405.
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "urn:tollgate:problem:method-not-allowed",
+            "Method not allowed",
+            "this resource does not support that method",
+        )
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::to_vec(&self).unwrap_or_default();
+        let mut response = (status, body).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        response
+    }
+}

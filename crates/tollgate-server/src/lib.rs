@@ -1,0 +1,11 @@
+//! The `tollgate` server: configuration, telemetry, the HTTP data plane and the CLI around
+//! `tollgate-core`. Wiring, not logic: decisions are made in the core.
+
+pub mod cli;
+pub mod commands;
+pub mod configuration;
+pub mod http;
+pub mod metrics;
+pub mod policies;
+pub mod startup;
+pub mod telemetry;

@@ -1,0 +1,129 @@
+//! Prometheus metrics. Label values are bounded: a domain label is either a configured
+//! domain or `_unknown`, never a value a caller sent, and no label carries descriptor values.
+//!
+//! Handles are registered once per domain and looked up on the decision path, so recording
+//! a decision is a few atomic adds.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use metrics::{
+    Counter, Histogram, Unit, counter, describe_counter, describe_gauge, describe_histogram,
+    histogram,
+};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tollgate_core::PolicySet;
+
+/// The label for requests naming a domain with no policies.
+pub const UNKNOWN_DOMAIN: &str = "_unknown";
+
+/// Counters of one domain.
+#[derive(Clone)]
+pub struct DomainMetrics {
+    allowed: Counter,
+    denied: Counter,
+    shadow_denied: Counter,
+}
+
+impl DomainMetrics {
+    fn register(domain: &str) -> Self {
+        let d = domain.to_owned();
+        Self {
+            allowed: counter!("tollgate_decisions_total", "domain" => d.clone(), "result" => "allowed"),
+            denied: counter!("tollgate_decisions_total", "domain" => d.clone(), "result" => "denied"),
+            shadow_denied: counter!("tollgate_shadow_denials_total", "domain" => d),
+        }
+    }
+}
+
+/// The metrics the server records, with per-domain handles swapped on policy changes.
+pub struct Metrics {
+    handle: PrometheusHandle,
+    domains: ArcSwap<HashMap<Arc<str>, DomainMetrics>>,
+    unknown: DomainMetrics,
+    latency: Histogram,
+}
+
+impl Metrics {
+    /// Installs the Prometheus recorder (once per process) and registers every metric.
+    pub fn install() -> anyhow::Result<Arc<Self>> {
+        let handle = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Full("tollgate_decision_duration_seconds".into()),
+                &[
+                    0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001,
+                    0.005, 0.025, 0.1,
+                ],
+            )?
+            .install_recorder()?;
+        describe_counter!(
+            "tollgate_decisions_total",
+            "Rate-limit decisions by domain and result."
+        );
+        describe_counter!(
+            "tollgate_shadow_denials_total",
+            "Descriptors a shadow-mode policy would have denied, by domain."
+        );
+        describe_counter!(
+            "tollgate_rejected_requests_total",
+            "Check requests refused as malformed, by reason."
+        );
+        describe_histogram!(
+            "tollgate_decision_duration_seconds",
+            Unit::Seconds,
+            "Time to answer POST /v1/check, from body to response."
+        );
+        describe_gauge!(
+            "tollgate_store_keys",
+            "Counters held by the in-memory store."
+        );
+        describe_counter!(
+            "tollgate_store_overflows_total",
+            "New counters the in-memory store decided but could not keep (max_keys reached)."
+        );
+        Ok(Arc::new(Self {
+            handle,
+            domains: ArcSwap::from_pointee(HashMap::new()),
+            unknown: DomainMetrics::register(UNKNOWN_DOMAIN),
+            latency: histogram!("tollgate_decision_duration_seconds"),
+        }))
+    }
+
+    /// Registers handles for the domains of `policies` (call after every policy change).
+    pub fn set_domains(&self, policies: &PolicySet) {
+        let map = policies
+            .domains()
+            .map(|d| (d.name().clone(), DomainMetrics::register(d.name())))
+            .collect();
+        self.domains.store(Arc::new(map));
+    }
+
+    /// Records one decision.
+    pub fn decision(
+        &self,
+        domain: Option<&str>,
+        allowed: bool,
+        shadow_denials: u64,
+        took: Duration,
+    ) {
+        let domains = self.domains.load();
+        let m = domain.and_then(|d| domains.get(d)).unwrap_or(&self.unknown);
+        if allowed { &m.allowed } else { &m.denied }.increment(1);
+        if shadow_denials > 0 {
+            m.shadow_denied.increment(shadow_denials);
+        }
+        self.latency.record(took.as_secs_f64());
+    }
+
+    /// Records a refused request.
+    pub fn rejected(&self, reason: &'static str) {
+        counter!("tollgate_rejected_requests_total", "reason" => reason).increment(1);
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        self.handle.render()
+    }
+}
