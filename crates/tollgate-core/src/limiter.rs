@@ -49,7 +49,7 @@ impl Rule {
     pub fn quota(&self) -> Option<u64> {
         match self {
             Rule::Policy(p) => match &p.limit {
-                PolicyLimit::Limited { limit, .. } => Some(limit.burst().max(limit.requests())),
+                PolicyLimit::Limited { limit, .. } => Some(limit.burst()),
                 PolicyLimit::Unlimited => None,
             },
             Rule::Override(o) => Some(u64::from(o.requests_per_unit)),
@@ -140,6 +140,9 @@ impl std::fmt::Debug for Limiter {
     }
 }
 
+/// A descriptor's rule and, when it limits, its counter.
+type Matched = (Rule, Option<CounterKey>);
+
 /// A request resolved to store ops, waiting for the store.
 struct Plan {
     statuses: SmallVec<[DescriptorStatus; 4]>,
@@ -215,8 +218,7 @@ impl Limiter {
             now: self.clock.now(),
         };
         // Match every descriptor first: `replaces` needs to see all matches.
-        let mut matches: SmallVec<[Option<(Rule, Option<CounterKey>)>; 4]> =
-            SmallVec::with_capacity(n);
+        let mut matches: SmallVec<[Option<Matched>; 4]> = SmallVec::with_capacity(n);
         for descriptor in request.descriptors {
             if let Some(limit_override) = descriptor.limit_override {
                 let key = Domain::override_key(request.domain, descriptor.entries, &self.keys);
@@ -330,7 +332,6 @@ impl Limiter {
                 reset_after: 0,
                 retry_after: None,
                 state: Default::default(),
-                expires_at: plan.now,
             });
         }
     }
@@ -338,7 +339,7 @@ impl Limiter {
 
 /// envoyproxy/ratelimit's `replaces`: a matched policy named in another matched policy's
 /// `replaces` list is dropped from the request, and its counter is left alone.
-fn drop_replaced(matches: &mut [Option<(Rule, Option<CounterKey>)>]) {
+fn drop_replaced(matches: &mut [Option<Matched>]) {
     let replaced: SmallVec<[Arc<str>; 4]> = matches
         .iter()
         .flatten()
@@ -352,13 +353,12 @@ fn drop_replaced(matches: &mut [Option<(Rule, Option<CounterKey>)>]) {
         return;
     }
     for slot in matches.iter_mut() {
-        if let Some((Rule::Policy(p), _)) = slot {
-            if p.explicit_name
+        if let Some((Rule::Policy(p), _)) = slot
+            && p.explicit_name
                 .as_ref()
                 .is_some_and(|name| replaced.contains(name))
-            {
-                *slot = None;
-            }
+        {
+            *slot = None;
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Fixed windows aligned to the calendar, as envoyproxy/ratelimit counts them: a minute
 //! window starts at second 0 of the minute, a day window at midnight UTC.
 //!
-//! State word 0 is the start of the window the count belongs to; word 1 is the count.
+//! State word 0 is the end of the window the count belongs to; word 1 is the count.
 //! If the wall clock steps back, the newer window stored is kept (never resets early).
 
 use super::{CounterState, Limit, Outcome, window_start};
@@ -9,12 +9,11 @@ use crate::time::Nanos;
 
 pub(super) fn decide(limit: &Limit, state: CounterState, cost: u64, now: Nanos) -> Outcome {
     let current = window_start(now, limit.period);
-    let (start, count) = if state.0[0] >= current && state.0[1] > 0 {
+    let (end, count) = if state.0[0] > current && state.0[1] > 0 {
         (state.0[0], state.0[1])
     } else {
-        (current, 0)
+        (current.saturating_add(limit.period), 0)
     };
-    let end = start.saturating_add(limit.period);
     let reset_after = end - now;
     let after = count.saturating_add(cost);
     if after <= limit.requests {
@@ -26,9 +25,8 @@ pub(super) fn decide(limit: &Limit, state: CounterState, cost: u64, now: Nanos) 
             state: if cost == 0 {
                 state
             } else {
-                CounterState([start, after])
+                CounterState([end, after])
             },
-            expires_at: end,
         }
     } else {
         Outcome {
@@ -37,7 +35,6 @@ pub(super) fn decide(limit: &Limit, state: CounterState, cost: u64, now: Nanos) 
             reset_after,
             retry_after: (cost <= limit.requests).then_some(reset_after),
             state,
-            expires_at: end,
         }
     }
 }

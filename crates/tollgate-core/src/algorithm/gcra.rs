@@ -4,7 +4,7 @@
 //! With emission interval `T = period / requests` (rounded up) and capacity `C = burst × T`,
 //! a request of cost `n` is admitted at time `now` when
 //! `max(tat, now) + n·T − now ≤ C`, and then `tat ← max(tat, now) + n·T`.
-//! State word 0 is the TAT; word 1 is unused.
+//! State word 0 is the TAT (also the time the bucket is full again); word 1 is unused.
 
 use super::{CounterState, Limit, Outcome};
 use crate::time::Nanos;
@@ -28,7 +28,6 @@ pub(super) fn decide(limit: &Limit, state: CounterState, cost: u64, now: Nanos) 
             } else {
                 CounterState([new_tat, 0])
             },
-            expires_at: new_tat,
         }
     } else {
         let retry_after = (cost <= limit.burst).then(|| new_tat - capacity - now);
@@ -38,7 +37,6 @@ pub(super) fn decide(limit: &Limit, state: CounterState, cost: u64, now: Nanos) 
             reset_after: used,
             retry_after,
             state,
-            expires_at: state.0[0],
         }
     }
 }

@@ -44,8 +44,20 @@ impl Algorithm {
 
 /// The state a store keeps for one counter key: two machine words whose meaning belongs to
 /// the algorithm. The all-zero state means "never seen".
+///
+/// Invariant, for every algorithm: word 0 is the time after which the state is equivalent
+/// to a fresh one ([`CounterState::expires_at`]). Stores use it to drop idle counters
+/// without keeping an expiry of their own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
 pub struct CounterState(pub [u64; 2]);
+
+impl CounterState {
+    /// After this time the state is as good as fresh and may be dropped.
+    #[inline]
+    pub fn expires_at(&self) -> Nanos {
+        self.0[0]
+    }
+}
 
 /// What an algorithm decided for one counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,8 +73,6 @@ pub struct Outcome {
     pub retry_after: Option<Nanos>,
     /// The state to store if this outcome is committed. Equal to the input state when denied.
     pub state: CounterState,
-    /// After this time the stored state is equivalent to a fresh one and may be dropped.
-    pub expires_at: Nanos,
 }
 
 /// Why a limit could not be built.
@@ -172,7 +182,6 @@ impl Limit {
                 reset_after: 0,
                 retry_after: None,
                 state,
-                expires_at: now,
             };
         }
         match self.algorithm {

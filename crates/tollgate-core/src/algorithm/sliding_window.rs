@@ -6,15 +6,17 @@
 //! are admitted; within any rolling interval of length `P`, fewer than `2 × limit`; with
 //! evenly spread traffic in the previous window the estimate is exact.
 //!
-//! State word 0 is the start of the current window; word 1 packs `prev << 32 | curr`.
+//! State word 0 is the start of the current window plus two periods (when its counts stop
+//! mattering); word 1 packs `prev << 32 | curr`.
 
 use super::{CounterState, Limit, Outcome, window_start};
 use crate::time::Nanos;
 
 fn unpack(state: CounterState, current: Nanos, period: Nanos) -> (Nanos, u64, u64) {
-    let [start, packed] = state.0;
+    let [expires, packed] = state.0;
+    let start = expires.saturating_sub(period.saturating_mul(2));
     let (prev, curr) = (packed >> 32, packed & 0xffff_ffff);
-    if packed == 0 {
+    if packed == 0 || expires <= current {
         (current, 0, 0)
     } else if start >= current {
         // Same window, or the clock stepped back: keep the newer counts.
@@ -52,7 +54,7 @@ pub(super) fn decide(limit: &Limit, state: CounterState, cost: u64, now: Nanos) 
         let state = if cost == 0 {
             state
         } else {
-            CounterState([start, (prev << 32) | after])
+            CounterState([window_end.saturating_add(p), (prev << 32) | after])
         };
         Outcome {
             allowed,
@@ -60,7 +62,6 @@ pub(super) fn decide(limit: &Limit, state: CounterState, cost: u64, now: Nanos) 
             reset_after,
             retry_after: None,
             state,
-            expires_at: window_end.saturating_add(p),
         }
     } else {
         Outcome {
@@ -69,7 +70,6 @@ pub(super) fn decide(limit: &Limit, state: CounterState, cost: u64, now: Nanos) 
             reset_after,
             retry_after: retry_after(limit, start, prev, curr, cost, now),
             state,
-            expires_at: window_end.saturating_add(p),
         }
     }
 }

@@ -166,12 +166,19 @@ impl TryFrom<RateLimitFields> for RawRateLimit {
     type Error = String;
 
     fn try_from(f: RateLimitFields) -> Result<Self, String> {
-        if let Some(own) = &f.name {
-            if f.replaces.iter().any(|r| &r.name.0 == own) {
-                return Err(format!(
-                    "replaces must not name the policy itself ('{own}')"
-                ));
-            }
+        // The YAML library locates this error at the enclosing descriptor; name the block.
+        Self::check(f).map_err(|e| format!("rate_limit: {e}"))
+    }
+}
+
+impl RawRateLimit {
+    fn check(f: RateLimitFields) -> Result<Self, String> {
+        if let Some(own) = &f.name
+            && f.replaces.iter().any(|r| &r.name.0 == own)
+        {
+            return Err(format!(
+                "replaces must not name the policy itself ('{own}')"
+            ));
         }
         let limit = if f.unlimited {
             if let Some(unit) = f.unit {

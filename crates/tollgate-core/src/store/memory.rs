@@ -3,10 +3,10 @@
 //! - **Sharded**: a key's shard comes from its top bits; a decision locks only the shards
 //!   its keys live in, in ascending order (so two decisions cannot deadlock), for the few
 //!   nanoseconds the algorithm needs.
-//! - **Small**: a counter is its 8-byte fingerprint, 16 bytes of state and a 4-byte expiry.
-//! - **Bounded**: every counter carries the time after which it is equivalent to a fresh
-//!   one; [`MemoryStore::sweep`] drops those, and `max_keys` caps what a key-spraying
-//!   client can make it hold.
+//! - **Small**: a counter is its 8-byte fingerprint and 16 bytes of state, nothing else.
+//! - **Bounded**: a state's word 0 is the time after which it is equivalent to a fresh one
+//!   ([`CounterState::expires_at`]); [`MemoryStore::sweep`] drops those, and `max_keys` caps
+//!   what a key-spraying client can make it hold.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
@@ -18,7 +18,7 @@ use smallvec::SmallVec;
 use super::{LimitOp, Store, StoreError, StoreFuture, batch_admits};
 use crate::algorithm::{CounterState, Outcome};
 use crate::key::CounterKey;
-use crate::time::{Nanos, SECOND};
+use crate::time::Nanos;
 
 /// Sizing of a [`MemoryStore`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,13 +37,6 @@ impl Default for MemoryStoreConfig {
             max_keys: 16 << 20,
         }
     }
-}
-
-#[derive(Clone, Copy)]
-struct Slot {
-    state: CounterState,
-    /// Whole seconds since the epoch after which the counter is as good as fresh.
-    expires: u32,
 }
 
 /// The keys are already uniform keyed hashes, so the map only needs them spread over its
@@ -74,7 +67,7 @@ impl Hasher for SpreadHasher {
     }
 }
 
-type Shard = HashMap<u64, Slot, SpreadKey>;
+type Shard = HashMap<u64, CounterState, SpreadKey>;
 
 /// One shard, alone on its cache line so that neighbouring locks do not contend.
 #[repr(align(64))]
@@ -100,10 +93,6 @@ impl Default for MemoryStore {
     fn default() -> Self {
         Self::new(MemoryStoreConfig::default())
     }
-}
-
-fn expiry_secs(at: Nanos) -> u32 {
-    u32::try_from(at.div_ceil(SECOND)).unwrap_or(u32::MAX)
 }
 
 impl MemoryStore {
@@ -141,9 +130,7 @@ impl MemoryStore {
     pub fn apply_sync(&self, ops: &mut [LimitOp], now: Nanos) {
         if let [op] = ops {
             let mut shard = self.lock(self.shard_of(op.key));
-            let state = shard
-                .get(&op.key.0)
-                .map_or_else(CounterState::default, |s| s.state);
+            let state = shard.get(&op.key.0).copied().unwrap_or_default();
             let outcome = op.limit.decide(state, op.cost, now);
             op.outcome = Some(outcome);
             if outcome.allowed && op.cost > 0 {
@@ -171,8 +158,7 @@ impl MemoryStore {
                 Some(out) => out.state,
                 None => {
                     let g = &guards[find(&guards, self.shard_of(key))].1;
-                    g.get(&key.0)
-                        .map_or_else(CounterState::default, |s| s.state)
+                    g.get(&key.0).copied().unwrap_or_default()
                 }
             };
             ops[i].outcome = Some(ops[i].limit.decide(state, ops[i].cost, now));
@@ -190,14 +176,10 @@ impl MemoryStore {
 
     #[inline]
     fn commit(&self, shard: &mut Shard, key: CounterKey, outcome: &Outcome) {
-        let slot = Slot {
-            state: outcome.state,
-            expires: expiry_secs(outcome.expires_at),
-        };
         if let Some(existing) = shard.get_mut(&key.0) {
-            *existing = slot;
+            *existing = outcome.state;
         } else if shard.len() < self.max_per_shard {
-            shard.insert(key.0, slot);
+            shard.insert(key.0, outcome.state);
         } else {
             self.overflows.fetch_add(1, Ordering::Relaxed);
         }
@@ -206,12 +188,11 @@ impl MemoryStore {
     /// Drops every counter that is equivalent to a fresh one at `now`, one shard at a time,
     /// and gives memory back when a shard has shrunk a lot. Returns how many were dropped.
     pub fn sweep(&self, now: Nanos) -> usize {
-        let now_secs = u32::try_from(now / SECOND).unwrap_or(u32::MAX);
         let mut dropped = 0;
         for shard in 0..self.shards.len() {
             let mut map = self.lock(shard);
             let before = map.len();
-            map.retain(|_, slot| slot.expires > now_secs);
+            map.retain(|_, state| state.expires_at() > now);
             dropped += before - map.len();
             if map.capacity() > 64 && map.len() < map.capacity() / 4 {
                 let target = map.len() * 2;
@@ -238,7 +219,7 @@ impl MemoryStore {
 
     /// The state of one counter, for inspection (admin APIs, tests).
     pub fn get(&self, key: CounterKey) -> Option<CounterState> {
-        self.lock(self.shard_of(key)).get(&key.0).map(|s| s.state)
+        self.lock(self.shard_of(key)).get(&key.0).copied()
     }
 }
 
@@ -263,6 +244,7 @@ impl Store for MemoryStore {
 mod tests {
     use super::*;
     use crate::algorithm::Limit;
+    use crate::time::SECOND;
 
     fn op(key: u64, limit: Limit, cost: u64) -> LimitOp {
         LimitOp::new(CounterKey(key), limit, cost, true)

@@ -51,6 +51,20 @@ fn check_common(
         if cost == 0 {
             prop_assert!(o.allowed);
         }
+        if o.allowed && cost > 0 {
+            // The expiry invariant: once past it, the state decides exactly like a fresh one.
+            let later = o.state.expires_at().max(now);
+            for probe in [1, limit.burst().max(limit.requests()).max(1)] {
+                prop_assert_eq!(
+                    limit.decide(o.state, probe, later).allowed,
+                    limit.decide(CounterState::default(), probe, later).allowed
+                );
+                prop_assert_eq!(
+                    limit.decide(o.state, 0, later).remaining,
+                    limit.decide(CounterState::default(), 0, later).remaining
+                );
+            }
+        }
     }
     Ok(())
 }

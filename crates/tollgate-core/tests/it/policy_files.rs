@@ -9,7 +9,7 @@ fn load(yaml: &str) -> Result<PolicySet, Vec<PolicyError>> {
 }
 
 fn error(yaml: &str) -> PolicyError {
-    let mut errors = load(yaml).err().expect("the file must be rejected");
+    let mut errors = load(yaml).expect_err("the file must be rejected");
     assert_eq!(errors.len(), 1);
     errors.remove(0)
 }

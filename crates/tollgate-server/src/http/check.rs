@@ -262,15 +262,15 @@ fn render(decision: &Decision) -> Response {
         HeaderValue::from_static("application/json"),
     );
     let (policy, current) = ratelimit_headers(decision);
-    if let Ok(v) = HeaderValue::try_from(policy) {
-        if !v.is_empty() {
-            headers.insert(RATELIMIT_POLICY.clone(), v);
-        }
+    if let Ok(v) = HeaderValue::try_from(policy)
+        && !v.is_empty()
+    {
+        headers.insert(RATELIMIT_POLICY.clone(), v);
     }
-    if let Ok(v) = HeaderValue::try_from(current) {
-        if !v.is_empty() {
-            headers.insert(RATELIMIT.clone(), v);
-        }
+    if let Ok(v) = HeaderValue::try_from(current)
+        && !v.is_empty()
+    {
+        headers.insert(RATELIMIT.clone(), v);
     }
     if let Some(seconds) = retry_after_seconds(decision) {
         headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));

@@ -1,0 +1,330 @@
+//! `POST /v1/check` over the wire: decisions, headers, errors.
+
+use serde_json::{Value, json};
+
+use crate::helpers::{POLICIES, TempDir, TestServer, body};
+
+fn server() -> (TestServer, TempDir) {
+    let dir = TempDir::new("check");
+    let file = dir.write("shop.yaml", POLICIES);
+    (TestServer::start(Some(&file)), dir)
+}
+
+async fn problem(response: reqwest::Response, status: u16) -> Value {
+    assert_eq!(response.status().as_u16(), status);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let v: Value = response.json().await.expect("problem json");
+    assert_eq!(v["status"], status);
+    assert!(
+        v["type"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("urn:tollgate:problem:")),
+        "{v}"
+    );
+    assert!(v["title"].is_string() && v["detail"].is_string(), "{v}");
+    v
+}
+
+#[tokio::test]
+async fn allows_up_to_the_limit_then_denies_with_headers() {
+    let (s, _dir) = server();
+    for remaining in [2, 1, 0] {
+        let r = s.check(&body("shop", &[&[("user", "alice")]], 1)).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["ratelimit-policy"], "\"per_user\";q=3;w=60");
+        let header = r.headers()["ratelimit"].to_str().unwrap().to_owned();
+        assert!(
+            header.starts_with(&format!("\"per_user\";r={remaining};t=")),
+            "{header}"
+        );
+        assert!(r.headers().get("retry-after").is_none());
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["allowed"], true);
+        assert_eq!(v["statuses"][0]["remaining"], remaining);
+        assert_eq!(v["statuses"][0]["policy"], "per_user");
+        assert_eq!(v["statuses"][0]["limit"], 3);
+        assert_eq!(v["statuses"][0]["unit"], "minute");
+    }
+    let r = s.check(&body("shop", &[&[("user", "alice")]], 1)).await;
+    assert_eq!(r.status(), 200, "a denial is still 200");
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["allowed"], false);
+    assert_eq!(v["statuses"][0]["allowed"], false);
+    assert_eq!(v["statuses"][0]["remaining"], 0);
+    let retry_ms = v["statuses"][0]["retry_after_ms"].as_u64().unwrap();
+    assert!(retry_ms > 0 && retry_ms <= 60_000);
+    // Another user has their own counter.
+    let v: Value = s
+        .check(&body("shop", &[&[("user", "bob")]], 1))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["allowed"], true);
+}
+
+#[tokio::test]
+async fn one_status_per_descriptor_in_order_and_denials_consume_nothing() {
+    let (s, _dir) = server();
+    let both: [&[(&str, &str)]; 2] = [&[("user", "carol")], &[("plan", "free")]];
+    let v: Value = s.check(&body("shop", &both, 3)).await.json().await.unwrap();
+    assert_eq!(v["allowed"], true);
+    assert_eq!(v["statuses"][0]["policy"], "per_user");
+    assert_eq!(v["statuses"][1]["policy"], "per_plan");
+    assert_eq!(v["statuses"][1]["remaining"], 97);
+    for _ in 0..5 {
+        let v: Value = s.check(&body("shop", &both, 1)).await.json().await.unwrap();
+        assert_eq!(v["allowed"], false);
+        assert_eq!(v["statuses"][0]["allowed"], false);
+        assert_eq!(v["statuses"][1]["allowed"], true);
+    }
+    let v: Value = s
+        .check(&body("shop", &[&[("plan", "free")]], 1))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        v["statuses"][0]["remaining"], 96,
+        "the five denials took nothing from the daily plan"
+    );
+}
+
+#[tokio::test]
+async fn unmatched_unlimited_and_shadow_descriptors() {
+    let (s, _dir) = server();
+    let v: Value = s
+        .check(&body(
+            "shop",
+            &[
+                &[("nothing", "here")],
+                &[("internal", "x")],
+                &[("trial", "t")],
+            ],
+            1,
+        ))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["statuses"][0]["policy"], Value::Null);
+    assert_eq!(v["statuses"][0]["remaining"], Value::Null);
+    assert_eq!(v["statuses"][1]["unlimited"], true);
+    assert_eq!(v["statuses"][2]["shadow_denied"], false);
+    let r = s.check(&body("shop", &[&[("trial", "t")]], 1)).await;
+    assert!(r.headers().get("retry-after").is_none());
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["allowed"], true, "shadow mode never denies");
+    assert_eq!(v["statuses"][0]["shadow_denied"], true);
+    let v: Value = s
+        .check(&body("elsewhere", &[&[("user", "x")]], 1))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["allowed"], true, "unknown domain: allowed, like envoy");
+}
+
+#[tokio::test]
+async fn gcra_burst_and_per_descriptor_hits_and_overrides() {
+    let (s, _dir) = server();
+    let ip = body("shop", &[&[("ip", "10.0.0.1")]], 2);
+    let v: Value = s.check(&ip).await.json().await.unwrap();
+    assert_eq!(v["allowed"], true);
+    assert_eq!(v["statuses"][0]["limit"], 2, "burst is the quota");
+    let v: Value = s.check(&ip).await.json().await.unwrap();
+    assert_eq!(v["allowed"], false);
+    let req = json!({"domain": "shop", "descriptors": [
+        {"entries": [{"key": "plan", "value": "pro"}], "hits": 10},
+        {"entries": [{"key": "custom", "value": "c"}], "limit": {"requests_per_unit": 1, "unit": "hour"}}
+    ]});
+    let v: Value = s.check(&req).await.json().await.unwrap();
+    assert_eq!(v["statuses"][0]["remaining"], 90);
+    assert_eq!(v["statuses"][1]["policy"], "override");
+    assert_eq!(v["statuses"][1]["unit"], "hour");
+    let v: Value = s.check(&req).await.json().await.unwrap();
+    assert_eq!(v["allowed"], false);
+}
+
+#[tokio::test]
+async fn malformed_bodies_are_problems_naming_the_field() {
+    let (s, _dir) = server();
+    let send = |raw: &'static str| {
+        s.client
+            .post(s.url("/v1/check"))
+            .header("content-type", "application/json")
+            .body(raw)
+            .send()
+    };
+    let v = problem(send("{not json").await.unwrap(), 400).await;
+    assert!(v["detail"].as_str().unwrap().contains("line 1"), "{v}");
+    let v = problem(
+        send(r#"{"domain":"shop","descriptors":[{"entries":[{"key":"a","valu":"x"}]}]}"#)
+            .await
+            .unwrap(),
+        400,
+    )
+    .await;
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("descriptors[0].entries[0].valu: unknown field"),
+        "{v}"
+    );
+    let v = problem(send(r#"{"descriptors":[]}"#).await.unwrap(), 400).await;
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("missing field `domain`"),
+        "{v}"
+    );
+    let v = problem(
+        send(r#"{"domain":"shop","descriptors":[],"hits":-1}"#)
+            .await
+            .unwrap(),
+        400,
+    )
+    .await;
+    assert!(v["detail"].as_str().unwrap().starts_with("hits:"), "{v}");
+    let v = problem(
+        send(r#"{"domain":"","descriptors":[{"entries":[{"key":"a","value":"b"}]}]}"#)
+            .await
+            .unwrap(),
+        400,
+    )
+    .await;
+    assert_eq!(v["detail"], "domain must not be empty");
+    let v = problem(
+        send(r#"{"domain":"shop","descriptors":[]}"#).await.unwrap(),
+        400,
+    )
+    .await;
+    assert_eq!(v["detail"], "descriptors must not be empty");
+    let v = problem(
+        send(r#"{"domain":"shop","descriptors":[{"entries":[{"key":"","value":"b"}]}]}"#)
+            .await
+            .unwrap(),
+        400,
+    )
+    .await;
+    assert_eq!(
+        v["detail"],
+        "descriptors[0].entries[0].key must not be empty"
+    );
+    let v = problem(
+        send(r#"{"domain":"shop","descriptors":[{"entries":[{"key":"a","value":"b"}],"limit":{"requests_per_unit":1,"unit":"fortnight"}}]}"#)
+            .await
+            .unwrap(),
+        400,
+    )
+    .await;
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("descriptors[0].limit.unit: invalid unit 'fortnight'"),
+        "{v}"
+    );
+    let v = problem(
+        send(r#"{"domain":"shop","descriptors":[{"entries":[{"key":"a","value":"b"}]}]} trailing"#)
+            .await
+            .unwrap(),
+        400,
+    )
+    .await;
+    assert!(v["detail"].as_str().unwrap().contains("trailing"), "{v}");
+}
+
+#[tokio::test]
+async fn wrong_media_type_size_route_and_method_are_problems() {
+    let (s, _dir) = server();
+    let r = s
+        .client
+        .post(s.url("/v1/check"))
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    problem(r, 415).await;
+    let huge = format!(
+        r#"{{"domain":"shop","descriptors":[{{"entries":[{{"key":"a","value":"{}"}}]}}]}}"#,
+        "x".repeat(100_000)
+    );
+    let r = s
+        .client
+        .post(s.url("/v1/check"))
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    problem(r, 413).await;
+    let long = format!(
+        r#"{{"domain":"shop","descriptors":[{{"entries":[{{"key":"a","value":"{}"}}]}}]}}"#,
+        "x".repeat(2_000)
+    );
+    let r = s
+        .client
+        .post(s.url("/v1/check"))
+        .header("content-type", "application/json")
+        .body(long)
+        .send()
+        .await
+        .unwrap();
+    let v = problem(r, 400).await;
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("longer than 1024 bytes"),
+        "{v}"
+    );
+    problem(s.client.get(s.url("/v1/nope")).send().await.unwrap(), 404).await;
+    problem(s.client.get(s.url("/v1/check")).send().await.unwrap(), 405).await;
+}
+
+#[tokio::test]
+async fn request_ids_are_generated_or_propagated() {
+    let (s, _dir) = server();
+    let r = s.check(&body("shop", &[&[("user", "id")]], 1)).await;
+    assert!(!r.headers()["x-request-id"].is_empty());
+    let r = s
+        .client
+        .post(s.url("/v1/check"))
+        .header("x-request-id", "caller-chosen-42")
+        .json(&body("shop", &[&[("user", "id")]], 1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-request-id"], "caller-chosen-42");
+    // A rejected request is logged once, with its id.
+    let r = s
+        .client
+        .post(s.url("/v1/check"))
+        .header("x-request-id", "bad-body-7")
+        .header("content-type", "application/json")
+        .body("{")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let logs = s.logs.lock().unwrap().clone();
+    let line = logs
+        .iter()
+        .find(|l| l.contains("bad-body-7"))
+        .expect("a log line with the request id");
+    let v: Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["message"], "malformed check request");
+}

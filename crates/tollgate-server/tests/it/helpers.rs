@@ -1,0 +1,184 @@
+//! Spawning the real binary on a free port and talking to it.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// Path of the binary under test.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_tollgate")
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("tollgate-it-{tag}-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        Self(dir)
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, text).expect("write temp file");
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running `tollgate serve`, killed on drop.
+pub struct TestServer {
+    pub child: Child,
+    pub base: String,
+    pub logs: Arc<Mutex<Vec<String>>>,
+    pub client: reqwest::Client,
+}
+
+impl TestServer {
+    /// Starts `tollgate serve` with `policies` (or the built-in examples) on a free port.
+    pub fn start(policies: Option<&Path>) -> Self {
+        let mut args = vec![
+            "serve".to_owned(),
+            "--http-addr".into(),
+            "127.0.0.1:0".into(),
+        ];
+        if let Some(p) = policies {
+            args.push("--policies".into());
+            args.push(p.display().to_string());
+        }
+        Self::start_with(&args, &[])
+    }
+
+    /// Starts the binary with `args` and extra environment, waiting for its "listening" line.
+    pub fn start_with(args: &[String], env: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(binary());
+        cmd.args(args)
+            .env("TOLLGATE_LOG_FORMAT", "json")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn tollgate");
+        let stdout = child.stdout.take().expect("stdout");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line)
+                    && v["message"] == "listening"
+                {
+                    let _ = tx.send(v["http_addr"].as_str().unwrap_or_default().to_owned());
+                }
+                sink.lock().expect("log lock").push(line);
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                let out = child.wait_with_output().expect("output");
+                panic!(
+                    "tollgate did not start listening; stderr:\n{}\nlogs:\n{}",
+                    String::from_utf8_lossy(&out.stderr),
+                    logs.lock().expect("log lock").join("\n")
+                );
+            }
+        };
+        assert!(
+            addr.starts_with("127.0.0.1:"),
+            "listens on loopback only: {addr}"
+        );
+        Self {
+            child,
+            base: format!("http://{addr}"),
+            logs,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// POSTs a JSON body to /v1/check.
+    pub async fn check(&self, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url("/v1/check"))
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Sends SIGTERM and waits for the process; returns its exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        for _ in 0..200 {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("tollgate did not stop within 10 s of SIGTERM");
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A check body with one descriptor per `(key, value)` list.
+pub fn body(domain: &str, descriptors: &[&[(&str, &str)]], hits: u64) -> Value {
+    let descriptors: Vec<Value> = descriptors
+        .iter()
+        .map(|d| {
+            let entries: Vec<Value> = d
+                .iter()
+                .map(|(k, v)| serde_json::json!({"key": k, "value": v}))
+                .collect();
+            serde_json::json!({ "entries": entries })
+        })
+        .collect();
+    serde_json::json!({"domain": domain, "descriptors": descriptors, "hits": hits})
+}
+
+/// Policies used by most tests.
+pub const POLICIES: &str = "domain: shop
+descriptors:
+  - key: user
+    rate_limit: {name: per_user, unit: minute, requests_per_unit: 3}
+  - key: plan
+    rate_limit: {name: per_plan, unit: day, requests_per_unit: 100}
+  - key: ip
+    rate_limit: {name: per_ip, unit: second, requests_per_unit: 5, algorithm: gcra, burst: 2}
+  - key: internal
+    rate_limit: {unlimited: true}
+  - key: trial
+    shadow_mode: true
+    rate_limit: {name: trial, unit: hour, requests_per_unit: 1}
+";

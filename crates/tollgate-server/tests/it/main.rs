@@ -1,0 +1,6 @@
+//! End-to-end tests: the real `tollgate` binary on a random loopback port, driven over HTTP.
+
+mod check_api;
+mod cli;
+mod helpers;
+mod operations;

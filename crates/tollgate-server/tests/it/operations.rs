@@ -1,0 +1,157 @@
+//! Health, readiness, metrics, startup errors and graceful shutdown.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::helpers::{POLICIES, TempDir, TestServer, binary, body};
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let s = TestServer::start(None);
+    let r = s.client.get(s.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = s.client.get(s.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn built_in_example_policies_are_served_by_default() {
+    let s = TestServer::start(None);
+    let v: Value = s
+        .check(&body("api", &[&[("remote_address", "10.1.1.1")]], 1))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["statuses"][0]["policy"], "per_ip");
+}
+
+#[tokio::test]
+async fn metrics_count_decisions_with_bounded_labels() {
+    let dir = TempDir::new("metrics");
+    let file = dir.write("shop.yaml", POLICIES);
+    let s = TestServer::start(Some(&file));
+    for _ in 0..4 {
+        s.check(&body("shop", &[&[("user", "secret-user-value")]], 1))
+            .await;
+    }
+    s.check(&body("random-domain-xyz", &[&[("user", "u")]], 1))
+        .await;
+    s.check(&body("shop", &[&[("trial", "t")]], 2)).await;
+    let text = s
+        .client
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .and_then(|rest| rest.trim().parse().ok())
+            })
+            .unwrap_or_else(|| panic!("{series} missing in\n{text}"))
+    };
+    assert_eq!(
+        value("tollgate_decisions_total{domain=\"shop\",result=\"allowed\"}"),
+        4.0
+    );
+    assert_eq!(
+        value("tollgate_decisions_total{domain=\"shop\",result=\"denied\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("tollgate_decisions_total{domain=\"_unknown\",result=\"allowed\"}"),
+        1.0
+    );
+    assert_eq!(value("tollgate_shadow_denials_total{domain=\"shop\"}"), 1.0);
+    assert_eq!(value("tollgate_decision_duration_seconds_count"), 6.0);
+    assert!(value("tollgate_store_keys") >= 1.0);
+    assert!(
+        !text.contains("secret-user-value"),
+        "descriptor values never become labels"
+    );
+    assert!(
+        !text.contains("random-domain-xyz"),
+        "unknown domains are not labels"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_drains_and_exits_cleanly() {
+    let mut s = TestServer::start(None);
+    let r = s.client.get(s.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let status = s.terminate();
+    assert!(status.success(), "{status:?}");
+    let logs = s.logs.lock().unwrap().join("\n");
+    assert!(logs.contains("\"message\":\"stopped\""), "{logs}");
+}
+
+#[test]
+fn invalid_policies_stop_startup_with_file_and_line() {
+    let dir = TempDir::new("badserve");
+    let file = dir.write("bad.yaml", "domain: x\ndescriptors:\n  - key: a\n    rate_limit: {unit: fortnight, requests_per_unit: 1}\n");
+    let out = Command::new(binary())
+        .args(["serve", "--http-addr", "127.0.0.1:0", "--policies"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{}:4:", file.display())),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("invalid rate limit unit 'fortnight'"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_unsupported_store_is_refused_clearly() {
+    let out = Command::new(binary())
+        .args([
+            "serve",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--store",
+            "redis://127.0.0.1:6379",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("scheme 'redis' is not supported"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn config_file_and_environment_are_layered() {
+    let dir = TempDir::new("config");
+    dir.write("shop.yaml", POLICIES);
+    let cfg = dir.write(
+        "tollgate.toml",
+        "http_addr = \"127.0.0.1:1\"\npolicies = \"shop.yaml\"\n",
+    );
+    // The environment overrides the file's (unusable) address; the policy path is
+    // resolved relative to the file.
+    let s = TestServer::start_with(
+        &["serve".into(), "--config".into(), cfg.display().to_string()],
+        &[("TOLLGATE_HTTP_ADDR", "127.0.0.1:0")],
+    );
+    let v: Value = s
+        .check(&body("shop", &[&[("user", "u")]], 1))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["statuses"][0]["policy"], "per_user");
+}
