@@ -285,12 +285,7 @@ impl Limiter {
             status.store_failed = store_error.is_some();
             status.reset_after = outcome.reset_after;
             status.retry_after = outcome.retry_after;
-            status.remaining = if outcome.allowed && !admitted {
-                // Evaluated as if consumed, but the batch was denied: nothing was taken.
-                outcome.remaining.saturating_add(op.cost)
-            } else {
-                outcome.remaining
-            };
+            status.remaining = outcome.remaining;
             if outcome.allowed {
                 status.allowed = true;
             } else if op.enforce {

@@ -164,6 +164,15 @@ impl MemoryStore {
             ops[i].outcome = Some(ops[i].limit.decide(state, ops[i].cost, now));
         }
         if !batch_admits(ops) {
+            // Nothing is consumed: ops that would have admitted report the counter as it is.
+            for op in ops
+                .iter_mut()
+                .filter(|o| o.outcome.is_some_and(|out| out.allowed))
+            {
+                let g = &guards[find(&guards, self.shard_of(op.key))].1;
+                let stored = g.get(&op.key.0).copied().unwrap_or_default();
+                op.outcome = Some(op.limit.decide(stored, 0, now));
+            }
             return;
         }
         for op in ops.iter() {

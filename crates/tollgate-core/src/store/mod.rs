@@ -2,6 +2,10 @@
 //! evaluated against the same snapshot, and either all admitting ops are committed (when
 //! every enforced op admits) or none is. That is the rule "a denied request consumes
 //! nothing", and each store must keep it.
+//!
+//! Outcomes a store reports: a denying op, its denial; in an admitted batch, each op's
+//! outcome with its cost taken; in a denied batch, an op that would have admitted reports a
+//! cost-0 evaluation of the counter as stored (what is left, untouched).
 
 mod memory;
 

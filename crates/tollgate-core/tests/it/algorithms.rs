@@ -203,18 +203,30 @@ proptest! {
 
             let mut scratch = model.clone();
             let mut admitted = true;
-            for (op, &(k, cost, enforce)) in ops.iter().zip(&batch) {
+            let mut expected = Vec::new();
+            for &(k, cost, enforce) in &batch {
                 let state = scratch.get(&k).copied().unwrap_or_default();
-                let expected = limits[k as usize].decide(state, cost, now);
-                prop_assert_eq!(op.outcome, Some(expected));
-                if expected.allowed {
-                    scratch.insert(k, expected.state);
+                let outcome = limits[k as usize].decide(state, cost, now);
+                if outcome.allowed {
+                    scratch.insert(k, outcome.state);
                 } else if enforce {
                     admitted = false;
                 }
+                expected.push(outcome);
             }
             if admitted {
                 model = scratch;
+            } else {
+                // Nothing consumed: would-be admissions report the untouched counter.
+                for (outcome, &(k, _, _)) in expected.iter_mut().zip(&batch) {
+                    if outcome.allowed {
+                        let state = model.get(&k).copied().unwrap_or_default();
+                        *outcome = limits[k as usize].decide(state, 0, now);
+                    }
+                }
+            }
+            for (op, outcome) in ops.iter().zip(&expected) {
+                prop_assert_eq!(op.outcome, Some(*outcome));
             }
             prop_assert_eq!(tollgate_core::store::batch_admits(&ops), admitted);
         }

@@ -1,0 +1,12 @@
+-- wrk script: the same decisions as tollgate.lua, in throttlecrab-server's HTTP API.
+local KEYS = 10000
+local n = 0
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  n = (n + 1) % KEYS
+  local body = string.format(
+    '{"key":"ip:10.0.%d.%d","max_burst":1000000,"count_per_period":1000000,"period":1,"quantity":1}',
+    math.floor(n / 256), n % 256)
+  return wrk.format(nil, "/throttle", nil, body)
+end
