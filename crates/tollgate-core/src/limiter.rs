@@ -96,7 +96,7 @@ pub struct Decision {
     /// Admitted only if every enforced descriptor admits.
     pub allowed: bool,
     /// One status per request descriptor, in order.
-    pub statuses: SmallVec<[DescriptorStatus; 4]>,
+    pub statuses: SmallVec<[DescriptorStatus; 2]>,
     /// The domain's name when it is configured (`None`: unknown domain, nothing matched).
     pub domain: Option<Arc<str>>,
     /// The store error that fallbacks answered, if any.
@@ -140,16 +140,16 @@ impl std::fmt::Debug for Limiter {
     }
 }
 
-/// A descriptor's rule and, when it limits, its counter.
-type Matched = (Rule, Option<CounterKey>);
-
-/// A request resolved to store ops, waiting for the store.
+/// A request resolved to store ops, waiting for the store. Sized for the common case of
+/// one or two descriptors without touching the heap.
+#[derive(Default)]
 struct Plan {
-    statuses: SmallVec<[DescriptorStatus; 4]>,
-    /// For each status, the op that decides it.
-    op_of: SmallVec<[Option<usize>; 4]>,
-    ops: SmallVec<[LimitOp; 4]>,
-    on_error: SmallVec<[OnStoreError; 4]>,
+    statuses: SmallVec<[DescriptorStatus; 2]>,
+    /// For each status: its counter key while planning, then the index of its op.
+    keys: SmallVec<[Option<CounterKey>; 2]>,
+    op_of: SmallVec<[Option<usize>; 2]>,
+    ops: SmallVec<[LimitOp; 2]>,
+    on_error: SmallVec<[OnStoreError; 2]>,
     domain: Option<Arc<str>>,
     now: Nanos,
 }
@@ -196,86 +196,72 @@ impl Limiter {
     /// Decides `request`. Fails only on a malformed request; store failures are answered by
     /// each policy's `on_store_error`.
     pub async fn check(&self, request: &CheckRequest<'_>) -> Result<Decision, RequestError> {
-        let mut plan = self.plan(request)?;
+        let mut plan = Plan::default();
+        self.plan(request, &mut plan)?;
         let result = match self.store.apply_now(&mut plan.ops, plan.now) {
             Some(result) => result,
             None => self.store.apply(&mut plan.ops, plan.now).await,
         };
-        Ok(self.finish(plan, result))
+        Ok(self.finish(&mut plan, result))
     }
 
-    fn plan(&self, request: &CheckRequest<'_>) -> Result<Plan, RequestError> {
+    fn plan(&self, request: &CheckRequest<'_>, plan: &mut Plan) -> Result<(), RequestError> {
         request.validate(&self.request_limits)?;
         let policies = self.policies.load();
         let domain: Option<&Domain> = policies.domain(request.domain);
-        let n = request.descriptors.len();
-        let mut plan = Plan {
-            statuses: SmallVec::with_capacity(n),
-            op_of: SmallVec::with_capacity(n),
-            ops: SmallVec::new(),
-            on_error: SmallVec::new(),
-            domain: domain.map(|d| d.name().clone()),
-            now: self.clock.now(),
-        };
+        plan.domain = domain.map(|d| d.name().clone());
+        plan.now = self.clock.now();
         // Match every descriptor first: `replaces` needs to see all matches.
-        let mut matches: SmallVec<[Option<Matched>; 4]> = SmallVec::with_capacity(n);
         for descriptor in request.descriptors {
-            if let Some(limit_override) = descriptor.limit_override {
-                let key = Domain::override_key(request.domain, descriptor.entries, &self.keys);
-                matches.push(Some((Rule::Override(limit_override), Some(key))));
-                continue;
-            }
-            let found = domain.and_then(|d| {
-                let m = d.find(descriptor.entries)?;
-                let key = match &m.policy.limit {
-                    PolicyLimit::Limited { limit, .. } => Some(d.counter_key(
-                        &m,
-                        descriptor.entries,
-                        limit.algorithm().tag(),
-                        &self.keys,
-                    )),
-                    PolicyLimit::Unlimited => None,
-                };
-                Some((Rule::Policy(m.policy.clone()), key))
-            });
-            matches.push(found);
-        }
-        drop_replaced(&mut matches);
-        for (descriptor, found) in request.descriptors.iter().zip(matches) {
             let mut status = DescriptorStatus::unmatched();
-            let mut op_index = None;
-            if let Some((rule, key)) = found {
-                let (limit, enforce, on_error) = match &rule {
-                    Rule::Override(o) => (Some(o.limit()), true, OnStoreError::default()),
-                    Rule::Policy(p) => match &p.limit {
-                        PolicyLimit::Limited { limit, .. } => {
-                            (Some(*limit), !p.shadow_mode, p.on_store_error)
-                        }
-                        PolicyLimit::Unlimited => (None, true, p.on_store_error),
-                    },
-                };
-                if let (Some(limit), Some(key)) = (limit, key) {
-                    op_index = Some(plan.ops.len());
-                    plan.ops.push(LimitOp::new(
-                        key,
-                        limit,
-                        request.cost_of(descriptor),
-                        enforce,
-                    ));
-                    plan.on_error.push(on_error);
+            let mut key = None;
+            if let Some(limit_override) = descriptor.limit_override {
+                key = Some(Domain::override_key(
+                    request.domain,
+                    descriptor.entries,
+                    &self.keys,
+                ));
+                status.rule = Some(Rule::Override(limit_override));
+            } else if let Some(d) = domain {
+                if let Some(m) = d.find(descriptor.entries) {
+                    if let PolicyLimit::Limited { limit, .. } = &m.policy.limit {
+                        let tag = limit.algorithm().tag();
+                        key = Some(d.counter_key(&m, descriptor.entries, tag, &self.keys));
+                    }
+                    status.rule = Some(Rule::Policy(m.policy.clone()));
                 }
-                status.rule = Some(rule);
             }
             plan.statuses.push(status);
+            plan.keys.push(key);
+        }
+        drop_replaced(&mut plan.statuses);
+        for (i, descriptor) in request.descriptors.iter().enumerate() {
+            let (limit, enforce, on_error) = match &plan.statuses[i].rule {
+                None => (None, true, OnStoreError::default()),
+                Some(Rule::Override(o)) => (Some(o.limit()), true, OnStoreError::default()),
+                Some(Rule::Policy(p)) => match &p.limit {
+                    PolicyLimit::Limited { limit, .. } => {
+                        (Some(*limit), !p.shadow_mode, p.on_store_error)
+                    }
+                    PolicyLimit::Unlimited => (None, true, p.on_store_error),
+                },
+            };
+            let mut op_index = None;
+            if let (Some(limit), Some(key)) = (limit, plan.keys[i]) {
+                op_index = Some(plan.ops.len());
+                let cost = request.cost_of(descriptor);
+                plan.ops.push(LimitOp::new(key, limit, cost, enforce));
+                plan.on_error.push(on_error);
+            }
             plan.op_of.push(op_index);
         }
-        Ok(plan)
+        Ok(())
     }
 
-    fn finish(&self, mut plan: Plan, result: Result<(), StoreError>) -> Decision {
+    fn finish(&self, plan: &mut Plan, result: Result<(), StoreError>) -> Decision {
         let store_error = result.err();
         if store_error.is_some() {
-            self.answer_without_store(&mut plan);
+            self.answer_without_store(plan);
         }
         let admitted = batch_admits(&plan.ops);
         for (status, op_index) in plan.statuses.iter_mut().zip(&plan.op_of) {
@@ -297,8 +283,8 @@ impl Limiter {
         }
         Decision {
             allowed: admitted,
-            statuses: plan.statuses,
-            domain: plan.domain,
+            statuses: std::mem::take(&mut plan.statuses),
+            domain: plan.domain.take(),
             store_error,
         }
     }
@@ -334,26 +320,29 @@ impl Limiter {
 
 /// envoyproxy/ratelimit's `replaces`: a matched policy named in another matched policy's
 /// `replaces` list is dropped from the request, and its counter is left alone.
-fn drop_replaced(matches: &mut [Option<Matched>]) {
-    let replaced: SmallVec<[Arc<str>; 4]> = matches
+fn drop_replaced(statuses: &mut [DescriptorStatus]) {
+    let replaces = |s: &DescriptorStatus| match &s.rule {
+        Some(Rule::Policy(p)) => !p.replaces.is_empty(),
+        _ => false,
+    };
+    if !statuses.iter().any(replaces) {
+        return;
+    }
+    let replaced: Vec<Arc<str>> = statuses
         .iter()
-        .flatten()
-        .filter_map(|(rule, _)| match rule {
-            Rule::Policy(p) => Some(p.replaces.iter().cloned()),
-            Rule::Override(_) => None,
+        .filter_map(|s| match &s.rule {
+            Some(Rule::Policy(p)) => Some(p.replaces.iter().cloned()),
+            _ => None,
         })
         .flatten()
         .collect();
-    if replaced.is_empty() {
-        return;
-    }
-    for slot in matches.iter_mut() {
-        if let Some((Rule::Policy(p), _)) = slot
+    for status in statuses.iter_mut() {
+        if let Some(Rule::Policy(p)) = &status.rule
             && p.explicit_name
                 .as_ref()
                 .is_some_and(|name| replaced.contains(name))
         {
-            *slot = None;
+            *status = DescriptorStatus::unmatched();
         }
     }
 }
