@@ -222,14 +222,14 @@ impl Limiter {
                     &self.keys,
                 ));
                 status.rule = Some(Rule::Override(limit_override));
-            } else if let Some(d) = domain {
-                if let Some(m) = d.find(descriptor.entries) {
-                    if let PolicyLimit::Limited { limit, .. } = &m.policy.limit {
-                        let tag = limit.algorithm().tag();
-                        key = Some(d.counter_key(&m, descriptor.entries, tag, &self.keys));
-                    }
-                    status.rule = Some(Rule::Policy(m.policy.clone()));
+            } else if let Some(d) = domain
+                && let Some(m) = d.find(descriptor.entries)
+            {
+                if let PolicyLimit::Limited { limit, .. } = &m.policy.limit {
+                    let tag = limit.algorithm().tag();
+                    key = Some(d.counter_key(&m, descriptor.entries, tag, &self.keys));
                 }
+                status.rule = Some(Rule::Policy(m.policy.clone()));
             }
             plan.statuses.push(status);
             plan.keys.push(key);
