@@ -56,6 +56,10 @@ pub struct ServeArgs {
     /// Most counters the in-memory store keeps (memory stays bounded under key spraying).
     #[arg(long, env = "TOLLGATE_MAX_KEYS", value_name = "N")]
     pub max_keys: Option<usize>,
+    /// Worker threads serving requests, each with its own listening socket on the same
+    /// address. Default: one per CPU core.
+    #[arg(long, env = "TOLLGATE_WORKERS", value_name = "N")]
+    pub workers: Option<usize>,
     /// Log format: auto (pretty on a terminal, JSON otherwise), json or pretty.
     /// The level is set with RUST_LOG (default: info).
     #[arg(long, env = "TOLLGATE_LOG_FORMAT", value_name = "FORMAT")]

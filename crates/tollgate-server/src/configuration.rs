@@ -33,6 +33,8 @@ pub struct Settings {
     pub store: StoreSettings,
     /// Log format.
     pub log_format: LogFormat,
+    /// Worker threads, each with its own runtime and listening socket.
+    pub workers: usize,
 }
 
 /// The TOML file's shape.
@@ -44,6 +46,7 @@ struct FileSettings {
     store: Option<String>,
     max_keys: Option<usize>,
     log_format: Option<LogFormat>,
+    workers: Option<usize>,
 }
 
 impl Settings {
@@ -72,6 +75,11 @@ impl Settings {
             policies: args.policies.clone().or(file_policies),
             store: parse_store(&store_url, max_keys)?,
             log_format: args.log_format.or(file.log_format).unwrap_or_default(),
+            workers: match args.workers.or(file.workers) {
+                Some(0) => bail!("workers must be at least 1"),
+                Some(n) => n,
+                None => std::thread::available_parallelism().map_or(1, usize::from),
+            },
         })
     }
 }

@@ -11,13 +11,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
         Command::Serve(args) => {
             let settings = configuration::Settings::load(&args)?;
             telemetry::init(settings.log_format);
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(async {
-                let app = startup::Application::build(settings).await?;
-                app.run_until_stopped().await
-            })?;
+            startup::Application::build(settings)?.run_until_stopped()?;
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Policy {

@@ -101,25 +101,29 @@ impl Metrics {
     }
 
     /// Records one decision.
-    pub fn decision(
-        &self,
-        domain: Option<&str>,
-        allowed: bool,
-        shadow_denials: u64,
-        took: Duration,
-    ) {
+    pub fn decision(&self, domain: Option<&str>, allowed: bool, shadow_denials: u64) {
         let domains = self.domains.load();
         let m = domain.and_then(|d| domains.get(d)).unwrap_or(&self.unknown);
         if allowed { &m.allowed } else { &m.denied }.increment(1);
         if shadow_denials > 0 {
             m.shadow_denied.increment(shadow_denials);
         }
+    }
+
+    /// Records how long one decision took to answer.
+    pub fn observe_latency(&self, took: Duration) {
         self.latency.record(took.as_secs_f64());
     }
 
     /// Records a refused request.
     pub fn rejected(&self, reason: &'static str) {
         counter!("tollgate_rejected_requests_total", "reason" => reason).increment(1);
+    }
+
+    /// Folds recorded histogram samples into their buckets. Must run periodically: until it
+    /// does, samples accumulate in memory.
+    pub fn upkeep(&self) {
+        self.handle.run_upkeep();
     }
 
     /// The Prometheus text exposition of every metric.

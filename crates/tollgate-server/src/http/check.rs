@@ -6,7 +6,6 @@
 //! carries `Retry-After`.
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,17 +13,13 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::response::{IntoResponse, Response};
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
-use serde::{Deserialize, Serialize};
-use tollgate_core::{
-    CheckRequest, Decision, Descriptor, DescriptorStatus, Entry, LimitOverride, Nanos, Unit,
-};
+use http::{HeaderMap, StatusCode, header};
+use serde::Deserialize;
+use tollgate_core::{CheckRequest, Descriptor, Entry, LimitOverride, Unit};
 
 use super::AppState;
 use super::problem::Problem;
-
-static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
-static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+use super::request_id::{REQUEST_ID, RequestId};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -65,30 +60,6 @@ struct LimitBody<'a> {
     unit: Cow<'a, str>,
 }
 
-#[derive(Serialize)]
-struct CheckResponse<'a> {
-    allowed: bool,
-    statuses: Vec<StatusBody<'a>>,
-}
-
-#[derive(Serialize)]
-struct StatusBody<'a> {
-    allowed: bool,
-    policy: Option<&'a str>,
-    limit: Option<u64>,
-    requests_per_unit: Option<u64>,
-    unit: Option<&'static str>,
-    remaining: Option<u64>,
-    reset_after_ms: u64,
-    retry_after_ms: Option<u64>,
-    unlimited: bool,
-    shadow_denied: bool,
-}
-
-fn ceil_div(ns: Nanos, unit: Nanos) -> u64 {
-    ns.div_ceil(unit)
-}
-
 fn is_json(headers: &HeaderMap) -> bool {
     match headers
         .get(header::CONTENT_TYPE)
@@ -109,6 +80,22 @@ pub async fn check(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
+    let id = RequestId::of(&headers);
+    let mut response = decide(&state, &headers, &id, body).await;
+    response.headers_mut().insert(REQUEST_ID.clone(), id.0);
+    if response.status() == StatusCode::OK {
+        // Decisions only: refused requests are counted by reason instead.
+        state.metrics.observe_latency(started.elapsed());
+    }
+    response
+}
+
+async fn decide(
+    state: &AppState,
+    headers: &HeaderMap,
+    id: &RequestId,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let body = match body {
         Ok(body) => body,
         Err(rejection) => {
@@ -123,7 +110,7 @@ pub async fn check(
             .into_response();
         }
     };
-    if !is_json(&headers) {
+    if !is_json(headers) {
         state.metrics.rejected("content_type");
         return Problem::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -137,7 +124,7 @@ pub async fn check(
         Ok(parsed) => parsed,
         Err(detail) => {
             state.metrics.rejected("json");
-            tracing::info!(request_id = request_id(&headers), %detail, "malformed check request");
+            tracing::info!(request_id = id.as_str(), %detail, "malformed check request");
             return Problem::invalid_body(detail).into_response();
         }
     };
@@ -188,26 +175,26 @@ pub async fn check(
         Ok(decision) => decision,
         Err(e) => {
             state.metrics.rejected("invalid");
-            tracing::info!(request_id = request_id(&headers), detail = %e, "invalid check request");
+            tracing::info!(request_id = id.as_str(), detail = %e, "invalid check request");
             return Problem::invalid_request(e.to_string()).into_response();
         }
     };
     if let Some(e) = &decision.store_error {
-        tracing::warn!(request_id = request_id(&headers), error = %e, "store failed; policies' on_store_error decided");
+        tracing::warn!(request_id = id.as_str(), error = %e, "store failed; policies' on_store_error decided");
     }
-    let response = render(&decision);
     let shadow = decision.statuses.iter().filter(|s| s.shadow_denied).count() as u64;
-    state.metrics.decision(
-        decision.domain.as_deref(),
-        decision.allowed,
-        shadow,
-        started.elapsed(),
-    );
-    response
+    state
+        .metrics
+        .decision(decision.domain.as_deref(), decision.allowed, shadow);
+    super::render::decision(&decision)
 }
 
 /// Decodes the body, naming the field at fault (`descriptors[0].entries[1].key: ...`).
 fn parse_body(body: &[u8]) -> Result<CheckBody<'_>, String> {
+    // Fast path without path tracking; on failure decode again to name the field.
+    if let Ok(parsed) = serde_json::from_slice(body) {
+        return Ok(parsed);
+    }
     let mut de = serde_json::Deserializer::from_slice(body);
     let parsed: CheckBody<'_> = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -221,128 +208,10 @@ fn parse_body(body: &[u8]) -> Result<CheckBody<'_>, String> {
     Ok(parsed)
 }
 
-fn request_id(headers: &HeaderMap) -> &str {
-    headers
-        .get(&super::REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-")
-}
-
-fn status_body(s: &DescriptorStatus) -> StatusBody<'_> {
-    let rate = s.rule.as_ref().and_then(|r| r.rate());
-    let limited = rate.is_some();
-    StatusBody {
-        allowed: s.allowed,
-        policy: s.rule.as_ref().map(|r| r.name()),
-        limit: s.rule.as_ref().and_then(|r| r.quota()),
-        requests_per_unit: rate.map(|(n, _)| n),
-        unit: rate.map(|(_, u)| u.as_str()),
-        remaining: limited.then_some(s.remaining),
-        reset_after_ms: if limited {
-            ceil_div(s.reset_after, 1_000_000)
-        } else {
-            0
-        },
-        retry_after_ms: s.retry_after.map(|r| ceil_div(r, 1_000_000)),
-        unlimited: s.rule.is_some() && !limited,
-        shadow_denied: s.shadow_denied,
-    }
-}
-
-fn render(decision: &Decision) -> Response {
-    let body = CheckResponse {
-        allowed: decision.allowed,
-        statuses: decision.statuses.iter().map(status_body).collect(),
-    };
-    let json = serde_json::to_vec(&body).unwrap_or_default();
-    let mut response = (StatusCode::OK, json).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    let (policy, current) = ratelimit_headers(decision);
-    if let Ok(v) = HeaderValue::try_from(policy)
-        && !v.is_empty()
-    {
-        headers.insert(RATELIMIT_POLICY.clone(), v);
-    }
-    if let Ok(v) = HeaderValue::try_from(current)
-        && !v.is_empty()
-    {
-        headers.insert(RATELIMIT.clone(), v);
-    }
-    if let Some(seconds) = retry_after_seconds(decision) {
-        headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-    }
-    response
-}
-
-/// Appends `name` as a structured-field string: printable ASCII, `"` and `\` escaped, any
-/// other byte replaced by `?` (policy names come from configuration, not from callers).
-fn sf_string(out: &mut String, name: &str) {
-    out.push('"');
-    for c in name.chars() {
-        match c {
-            '"' | '\\' => {
-                out.push('\\');
-                out.push(c);
-            }
-            ' '..='~' => out.push(c),
-            _ => out.push('?'),
-        }
-    }
-    out.push('"');
-}
-
-/// `RateLimit-Policy` and `RateLimit` values: one list member per limited descriptor.
-fn ratelimit_headers(decision: &Decision) -> (String, String) {
-    let (mut policy, mut current) = (String::new(), String::new());
-    for s in &decision.statuses {
-        let Some(rule) = &s.rule else { continue };
-        let (Some((_, unit)), Some(quota)) = (rule.rate(), rule.quota()) else {
-            continue;
-        };
-        if !policy.is_empty() {
-            policy.push_str(", ");
-            current.push_str(", ");
-        }
-        sf_string(&mut policy, rule.name());
-        let _ = write!(policy, ";q={quota};w={}", unit.seconds());
-        sf_string(&mut current, rule.name());
-        let _ = write!(
-            current,
-            ";r={};t={}",
-            s.remaining,
-            ceil_div(s.reset_after, 1_000_000_000)
-        );
-    }
-    (policy, current)
-}
-
-/// Seconds until a denied request may pass: the longest wait among the descriptors that
-/// denied it; `None` when allowed or when it can never pass.
-fn retry_after_seconds(decision: &Decision) -> Option<u64> {
-    if decision.allowed {
-        return None;
-    }
-    let mut longest: Nanos = 0;
-    for s in decision.statuses.iter().filter(|s| !s.allowed) {
-        longest = longest.max(s.retry_after?);
-    }
-    Some(ceil_div(longest, 1_000_000_000).max(1))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sf_strings_are_escaped_and_ascii() {
-        let mut s = String::new();
-        sf_string(&mut s, "a\"b\\c é");
-        assert_eq!(s, "\"a\\\"b\\\\c ?\"");
-    }
+    use http::HeaderValue;
 
     #[test]
     fn json_content_types() {

@@ -328,3 +328,47 @@ async fn request_ids_are_generated_or_propagated() {
     let v: Value = serde_json::from_str(line).unwrap();
     assert_eq!(v["message"], "malformed check request");
 }
+
+#[tokio::test]
+async fn workers_share_one_set_of_counters() {
+    let dir = TempDir::new("workers");
+    let file = dir.write("shop.yaml", crate::helpers::POLICIES);
+    let s = TestServer::start_with(
+        &[
+            "serve".into(),
+            "--http-addr".into(),
+            "127.0.0.1:0".into(),
+            "--workers".into(),
+            "3".into(),
+            "--policies".into(),
+            file.display().to_string(),
+        ],
+        &[],
+    );
+    // 30 concurrent requests on fresh connections, spread by the kernel over 3 workers,
+    // against a limit of 3 per minute: exactly 3 pass.
+    let mut tasks = Vec::new();
+    for _ in 0..30 {
+        let url = s.url("/v1/check");
+        tasks.push(tokio::spawn(async move {
+            let client = reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap();
+            let r = client
+                .post(url)
+                .json(&body("shop", &[&[("user", "shared")]], 1))
+                .send()
+                .await
+                .unwrap();
+            r.json::<Value>().await.unwrap()["allowed"]
+                .as_bool()
+                .unwrap()
+        }));
+    }
+    let mut allowed = 0;
+    for t in tasks {
+        allowed += usize::from(t.await.unwrap());
+    }
+    assert_eq!(allowed, 3);
+}
