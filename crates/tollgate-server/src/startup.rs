@@ -158,19 +158,11 @@ fn serve_worker(
 async fn serve(
     listener: StdListener,
     state: Arc<AppState>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    use axum::serve::ListenerExt;
-    let listener = tokio::net::TcpListener::from_std(listener)?.tap_io(|tcp| {
-        // Answers are one small write: never hold them back for Nagle.
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|stopped| *stopped).await;
-        })
-        .await
-        .context("HTTP server failed")
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let router = router(state.clone());
+    crate::http::listener::serve(listener, state, router, stop).await
 }
 
 fn spawn_housekeeping(state: &Arc<AppState>) {

@@ -12,7 +12,7 @@ use std::time::Instant;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use http::{HeaderMap, StatusCode, header};
 use serde::Deserialize;
 use tollgate_core::{CheckRequest, Descriptor, Entry, LimitOverride, Unit};
@@ -73,15 +73,39 @@ fn is_json(headers: &HeaderMap) -> bool {
     }
 }
 
-/// The handler.
+/// Why a request body could not be read.
+#[derive(Debug)]
+pub enum BodyError {
+    /// Larger than [`super::MAX_BODY_BYTES`].
+    TooLarge,
+    /// The connection failed or the framing was invalid.
+    Unreadable(String),
+}
+
+/// The axum handler; the listener's fast path calls [`answer`] directly.
 pub async fn check(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let body = body.map_err(|rejection| match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => BodyError::TooLarge,
+        _ => BodyError::Unreadable(rejection.body_text()),
+    });
+    answer(&state, &headers, body)
+        .await
+        .map(axum::body::Body::from)
+}
+
+/// Answers one check request: a decision (200) or a problem (4xx), with a request id.
+pub async fn answer(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BodyError>,
+) -> http::Response<Bytes> {
     let started = Instant::now();
-    let id = RequestId::of(&headers);
-    let mut response = decide(&state, &headers, &id, body).await;
+    let id = RequestId::of(headers);
+    let mut response = decide(state, headers, &id, body).await;
     response.headers_mut().insert(REQUEST_ID.clone(), id.0);
     if response.status() == StatusCode::OK {
         // Decisions only: refused requests are counted by reason instead.
@@ -94,20 +118,29 @@ async fn decide(
     state: &AppState,
     headers: &HeaderMap,
     id: &RequestId,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
+    body: Result<Bytes, BodyError>,
+) -> http::Response<Bytes> {
     let body = match body {
         Ok(body) => body,
-        Err(rejection) => {
+        Err(BodyError::TooLarge) => {
             state.metrics.rejected("body");
-            let status = rejection.status();
             return Problem::new(
-                status,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "urn:tollgate:problem:body-too-large",
+                "Body too large",
+                format!("the body must be at most {} bytes", super::MAX_BODY_BYTES),
+            )
+            .to_response();
+        }
+        Err(BodyError::Unreadable(detail)) => {
+            state.metrics.rejected("body");
+            return Problem::new(
+                StatusCode::BAD_REQUEST,
                 "urn:tollgate:problem:unreadable-body",
                 "Unreadable body",
-                rejection.body_text(),
+                detail,
             )
-            .into_response();
+            .to_response();
         }
     };
     if !is_json(headers) {
@@ -118,14 +151,14 @@ async fn decide(
             "Unsupported media type",
             "send the request as application/json",
         )
-        .into_response();
+        .to_response();
     }
     let parsed: CheckBody<'_> = match parse_body(&body) {
         Ok(parsed) => parsed,
         Err(detail) => {
             state.metrics.rejected("json");
             tracing::info!(request_id = id.as_str(), %detail, "malformed check request");
-            return Problem::invalid_body(detail).into_response();
+            return Problem::invalid_body(detail).to_response();
         }
     };
 
@@ -153,7 +186,7 @@ async fn decide(
                         "descriptors[{i}].limit.unit: invalid unit '{}' (expected second, minute, hour, day, week, month or year)",
                         l.unit
                     ))
-                    .into_response();
+                    .to_response();
                 }
             },
         };
@@ -176,7 +209,7 @@ async fn decide(
         Err(e) => {
             state.metrics.rejected("invalid");
             tracing::info!(request_id = id.as_str(), detail = %e, "invalid check request");
-            return Problem::invalid_request(e.to_string()).into_response();
+            return Problem::invalid_request(e.to_string()).to_response();
         }
     };
     if let Some(e) = &decision.store_error {

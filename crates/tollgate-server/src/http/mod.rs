@@ -1,6 +1,7 @@
 //! The HTTP listener: `POST /v1/check` and the operations endpoints.
 
 mod check;
+pub mod listener;
 mod ops;
 pub mod problem;
 mod render;

@@ -1,5 +1,6 @@
 //! RFC 9457 problem details: every error the HTTP listener returns has this shape.
 
+use axum::body::Bytes;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use serde::Serialize;
@@ -75,15 +76,23 @@ impl Problem {
     }
 }
 
-impl IntoResponse for Problem {
-    fn into_response(self) -> Response {
+impl Problem {
+    /// The response, with a body any HTTP stack can send.
+    pub fn to_response(&self) -> http::Response<Bytes> {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = serde_json::to_vec(&self).unwrap_or_default();
-        let mut response = (status, body).into_response();
+        let body = serde_json::to_vec(self).unwrap_or_default();
+        let mut response = http::Response::new(Bytes::from(body));
+        *response.status_mut() = status;
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
         response
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        self.to_response().map(axum::body::Body::from)
     }
 }

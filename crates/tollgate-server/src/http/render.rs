@@ -5,8 +5,7 @@
 //! `format!` for the headers cost about a third of the handler's instructions.
 
 use axum::body::Bytes;
-use axum::response::{IntoResponse, Response};
-use http::{HeaderName, HeaderValue, StatusCode, header};
+use http::{HeaderName, HeaderValue, header};
 use tollgate_core::{Decision, DescriptorStatus, Nanos};
 
 static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
@@ -16,10 +15,10 @@ const MS: Nanos = 1_000_000;
 const S: Nanos = 1_000_000_000;
 
 /// The 200 answer for a decision.
-pub fn decision(decision: &Decision) -> Response {
+pub fn decision(decision: &Decision) -> http::Response<Bytes> {
     let mut body = Vec::with_capacity(32 + 256 * decision.statuses.len());
     json(&mut body, decision);
-    let mut response = (StatusCode::OK, body).into_response();
+    let mut response = http::Response::new(Bytes::from(body));
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,

@@ -1,0 +1,116 @@
+//! The HTTP/1.1 listener loop: hyper connections with keep-alive, header read timeouts and
+//! graceful shutdown.
+//!
+//! `POST /v1/check` is dispatched before the axum router, straight from hyper's request to
+//! [`check::answer`]: the router, its boxed services and body conversions cost more than
+//! the decision itself. On the 2-core test machine this took server CPU per HTTP decision
+//! from 10.8 µs to the figure in docs/design/rate-limiting.md (`scripts/bench-http`).
+//! Everything else goes through the router.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use http::{Method, Request, Response, header};
+use http_body_util::{BodyExt, Either, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower::ServiceExt;
+
+use super::check::{self, BodyError};
+use super::{AppState, MAX_BODY_BYTES};
+
+/// How long a client may take to send a request's headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long in-flight requests get to finish once shutdown starts.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
+
+type ResponseBody = Either<Full<Bytes>, Body>;
+
+/// Serves connections from `listener` until `stop` turns true, then drains them.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    router: Router,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let graceful = GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(true);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.wait_for(|stopped| *stopped) => break,
+        };
+        // Answers are one small write: never hold them back for Nagle.
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let router = router.clone();
+        let service = service_fn(move |request| dispatch(state.clone(), router.clone(), request));
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(DRAIN_TIMEOUT) => {
+            tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; closing them");
+        }
+    }
+    Ok(())
+}
+
+async fn dispatch(
+    state: Arc<AppState>,
+    router: Router,
+    request: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    if request.method() == Method::POST && request.uri().path() == "/v1/check" {
+        let (parts, body) = request.into_parts();
+        let body = read_body(&parts.headers, body).await;
+        let answer = check::answer(&state, &parts.headers, body).await;
+        return Ok(answer.map(|b| Either::Left(Full::new(b))));
+    }
+    let response = match router.oneshot(request.map(Body::new)).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    };
+    Ok(response.map(Either::Right))
+}
+
+async fn read_body(headers: &http::HeaderMap, body: Incoming) -> Result<Bytes, BodyError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
+        return Err(BodyError::TooLarge);
+    }
+    match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge),
+        Err(e) => Err(BodyError::Unreadable(format!(
+            "cannot read the request body: {e}"
+        ))),
+    }
+}
