@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use http::{Method, Request, Response, header};
+use http::{HeaderValue, Method, Request, Response, header};
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -28,6 +28,8 @@ use super::{AppState, MAX_BODY_BYTES};
 
 /// How long a client may take to send a request's headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest oversized body still read (and discarded) to keep its connection usable.
+const DRAIN_LIMIT: usize = 1 << 20;
 /// How long in-flight requests get to finish once shutdown starts.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -87,8 +89,15 @@ async fn dispatch(
 ) -> Result<Response<ResponseBody>, Infallible> {
     if request.method() == Method::POST && request.uri().path() == "/v1/check" {
         let (parts, body) = request.into_parts();
-        let body = read_body(&parts.headers, body).await;
-        let answer = check::answer(&state, &parts.headers, body).await;
+        let (body, unread) = read_body(&parts.headers, body).await;
+        let mut answer = check::answer(&state, &parts.headers, body).await;
+        if unread {
+            // Part of the body is still on the wire: this connection cannot carry another
+            // request, and the client must know before it tries.
+            answer
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         return Ok(answer.map(|b| Either::Left(Full::new(b))));
     }
     let response = match router.oneshot(request.map(Body::new)).await {
@@ -98,19 +107,36 @@ async fn dispatch(
     Ok(response.map(Either::Right))
 }
 
-async fn read_body(headers: &http::HeaderMap, body: Incoming) -> Result<Bytes, BodyError> {
+/// Reads the body, at most [`MAX_BODY_BYTES`]. A body declared too large is still read
+/// and thrown away when it is under [`DRAIN_LIMIT`], so the connection stays usable;
+/// the flag says whether unread bytes remain.
+async fn read_body(
+    headers: &http::HeaderMap,
+    mut body: Incoming,
+) -> (Result<Bytes, BodyError>, bool) {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
-        return Err(BodyError::TooLarge);
+    if let Some(n) = declared.filter(|&n| n > MAX_BODY_BYTES) {
+        if n > DRAIN_LIMIT {
+            return (Err(BodyError::TooLarge), true);
+        }
+        while let Some(frame) = body.frame().await {
+            if frame.is_err() {
+                return (Err(BodyError::TooLarge), true);
+            }
+        }
+        return (Err(BodyError::TooLarge), false);
     }
     match Limited::new(body, MAX_BODY_BYTES).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge),
-        Err(e) => Err(BodyError::Unreadable(format!(
-            "cannot read the request body: {e}"
-        ))),
+        Ok(collected) => (Ok(collected.to_bytes()), false),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => (Err(BodyError::TooLarge), true),
+        Err(e) => (
+            Err(BodyError::Unreadable(format!(
+                "cannot read the request body: {e}"
+            ))),
+            true,
+        ),
     }
 }

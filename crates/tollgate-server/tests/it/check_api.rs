@@ -372,3 +372,51 @@ async fn workers_share_one_set_of_counters() {
     }
     assert_eq!(allowed, 3);
 }
+
+#[tokio::test]
+async fn a_connection_survives_a_too_large_body_and_is_closed_when_it_cannot() {
+    let (s, _dir) = server();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .build()
+        .unwrap();
+    let huge = "x".repeat(100_000);
+    for _ in 0..3 {
+        // 100 kB is read and discarded: the same connection answers the next request.
+        let r = client
+            .post(s.url("/v1/check"))
+            .header("content-type", "application/json")
+            .body(huge.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 413);
+        assert!(r.headers().get("connection").is_none());
+        r.bytes().await.unwrap();
+        let r = client
+            .post(s.url("/v1/check"))
+            .json(&body("shop", &[&[("user", "reuse")]], 1))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    // 2 MB is not worth reading: the answer says the connection closes.
+    let r = client
+        .post(s.url("/v1/check"))
+        .header("content-type", "application/json")
+        .body("x".repeat(2 << 20))
+        .send()
+        .await;
+    if let Ok(r) = r {
+        assert_eq!(r.status(), 413);
+        assert_eq!(r.headers()["connection"], "close");
+    }
+    let r = client
+        .post(s.url("/v1/check"))
+        .json(&body("shop", &[&[("user", "reuse")]], 1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the client opened a new connection");
+}
