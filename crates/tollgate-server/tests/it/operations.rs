@@ -155,3 +155,25 @@ async fn config_file_and_environment_are_layered() {
         .unwrap();
     assert_eq!(v["statuses"][0]["policy"], "per_user");
 }
+
+#[tokio::test]
+async fn the_example_configuration_file_works_as_shown() {
+    let cfg = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/tollgate.toml");
+    let s = TestServer::start_with(
+        &[
+            "serve".into(),
+            "--config".into(),
+            cfg.into(),
+            "--http-addr".into(),
+            "127.0.0.1:0".into(),
+        ],
+        &[],
+    );
+    let v: Value = s
+        .check(&body("api", &[&[("path", "/login"), ("user", "u1")]], 1))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["statuses"][0]["policy"], "login_per_user");
+}
