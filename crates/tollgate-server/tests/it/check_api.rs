@@ -10,6 +10,11 @@ fn server() -> (TestServer, TempDir) {
     (TestServer::start(Some(&file)), dir)
 }
 
+/// POSTs a raw JSON text.
+async fn json(s: &TestServer, raw: &'static str) -> reqwest::Response {
+    s.post_raw("application/json", raw).await
+}
+
 async fn problem(response: reqwest::Response, status: u16) -> Value {
     assert_eq!(response.status().as_u16(), status);
     assert_eq!(
@@ -158,131 +163,62 @@ async fn gcra_burst_and_per_descriptor_hits_and_overrides() {
 #[tokio::test]
 async fn malformed_bodies_are_problems_naming_the_field() {
     let (s, _dir) = server();
-    let send = |raw: &'static str| {
-        s.client
-            .post(s.url("/v1/check"))
-            .header("content-type", "application/json")
-            .body(raw)
-            .send()
-    };
-    let v = problem(send("{not json").await.unwrap(), 400).await;
-    assert!(v["detail"].as_str().unwrap().contains("line 1"), "{v}");
-    let v = problem(
-        send(r#"{"domain":"shop","descriptors":[{"entries":[{"key":"a","valu":"x"}]}]}"#)
-            .await
-            .unwrap(),
-        400,
-    )
-    .await;
-    assert!(
-        v["detail"]
-            .as_str()
-            .unwrap()
-            .starts_with("descriptors[0].entries[0].valu: unknown field"),
-        "{v}"
-    );
-    let v = problem(send(r#"{"descriptors":[]}"#).await.unwrap(), 400).await;
-    assert!(
-        v["detail"]
-            .as_str()
-            .unwrap()
-            .contains("missing field `domain`"),
-        "{v}"
-    );
-    let v = problem(
-        send(r#"{"domain":"shop","descriptors":[],"hits":-1}"#)
-            .await
-            .unwrap(),
-        400,
-    )
-    .await;
-    assert!(v["detail"].as_str().unwrap().starts_with("hits:"), "{v}");
-    let v = problem(
-        send(r#"{"domain":"","descriptors":[{"entries":[{"key":"a","value":"b"}]}]}"#)
-            .await
-            .unwrap(),
-        400,
-    )
-    .await;
-    assert_eq!(v["detail"], "domain must not be empty");
-    let v = problem(
-        send(r#"{"domain":"shop","descriptors":[]}"#).await.unwrap(),
-        400,
-    )
-    .await;
-    assert_eq!(v["detail"], "descriptors must not be empty");
-    let v = problem(
-        send(r#"{"domain":"shop","descriptors":[{"entries":[{"key":"","value":"b"}]}]}"#)
-            .await
-            .unwrap(),
-        400,
-    )
-    .await;
-    assert_eq!(
-        v["detail"],
-        "descriptors[0].entries[0].key must not be empty"
-    );
-    let v = problem(
-        send(r#"{"domain":"shop","descriptors":[{"entries":[{"key":"a","value":"b"}],"limit":{"requests_per_unit":1,"unit":"fortnight"}}]}"#)
-            .await
-            .unwrap(),
-        400,
-    )
-    .await;
-    assert!(
-        v["detail"]
-            .as_str()
-            .unwrap()
-            .starts_with("descriptors[0].limit.unit: invalid unit 'fortnight'"),
-        "{v}"
-    );
-    let v = problem(
-        send(r#"{"domain":"shop","descriptors":[{"entries":[{"key":"a","value":"b"}]}]} trailing"#)
-            .await
-            .unwrap(),
-        400,
-    )
-    .await;
-    assert!(v["detail"].as_str().unwrap().contains("trailing"), "{v}");
+    // (body, text the problem's detail must contain)
+    let cases: [(&'static str, &str); 9] = [
+        ("{not json", "line 1"),
+        (
+            r#"{"domain":"shop","descriptors":[{"entries":[{"key":"a","valu":"x"}]}]}"#,
+            "descriptors[0].entries[0].valu: unknown field",
+        ),
+        (r#"{"descriptors":[]}"#, "missing field `domain`"),
+        (
+            r#"{"domain":"shop","descriptors":[],"hits":-1}"#,
+            "hits: invalid value",
+        ),
+        (
+            r#"{"domain":"","descriptors":[{"entries":[{"key":"a","value":"b"}]}]}"#,
+            "domain must not be empty",
+        ),
+        (
+            r#"{"domain":"shop","descriptors":[]}"#,
+            "descriptors must not be empty",
+        ),
+        (
+            r#"{"domain":"shop","descriptors":[{"entries":[{"key":"","value":"b"}]}]}"#,
+            "descriptors[0].entries[0].key must not be empty",
+        ),
+        (
+            r#"{"domain":"shop","descriptors":[{"entries":[{"key":"a","value":"b"}],"limit":{"requests_per_unit":1,"unit":"fortnight"}}]}"#,
+            "descriptors[0].limit.unit: invalid unit 'fortnight'",
+        ),
+        (
+            r#"{"domain":"shop","descriptors":[{"entries":[{"key":"a","value":"b"}]}]} trailing"#,
+            "trailing characters",
+        ),
+    ];
+    for (raw, expected) in cases {
+        let v = problem(json(&s, raw).await, 400).await;
+        let detail = v["detail"].as_str().unwrap();
+        assert!(detail.contains(expected), "{raw}: {detail}");
+    }
 }
 
 #[tokio::test]
 async fn wrong_media_type_size_route_and_method_are_problems() {
     let (s, _dir) = server();
-    let r = s
-        .client
-        .post(s.url("/v1/check"))
-        .header("content-type", "text/plain")
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+    let r = s.post_raw("text/plain", "{}").await;
     problem(r, 415).await;
     let huge = format!(
         r#"{{"domain":"shop","descriptors":[{{"entries":[{{"key":"a","value":"{}"}}]}}]}}"#,
         "x".repeat(100_000)
     );
-    let r = s
-        .client
-        .post(s.url("/v1/check"))
-        .header("content-type", "application/json")
-        .body(huge)
-        .send()
-        .await
-        .unwrap();
+    let r = s.post_raw("application/json", huge).await;
     problem(r, 413).await;
     let long = format!(
         r#"{{"domain":"shop","descriptors":[{{"entries":[{{"key":"a","value":"{}"}}]}}]}}"#,
         "x".repeat(2_000)
     );
-    let r = s
-        .client
-        .post(s.url("/v1/check"))
-        .header("content-type", "application/json")
-        .body(long)
-        .send()
-        .await
-        .unwrap();
+    let r = s.post_raw("application/json", long).await;
     let v = problem(r, 400).await;
     assert!(
         v["detail"]

@@ -128,6 +128,21 @@ impl TestServer {
             .expect("request")
     }
 
+    /// POSTs `body` to /v1/check as-is, with the given content type.
+    pub async fn post_raw(
+        &self,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        self.client
+            .post(self.url("/v1/check"))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
     /// Sends SIGTERM and waits for the process; returns its exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let status = Command::new("kill")
