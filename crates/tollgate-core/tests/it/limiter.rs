@@ -247,3 +247,55 @@ fn limiters_with_different_seeds_do_not_share_counters_but_equal_seeds_do() {
         9
     );
 }
+
+/// A store that is always down: what `on_store_error` is for.
+struct DownStore;
+
+impl tollgate_core::Store for DownStore {
+    fn apply<'a>(
+        &'a self,
+        _ops: &'a mut [tollgate_core::LimitOp],
+        _now: u64,
+    ) -> tollgate_core::store::StoreFuture<'a> {
+        Box::pin(std::future::ready(Err(tollgate_core::StoreError::Unavailable("connection refused".into()))))
+    }
+
+    fn kind(&self) -> &'static str {
+        "down"
+    }
+}
+
+#[test]
+fn a_failed_store_is_answered_by_each_policys_on_store_error() {
+    let policies = PolicySet::from_files([(
+        "api.yaml",
+        "domain: api
+descriptors:
+  - key: open
+    rate_limit: {unit: second, requests_per_unit: 1, on_store_error: allow}
+  - key: closed
+    rate_limit: {unit: second, requests_per_unit: 1, on_store_error: deny}
+  - key: local
+    rate_limit: {unit: second, requests_per_unit: 2, on_store_error: local}
+",
+    )])
+    .unwrap();
+    let clock = Arc::new(ManualClock::new(1_000 * SECOND));
+    let l = Limiter::new(policies, Arc::new(DownStore), clock, LimiterConfig::default());
+    for _ in 0..3 {
+        let d = check(&l, "api", &[&[("open", "x")]]);
+        assert!(d.allowed, "fail open");
+        assert!(d.statuses[0].store_failed);
+        assert!(d.store_error.is_some());
+    }
+    let d = check(&l, "api", &[&[("closed", "x")]]);
+    assert!(!d.allowed, "fail closed");
+    // The local fallback enforces the limit in this node's memory.
+    assert!(check(&l, "api", &[&[("local", "x")]]).allowed);
+    assert!(check(&l, "api", &[&[("local", "x")]]).allowed);
+    assert!(!check(&l, "api", &[&[("local", "x")]]).allowed);
+    // One request mixing them is denied if any fails closed.
+    let d = check(&l, "api", &[&[("open", "y")], &[("closed", "y")]]);
+    assert!(!d.allowed);
+    assert!(d.statuses[0].allowed && !d.statuses[1].allowed);
+}
