@@ -257,7 +257,9 @@ impl tollgate_core::Store for DownStore {
         _ops: &'a mut [tollgate_core::LimitOp],
         _now: u64,
     ) -> tollgate_core::store::StoreFuture<'a> {
-        Box::pin(std::future::ready(Err(tollgate_core::StoreError::Unavailable("connection refused".into()))))
+        Box::pin(std::future::ready(Err(
+            tollgate_core::StoreError::Unavailable("connection refused".into()),
+        )))
     }
 
     fn kind(&self) -> &'static str {
@@ -281,7 +283,12 @@ descriptors:
     )])
     .unwrap();
     let clock = Arc::new(ManualClock::new(1_000 * SECOND));
-    let l = Limiter::new(policies, Arc::new(DownStore), clock, LimiterConfig::default());
+    let l = Limiter::new(
+        policies,
+        Arc::new(DownStore),
+        clock,
+        LimiterConfig::default(),
+    );
     for _ in 0..3 {
         let d = check(&l, "api", &[&[("open", "x")]]);
         assert!(d.allowed, "fail open");
@@ -298,4 +305,55 @@ descriptors:
     let d = check(&l, "api", &[&[("open", "y")], &[("closed", "y")]]);
     assert!(!d.allowed);
     assert!(d.statuses[0].allowed && !d.statuses[1].allowed);
+}
+
+#[test]
+fn concurrent_checks_admit_exactly_the_limit_and_batches_stay_atomic() {
+    let (l, _) = limiter(
+        "domain: race
+descriptors:
+  - key: user
+    rate_limit: {unit: minute, requests_per_unit: 700}
+  - key: tenant
+    rate_limit: {unit: minute, requests_per_unit: 500, algorithm: gcra}
+",
+    );
+    // 4 threads × 400 requests, each charging its user (700/min, shared by all threads)
+    // and the tenant (500/min): exactly 500 pass, and every pass charged both counters.
+    let admitted = std::sync::atomic::AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let (l, admitted) = (&l, &admitted);
+            s.spawn(move || {
+                for i in 0..400 {
+                    let user = if (t + i) % 2 == 0 { "a" } else { "b" };
+                    let d = check(l, "race", &[&[("user", "shared")], &[("tenant", user)]]);
+                    if d.allowed {
+                        admitted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    let admitted = admitted.load(std::sync::atomic::Ordering::Relaxed);
+    // Tenants a and b each allow 500; the shared user counter allows 700 in all.
+    assert_eq!(admitted, 700);
+    let user = check(&l, "race", &[&[("user", "shared")]]);
+    assert_eq!(
+        user.statuses[0].remaining, 0,
+        "the user counter saw exactly the admitted requests"
+    );
+    assert!(!user.allowed);
+    // A cost of 0 reads as 1 (as in Envoy): each probe takes one more from its tenant.
+    let left = |tenant| {
+        let d = check(&l, "race", &[&[("tenant", tenant)]]);
+        assert!(d.allowed);
+        d.statuses[0].remaining + 1
+    };
+    let (a, b) = (left("a"), left("b"));
+    assert_eq!(
+        (500 - a) + (500 - b),
+        700,
+        "tenants were charged only for admitted requests"
+    );
 }
