@@ -219,6 +219,15 @@ async fn decide(
     state
         .metrics
         .decision(decision.domain.as_deref(), decision.allowed, shadow);
+    // Descriptor values may be personal data (user ids, addresses): never logged.
+    tracing::debug!(
+        request_id = id.as_str(),
+        domain = %request.domain,
+        allowed = decision.allowed,
+        descriptors = decision.statuses.len(),
+        shadow_denials = shadow,
+        "decision"
+    );
     super::render::decision(&decision)
 }
 

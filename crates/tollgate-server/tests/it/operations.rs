@@ -177,3 +177,44 @@ async fn the_example_configuration_file_works_as_shown() {
         .unwrap();
     assert_eq!(v["statuses"][0]["policy"], "login_per_user");
 }
+
+#[tokio::test]
+async fn debug_logs_carry_decisions_but_never_descriptor_values() {
+    let s = TestServer::start_with(
+        &["serve".into(), "--http-addr".into(), "127.0.0.1:0".into()],
+        &[("RUST_LOG", "debug")],
+    );
+    let r = s
+        .client
+        .post(s.url("/v1/check"))
+        .header("x-request-id", "log-probe-1")
+        .json(&body(
+            "api",
+            &[&[("remote_address", "203.0.113.77-private")]],
+            1,
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // The server logs after answering; give the log line a moment to arrive.
+    let mut logs = String::new();
+    for _ in 0..50 {
+        logs = s.logs.lock().unwrap().join("\n");
+        if logs.contains("log-probe-1") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let line = logs
+        .lines()
+        .find(|l| l.contains("log-probe-1"))
+        .expect("a decision log line");
+    let v: Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["message"], "decision");
+    assert_eq!(v["allowed"], true);
+    assert!(
+        !logs.contains("203.0.113.77-private"),
+        "descriptor values are never logged"
+    );
+}
