@@ -52,3 +52,89 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
+
+#[cfg(test)]
+mod tests {
+    //! The router answers `POST /v1/check` like the listener's fast path (same `answer`),
+    //! for callers that mount the router themselves.
+
+    use std::sync::{Arc, OnceLock};
+
+    use axum::body::Body;
+    use http::{Request, StatusCode};
+    use http_body_util::BodyExt;
+    use tollgate_core::{Limiter, LimiterConfig, MemoryStore, SystemClock};
+    use tower::ServiceExt;
+
+    use super::*;
+
+    fn state() -> Arc<AppState> {
+        static METRICS: OnceLock<Arc<Metrics>> = OnceLock::new();
+        let metrics = METRICS
+            .get_or_init(|| Metrics::install().expect("metrics"))
+            .clone();
+        let policies = crate::policies::load(None).expect("built-in policies");
+        let memory = Arc::new(MemoryStore::default());
+        let limiter = Limiter::new(
+            policies,
+            memory.clone(),
+            Arc::new(SystemClock),
+            LimiterConfig::default(),
+        );
+        Arc::new(AppState {
+            limiter: Arc::new(limiter),
+            memory: Some(memory),
+            metrics,
+            shutting_down: AtomicBool::new(false),
+        })
+    }
+
+    #[tokio::test]
+    async fn the_router_answers_checks_and_problems() {
+        let app = router(state());
+        let body = r#"{"domain":"api","descriptors":[{"entries":[{"key":"remote_address","value":"1.2.3.4"}]}]}"#;
+        let request = Request::post("/v1/check")
+            .header("content-type", "application/json")
+            .body(Body::from(body));
+        let response = app
+            .clone()
+            .oneshot(request.expect("request"))
+            .await
+            .expect("infallible");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(response.headers().contains_key("x-request-id"));
+        assert_eq!(
+            response.headers()["ratelimit-policy"],
+            "\"per_ip\";q=40;w=1"
+        );
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+        assert_eq!(v["statuses"][0]["remaining"], 39);
+
+        let big = Body::from(vec![b'x'; MAX_BODY_BYTES + 1]);
+        let request = Request::post("/v1/check")
+            .header("content-type", "application/json")
+            .body(big);
+        let response = app
+            .clone()
+            .oneshot(request.expect("request"))
+            .await
+            .expect("infallible");
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+
+        let request = Request::get("/v1/check")
+            .body(Body::empty())
+            .expect("request");
+        let response = app.oneshot(request).await.expect("infallible");
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    }
+}
