@@ -19,10 +19,10 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the rate-limit service (HTTP data plane and operations endpoints).
+    /// Run the rate-limit service (HTTP and gRPC data planes, operations endpoints).
     ///
-    /// With no options it listens on 127.0.0.1:8080, keeps counters in memory and serves
-    /// the built-in example policies (domain "api").
+    /// With no options it listens on 127.0.0.1:8080 (HTTP) and 127.0.0.1:8081 (gRPC),
+    /// keeps counters in memory and serves the built-in example policies (domain "api").
     Serve(ServeArgs),
     /// Work with policy files.
     Policy {
@@ -50,6 +50,10 @@ pub struct ServeArgs {
     /// Port 0 picks a free port; the chosen address is logged.
     #[arg(long, env = "TOLLGATE_HTTP_ADDR", value_name = "ADDR")]
     pub http_addr: Option<SocketAddr>,
+    /// Address of the gRPC listener (Envoy RLS v3 `ShouldRateLimit`, `grpc.health.v1`).
+    /// Port 0 picks a free port; the chosen address is logged.
+    #[arg(long, env = "TOLLGATE_GRPC_ADDR", value_name = "ADDR")]
+    pub grpc_addr: Option<SocketAddr>,
     /// Where counters live. Supported: memory:// (this process).
     #[arg(long, env = "TOLLGATE_STORE", value_name = "URL")]
     pub store: Option<String>,

@@ -11,6 +11,8 @@ use crate::cli::{LogFormat, ServeArgs};
 
 /// Default address of the HTTP listener.
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
+/// Default address of the gRPC (Envoy RLS v3) listener.
+pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:8081";
 
 /// Where counters live.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +29,8 @@ pub enum StoreSettings {
 pub struct Settings {
     /// HTTP listener address.
     pub http_addr: SocketAddr,
+    /// gRPC listener address.
+    pub grpc_addr: SocketAddr,
     /// Policy file or directory; `None` serves the built-in example policies.
     pub policies: Option<PathBuf>,
     /// Counter store.
@@ -42,6 +46,7 @@ pub struct Settings {
 #[serde(deny_unknown_fields)]
 struct FileSettings {
     http_addr: Option<SocketAddr>,
+    grpc_addr: Option<SocketAddr>,
     policies: Option<PathBuf>,
     store: Option<String>,
     max_keys: Option<usize>,
@@ -71,6 +76,10 @@ impl Settings {
             http_addr: match args.http_addr.or(file.http_addr) {
                 Some(addr) => addr,
                 None => DEFAULT_HTTP_ADDR.parse()?,
+            },
+            grpc_addr: match args.grpc_addr.or(file.grpc_addr) {
+                Some(addr) => addr,
+                None => DEFAULT_GRPC_ADDR.parse()?,
             },
             policies: args.policies.clone().or(file_policies),
             store: parse_store(&store_url, max_keys)?,

@@ -4,6 +4,8 @@
 pub mod cli;
 pub mod commands;
 pub mod configuration;
+pub mod data_plane;
+pub mod grpc;
 pub mod http;
 pub mod metrics;
 pub mod policies;

@@ -16,7 +16,10 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::watch;
 use tollgate_core::{Limiter, LimiterConfig, MemoryStore, MemoryStoreConfig, SystemClock};
 
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
+
 use crate::configuration::{Settings, StoreSettings};
+use crate::grpc::RateLimitGrpc;
 use crate::http::{AppState, router};
 use crate::metrics::Metrics;
 
@@ -27,7 +30,8 @@ const UPKEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// A built service, bound to its port, not yet serving.
 pub struct Application {
-    listeners: Vec<StdListener>,
+    /// One (HTTP, gRPC) pair of listening sockets per worker.
+    listeners: Vec<(StdListener, StdListener)>,
     state: Arc<AppState>,
 }
 
@@ -76,14 +80,9 @@ impl Application {
             config,
         ));
 
-        let context = || format!("cannot listen on {} (--http-addr)", settings.http_addr);
-        let first = bind_shared(settings.http_addr).with_context(context)?;
-        // With port 0 the first bind chooses the port; the others join it.
-        let addr = first.local_addr()?;
-        let mut listeners = vec![first];
-        for _ in 1..settings.workers {
-            listeners.push(bind_shared(addr).with_context(context)?);
-        }
+        let http = bind_all(settings.http_addr, settings.workers, "--http-addr")?;
+        let grpc = bind_all(settings.grpc_addr, settings.workers, "--grpc-addr")?;
+        let listeners = http.into_iter().zip(grpc).collect();
         let state = Arc::new(AppState {
             limiter,
             memory: Some(memory),
@@ -95,13 +94,18 @@ impl Application {
 
     /// The address the HTTP listeners are bound to (useful with port 0).
     pub fn http_addr(&self) -> anyhow::Result<SocketAddr> {
-        Ok(self.listeners[0].local_addr()?)
+        Ok(self.listeners[0].0.local_addr()?)
+    }
+
+    /// The address the gRPC listeners are bound to.
+    pub fn grpc_addr(&self) -> anyhow::Result<SocketAddr> {
+        Ok(self.listeners[0].1.local_addr()?)
     }
 
     /// Serves until SIGINT or SIGTERM, then drains in-flight requests and returns.
     /// Blocks the calling thread, which becomes worker 0.
     pub fn run_until_stopped(self) -> anyhow::Result<()> {
-        let addr = self.http_addr()?;
+        let (http_addr, grpc_addr) = (self.http_addr()?, self.grpc_addr()?);
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut listeners = self.listeners.into_iter();
         let main_listener = listeners.next().context("no listener")?;
@@ -121,7 +125,7 @@ impl Application {
         let state = self.state.clone();
         let workers = threads.len() + 1;
         let result = runtime.block_on(async move {
-            tracing::info!(http_addr = %addr, workers, "listening");
+            tracing::info!(%http_addr, %grpc_addr, workers, "listening");
             spawn_housekeeping(&state);
             let signal_state = state.clone();
             tokio::spawn(async move {
@@ -145,7 +149,7 @@ impl Application {
 }
 
 fn serve_worker(
-    listener: StdListener,
+    listener: (StdListener, StdListener),
     state: Arc<AppState>,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
@@ -155,14 +159,46 @@ fn serve_worker(
     runtime.block_on(serve(listener, state, stop))
 }
 
+/// Serves one worker's HTTP and gRPC listeners until `stop`; both drain on the way out.
 async fn serve(
-    listener: StdListener,
+    (http, grpc): (StdListener, StdListener),
     state: Arc<AppState>,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let http = tokio::net::TcpListener::from_std(http)?;
+    let grpc = tokio::net::TcpListener::from_std(grpc)?;
     let router = router(state.clone());
-    crate::http::listener::serve(listener, state, router, stop).await
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<RateLimitServiceServer<RateLimitGrpc>>()
+        .await;
+    let mut grpc_stop = stop.clone();
+    let grpc_server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .add_service(health_service)
+        .add_service(RateLimitGrpc::server(state.clone()))
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
+            async move {
+                let _ = grpc_stop.wait_for(|stopped| *stopped).await;
+            },
+        );
+    let http_server = crate::http::listener::serve(http, state, router, stop);
+    let (http_result, grpc_result) = tokio::join!(http_server, grpc_server);
+    http_result?;
+    grpc_result.context("gRPC server failed")
+}
+
+/// Binds `workers` listening sockets on `addr` (one port, chosen by the first when 0).
+fn bind_all(addr: SocketAddr, workers: usize, flag: &str) -> anyhow::Result<Vec<StdListener>> {
+    let context = || format!("cannot listen on {addr} ({flag})");
+    let first = bind_shared(addr).with_context(context)?;
+    let chosen = first.local_addr()?;
+    let mut listeners = vec![first];
+    for _ in 1..workers {
+        listeners.push(bind_shared(chosen).with_context(context)?);
+    }
+    Ok(listeners)
 }
 
 fn spawn_housekeeping(state: &Arc<AppState>) {

@@ -15,11 +15,12 @@ use axum::extract::rejection::BytesRejection;
 use axum::response::Response;
 use http::{HeaderMap, StatusCode, header};
 use serde::Deserialize;
-use tollgate_core::{CheckRequest, Descriptor, Entry, LimitOverride, Unit};
+use tollgate_core::{CheckRequest, Entry, LimitOverride, Unit};
 
 use super::AppState;
 use super::problem::Problem;
 use super::request_id::{REQUEST_ID, RequestId};
+use crate::data_plane::{self, DescriptorParts};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -162,16 +163,17 @@ async fn decide(
         }
     };
 
-    let total: usize = parsed.descriptors.iter().map(|d| d.entries.len()).sum();
-    let mut entries: Vec<Entry<'_>> = Vec::with_capacity(total);
-    for d in &parsed.descriptors {
-        entries.extend(d.entries.iter().map(|e| Entry {
-            key: &e.key,
-            value: &e.value,
-        }));
-    }
-    let mut descriptors: Vec<Descriptor<'_>> = Vec::with_capacity(parsed.descriptors.len());
-    let mut offset = 0;
+    let entries: Vec<Entry<'_>> = parsed
+        .descriptors
+        .iter()
+        .flat_map(|d| {
+            d.entries.iter().map(|e| Entry {
+                key: &e.key,
+                value: &e.value,
+            })
+        })
+        .collect();
+    let mut parts = Vec::with_capacity(parsed.descriptors.len());
     for (i, d) in parsed.descriptors.iter().enumerate() {
         let limit_override = match &d.limit {
             None => None,
@@ -190,20 +192,18 @@ async fn decide(
                 }
             },
         };
-        let n = d.entries.len();
-        descriptors.push(Descriptor {
-            entries: &entries[offset..offset + n],
+        parts.push(DescriptorParts {
+            entries: d.entries.len(),
             hits: d.hits,
             limit_override,
         });
-        offset += n;
     }
+    let descriptors = data_plane::descriptors(&entries, parts);
     let request = CheckRequest {
         domain: &parsed.domain,
         descriptors: &descriptors,
         hits: parsed.hits.unwrap_or(1),
     };
-
     let decision = match state.limiter.check(&request).await {
         Ok(decision) => decision,
         Err(e) => {
@@ -212,22 +212,7 @@ async fn decide(
             return Problem::invalid_request(e.to_string()).to_response();
         }
     };
-    if let Some(e) = &decision.store_error {
-        tracing::warn!(request_id = id.as_str(), error = %e, "store failed; policies' on_store_error decided");
-    }
-    let shadow = decision.statuses.iter().filter(|s| s.shadow_denied).count() as u64;
-    state
-        .metrics
-        .decision(decision.domain.as_deref(), decision.allowed, shadow);
-    // Descriptor values may be personal data (user ids, addresses): never logged.
-    tracing::debug!(
-        request_id = id.as_str(),
-        domain = %request.domain,
-        allowed = decision.allowed,
-        descriptors = decision.statuses.len(),
-        shadow_denials = shadow,
-        "decision"
-    );
+    data_plane::record(state, id, request.domain, &decision);
     super::render::decision(&decision)
 }
 

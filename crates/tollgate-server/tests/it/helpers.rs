@@ -44,6 +44,8 @@ impl Drop for TempDir {
 pub struct TestServer {
     pub child: Child,
     pub base: String,
+    /// `http://` address of the gRPC listener.
+    pub grpc: String,
     pub logs: Arc<Mutex<Vec<String>>>,
     pub client: reqwest::Client,
 }
@@ -64,9 +66,14 @@ impl TestServer {
     }
 
     /// Starts the binary with `args` and extra environment, waiting for its "listening" line.
+    /// `serve` gets a free gRPC port unless `args` choose one.
     pub fn start_with(args: &[String], env: &[(&str, &str)]) -> Self {
+        let mut args = args.to_vec();
+        if args.first().is_some_and(|a| a == "serve") && !args.iter().any(|a| a == "--grpc-addr") {
+            args.extend(["--grpc-addr".into(), "127.0.0.1:0".into()]);
+        }
         let mut cmd = Command::new(binary());
-        cmd.args(args)
+        cmd.args(&args)
             .env("TOLLGATE_LOG_FORMAT", "json")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -85,13 +92,14 @@ impl TestServer {
                 if let Ok(v) = serde_json::from_str::<Value>(&line)
                     && v["message"] == "listening"
                 {
-                    let _ = tx.send(v["http_addr"].as_str().unwrap_or_default().to_owned());
+                    let addr = |field: &str| v[field].as_str().unwrap_or_default().to_owned();
+                    let _ = tx.send((addr("http_addr"), addr("grpc_addr")));
                 }
                 sink.lock().expect("log lock").push(line);
             }
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(addr) => addr,
+        let (addr, grpc) = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(addrs) => addrs,
             Err(_) => {
                 let _ = child.kill();
                 let out = child.wait_with_output().expect("output");
@@ -102,13 +110,13 @@ impl TestServer {
                 );
             }
         };
-        assert!(
-            addr.starts_with("127.0.0.1:"),
-            "listens on loopback only: {addr}"
-        );
+        for a in [&addr, &grpc] {
+            assert!(a.starts_with("127.0.0.1:"), "listens on loopback only: {a}");
+        }
         Self {
             child,
             base: format!("http://{addr}"),
+            grpc: format!("http://{grpc}"),
             logs,
             client: reqwest::Client::new(),
         }

@@ -2,5 +2,6 @@
 
 mod check_api;
 mod cli;
+mod grpc;
 mod helpers;
 mod operations;

@@ -1,0 +1,58 @@
+//! What the HTTP and gRPC data planes share: laying decoded descriptors out for the core,
+//! and recording each decision.
+
+use tollgate_core::{Decision, Descriptor, Entry, LimitOverride};
+
+use crate::http::AppState;
+use crate::http::request_id::RequestId;
+
+/// One decoded descriptor, apart from its entries.
+#[derive(Debug, Clone, Copy)]
+pub struct DescriptorParts {
+    /// How many entries it has.
+    pub entries: usize,
+    /// Its own cost, if it has one.
+    pub hits: Option<u64>,
+    /// Its caller-supplied limit, if any.
+    pub limit_override: Option<LimitOverride>,
+}
+
+/// Cuts `entries` (every descriptor's entries, in order) into the core's descriptors.
+pub fn descriptors<'a>(
+    entries: &'a [Entry<'a>],
+    parts: impl IntoIterator<Item = DescriptorParts>,
+) -> Vec<Descriptor<'a>> {
+    let mut offset = 0;
+    parts
+        .into_iter()
+        .map(|p| {
+            let d = Descriptor {
+                entries: &entries[offset..offset + p.entries],
+                hits: p.hits,
+                limit_override: p.limit_override,
+            };
+            offset += p.entries;
+            d
+        })
+        .collect()
+}
+
+/// Counts a decision and logs it at debug level. Descriptor values may be personal data
+/// (user ids, addresses), so they are never logged.
+pub fn record(state: &AppState, id: &RequestId, domain: &str, decision: &Decision) {
+    if let Some(e) = &decision.store_error {
+        tracing::warn!(request_id = id.as_str(), error = %e, "store failed; policies' on_store_error decided");
+    }
+    let shadow = decision.statuses.iter().filter(|s| s.shadow_denied).count() as u64;
+    state
+        .metrics
+        .decision(decision.domain.as_deref(), decision.allowed, shadow);
+    tracing::debug!(
+        request_id = id.as_str(),
+        domain,
+        allowed = decision.allowed,
+        descriptors = decision.statuses.len(),
+        shadow_denials = shadow,
+        "decision"
+    );
+}

@@ -1,0 +1,189 @@
+//! The Envoy RLS v3 gRPC data plane: `envoy.service.ratelimit.v3.RateLimitService/
+//! ShouldRateLimit`, plus the standard `grpc.health.v1` service.
+//!
+//! Message types come from `envoy-types` (generated from Envoy's protos). The mapping to
+//! the core follows envoyproxy/ratelimit: a request's `hits_addend` of 0 means 1, a
+//! descriptor's own `hits_addend` and `limit` override win, `unlimited` descriptors answer
+//! OK with `limit_remaining` = 4 294 967 295, descriptors that match nothing answer OK
+//! without `current_limit`, and shadow-mode policies never answer OVER_LIMIT.
+
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::rate_limit::Unit as PbUnit;
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::{
+    Code, DescriptorStatus, RateLimit,
+};
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::{
+    RateLimitService, RateLimitServiceServer,
+};
+use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
+use envoy_types::pb::google::protobuf::Duration as PbDuration;
+use tollgate_core::{CheckRequest, Decision, Entry, LimitOverride, Unit};
+use tonic::{Request, Response, Status};
+
+use crate::data_plane::{self, DescriptorParts};
+use crate::http::AppState;
+use crate::http::request_id::RequestId;
+
+/// The RLS service over the shared application state.
+pub struct RateLimitGrpc {
+    state: Arc<AppState>,
+}
+
+impl RateLimitGrpc {
+    /// The tonic service, ready to be added to a server.
+    pub fn server(state: Arc<AppState>) -> RateLimitServiceServer<Self> {
+        RateLimitServiceServer::new(Self { state })
+    }
+}
+
+fn core_unit(unit: i32) -> Option<Unit> {
+    Some(match PbUnit::try_from(unit).ok()? {
+        PbUnit::Second => Unit::Second,
+        PbUnit::Minute => Unit::Minute,
+        PbUnit::Hour => Unit::Hour,
+        PbUnit::Day => Unit::Day,
+        PbUnit::Week => Unit::Week,
+        PbUnit::Month => Unit::Month,
+        PbUnit::Year => Unit::Year,
+        PbUnit::Unknown => return None,
+    })
+}
+
+fn pb_unit(unit: Unit) -> PbUnit {
+    match unit {
+        Unit::Second => PbUnit::Second,
+        Unit::Minute => PbUnit::Minute,
+        Unit::Hour => PbUnit::Hour,
+        Unit::Day => PbUnit::Day,
+        Unit::Week => PbUnit::Week,
+        Unit::Month => PbUnit::Month,
+        Unit::Year => PbUnit::Year,
+    }
+}
+
+/// The per-descriptor `limit` override and `hits_addend`, checked.
+fn descriptor_parts(i: usize, d: &RateLimitDescriptor) -> Result<DescriptorParts, Status> {
+    if d.is_negative_hits {
+        return Err(Status::invalid_argument(format!(
+            "descriptors[{i}].is_negative_hits: returning hits is not supported"
+        )));
+    }
+    let limit_override = match &d.limit {
+        None => None,
+        Some(l) => match core_unit(l.unit) {
+            Some(unit) => Some(LimitOverride {
+                requests_per_unit: l.requests_per_unit,
+                unit,
+            }),
+            None => {
+                return Err(Status::invalid_argument(format!(
+                    "descriptors[{i}].limit.unit: {} is not a known unit",
+                    l.unit
+                )));
+            }
+        },
+    };
+    Ok(DescriptorParts {
+        entries: d.entries.len(),
+        hits: d.hits_addend.as_ref().map(|h| h.value),
+        limit_override,
+    })
+}
+
+fn duration(ns: u64) -> PbDuration {
+    PbDuration {
+        seconds: i64::try_from(ns / 1_000_000_000).unwrap_or(i64::MAX),
+        nanos: (ns % 1_000_000_000) as i32,
+    }
+}
+
+fn response(decision: &Decision) -> RateLimitResponse {
+    let code = |allowed: bool| if allowed { Code::Ok } else { Code::OverLimit } as i32;
+    let statuses = decision
+        .statuses
+        .iter()
+        .map(|s| {
+            let rate = s.rule.as_ref().and_then(|r| r.rate());
+            let current_limit = rate
+                .zip(s.rule.as_ref())
+                .map(|((n, unit), rule)| RateLimit {
+                    name: rule.name().to_owned(),
+                    requests_per_unit: u32::try_from(n).unwrap_or(u32::MAX),
+                    unit: pb_unit(unit) as i32,
+                });
+            let limit_remaining = match (&s.rule, rate) {
+                (Some(_), None) => u32::MAX, // unlimited
+                (Some(_), Some(_)) => u32::try_from(s.remaining).unwrap_or(u32::MAX),
+                (None, _) => 0,
+            };
+            DescriptorStatus {
+                code: code(s.allowed),
+                current_limit,
+                limit_remaining,
+                duration_until_reset: rate.map(|_| duration(s.reset_after)),
+                ..Default::default()
+            }
+        })
+        .collect();
+    RateLimitResponse {
+        overall_code: code(decision.allowed),
+        statuses,
+        ..Default::default()
+    }
+}
+
+#[tonic::async_trait]
+impl RateLimitService for RateLimitGrpc {
+    async fn should_rate_limit(
+        &self,
+        request: Request<RateLimitRequest>,
+    ) -> Result<Response<RateLimitResponse>, Status> {
+        let started = std::time::Instant::now();
+        let id = RequestId::of(&request.metadata().clone().into_headers());
+        let request = request.into_inner();
+        let mut parts = Vec::with_capacity(request.descriptors.len());
+        for (i, d) in request.descriptors.iter().enumerate() {
+            match descriptor_parts(i, d) {
+                Ok(p) => parts.push(p),
+                Err(status) => {
+                    self.state.metrics.rejected("invalid");
+                    tracing::info!(
+                        request_id = id.as_str(),
+                        detail = status.message(),
+                        "invalid ShouldRateLimit"
+                    );
+                    return Err(status);
+                }
+            }
+        }
+        let entries: Vec<Entry<'_>> = request
+            .descriptors
+            .iter()
+            .flat_map(|d| {
+                d.entries.iter().map(|e| Entry {
+                    key: &e.key,
+                    value: &e.value,
+                })
+            })
+            .collect();
+        let descriptors = data_plane::descriptors(&entries, parts);
+        let check = CheckRequest {
+            domain: &request.domain,
+            descriptors: &descriptors,
+            hits: u64::from(request.hits_addend),
+        };
+        let decision = match self.state.limiter.check(&check).await {
+            Ok(decision) => decision,
+            Err(e) => {
+                self.state.metrics.rejected("invalid");
+                tracing::info!(request_id = id.as_str(), detail = %e, "invalid ShouldRateLimit");
+                return Err(Status::invalid_argument(e.to_string()));
+            }
+        };
+        data_plane::record(&self.state, &id, check.domain, &decision);
+        self.state.metrics.observe_latency(started.elapsed());
+        Ok(Response::new(response(&decision)))
+    }
+}

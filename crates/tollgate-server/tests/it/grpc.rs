@@ -1,0 +1,284 @@
+//! The Envoy RLS v3 gRPC service over the wire, with a generated client, on policies in
+//! envoyproxy/ratelimit's format.
+
+use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
+use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::{
+    Entry, RateLimitOverride,
+};
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code;
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::rate_limit::Unit;
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
+use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
+use envoy_types::pb::google::protobuf::UInt64Value;
+use serde_json::Value;
+use tonic::Code as GrpcCode;
+use tonic::transport::Channel;
+
+use crate::helpers::{TempDir, TestServer, body};
+
+const ENVOY_CONFIG: &str = "domain: edge
+descriptors:
+  - key: remote_address
+    rate_limit:
+      unit: minute
+      requests_per_unit: 2
+  - key: remote_address
+    value: 50.0.0.5
+    rate_limit:
+      unit: second
+      requests_per_unit: 0
+  - key: path
+    value: /health
+    rate_limit:
+      unlimited: true
+  - key: path
+    value: /beta
+    shadow_mode: true
+    rate_limit:
+      unit: hour
+      requests_per_unit: 1
+";
+
+async fn start() -> (TestServer, TempDir, RateLimitServiceClient<Channel>) {
+    let dir = TempDir::new("grpc");
+    let file = dir.write("edge.yaml", ENVOY_CONFIG);
+    let s = TestServer::start(Some(&file));
+    let client = RateLimitServiceClient::connect(s.grpc.clone())
+        .await
+        .expect("connect");
+    (s, dir, client)
+}
+
+fn descriptor(entries: &[(&str, &str)]) -> RateLimitDescriptor {
+    RateLimitDescriptor {
+        entries: entries
+            .iter()
+            .map(|(k, v)| Entry {
+                key: (*k).into(),
+                value: (*v).into(),
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+fn request(domain: &str, descriptors: Vec<RateLimitDescriptor>, hits: u32) -> RateLimitRequest {
+    RateLimitRequest {
+        domain: domain.into(),
+        descriptors,
+        hits_addend: hits,
+    }
+}
+
+async fn ask(
+    client: &mut RateLimitServiceClient<Channel>,
+    r: RateLimitRequest,
+) -> RateLimitResponse {
+    client
+        .should_rate_limit(r)
+        .await
+        .expect("ShouldRateLimit")
+        .into_inner()
+}
+
+#[tokio::test]
+async fn allows_then_denies_with_envoy_fields() {
+    let (_s, _dir, mut c) = start().await;
+    for remaining in [1, 0] {
+        let r = ask(
+            &mut c,
+            request(
+                "edge",
+                vec![descriptor(&[("remote_address", "10.0.0.1")])],
+                0,
+            ),
+        )
+        .await;
+        assert_eq!(r.overall_code, Code::Ok as i32);
+        let status = &r.statuses[0];
+        assert_eq!(status.code, Code::Ok as i32);
+        assert_eq!(status.limit_remaining, remaining);
+        let limit = status.current_limit.as_ref().expect("current_limit");
+        assert_eq!(limit.name, "edge.remote_address");
+        assert_eq!(limit.requests_per_unit, 2);
+        assert_eq!(limit.unit, Unit::Minute as i32);
+        let reset = status
+            .duration_until_reset
+            .as_ref()
+            .expect("duration_until_reset");
+        assert!(reset.seconds <= 60 && (reset.seconds > 0 || reset.nanos > 0));
+    }
+    let r = ask(
+        &mut c,
+        request(
+            "edge",
+            vec![descriptor(&[("remote_address", "10.0.0.1")])],
+            0,
+        ),
+    )
+    .await;
+    assert_eq!(r.overall_code, Code::OverLimit as i32);
+    assert_eq!(r.statuses[0].code, Code::OverLimit as i32);
+    assert_eq!(r.statuses[0].limit_remaining, 0);
+}
+
+#[tokio::test]
+async fn statuses_follow_request_order_for_every_kind_of_descriptor() {
+    let (_s, _dir, mut c) = start().await;
+    let r = ask(
+        &mut c,
+        request(
+            "edge",
+            vec![
+                descriptor(&[("path", "/health")]),
+                descriptor(&[("nothing", "matches")]),
+                descriptor(&[("remote_address", "50.0.0.5")]),
+                descriptor(&[("path", "/beta")]),
+            ],
+            1,
+        ),
+    )
+    .await;
+    assert_eq!(r.statuses.len(), 4);
+    let unlimited = &r.statuses[0];
+    assert_eq!(
+        (unlimited.code, unlimited.limit_remaining),
+        (Code::Ok as i32, u32::MAX)
+    );
+    let unmatched = &r.statuses[1];
+    assert_eq!(unmatched.code, Code::Ok as i32);
+    assert!(unmatched.current_limit.is_none());
+    let blocked = &r.statuses[2];
+    assert_eq!(
+        blocked.code,
+        Code::OverLimit as i32,
+        "requests_per_unit: 0 always denies"
+    );
+    assert_eq!(r.overall_code, Code::OverLimit as i32);
+    // Shadow mode: over its limit after one request, still OK.
+    for _ in 0..3 {
+        let r = ask(
+            &mut c,
+            request("edge", vec![descriptor(&[("path", "/beta")])], 1),
+        )
+        .await;
+        assert_eq!(r.overall_code, Code::Ok as i32);
+        assert_eq!(r.statuses[0].code, Code::Ok as i32);
+    }
+}
+
+#[tokio::test]
+async fn hits_addend_and_overrides() {
+    let (_s, _dir, mut c) = start().await;
+    let r = ask(
+        &mut c,
+        request("edge", vec![descriptor(&[("remote_address", "h")])], 2),
+    )
+    .await;
+    assert_eq!(r.statuses[0].limit_remaining, 0, "hits_addend 2 of 2");
+    let mut own = descriptor(&[("remote_address", "h2")]);
+    own.hits_addend = Some(UInt64Value { value: 3 });
+    let r = ask(&mut c, request("edge", vec![own], 1)).await;
+    assert_eq!(
+        r.overall_code,
+        Code::OverLimit as i32,
+        "the descriptor's own hits_addend wins"
+    );
+    let mut custom = descriptor(&[("anything", "x")]);
+    custom.limit = Some(RateLimitOverride {
+        requests_per_unit: 1,
+        unit: Unit::Hour as i32,
+    });
+    let r = ask(&mut c, request("edge", vec![custom.clone()], 0)).await;
+    let limit = r.statuses[0]
+        .current_limit
+        .as_ref()
+        .expect("override limit");
+    assert_eq!(
+        (limit.requests_per_unit, limit.unit),
+        (1, Unit::Hour as i32)
+    );
+    let r = ask(&mut c, request("edge", vec![custom], 0)).await;
+    assert_eq!(r.overall_code, Code::OverLimit as i32);
+}
+
+#[tokio::test]
+async fn bad_requests_are_invalid_argument_with_the_field_named() {
+    let (_s, _dir, mut c) = start().await;
+    let mut negative = descriptor(&[("remote_address", "n")]);
+    negative.is_negative_hits = true;
+    let mut bad_unit = descriptor(&[("remote_address", "u")]);
+    bad_unit.limit = Some(RateLimitOverride {
+        requests_per_unit: 1,
+        unit: 42,
+    });
+    let cases = [
+        (
+            request("", vec![descriptor(&[("remote_address", "1")])], 1),
+            "domain must not be empty",
+        ),
+        (request("edge", vec![], 1), "descriptors must not be empty"),
+        (
+            request("edge", vec![descriptor(&[("", "x")])], 1),
+            "descriptors[0].entries[0].key must not be empty",
+        ),
+        (
+            request("edge", vec![descriptor(&[])], 1),
+            "descriptors[0].entries must not be empty",
+        ),
+        (
+            request("edge", vec![negative], 1),
+            "descriptors[0].is_negative_hits",
+        ),
+        (
+            request("edge", vec![bad_unit], 1),
+            "descriptors[0].limit.unit",
+        ),
+    ];
+    for (r, expected) in cases {
+        let status = c.should_rate_limit(r).await.expect_err("must be refused");
+        assert_eq!(status.code(), GrpcCode::InvalidArgument);
+        assert!(status.message().contains(expected), "{}", status.message());
+    }
+}
+
+#[tokio::test]
+async fn grpc_and_http_share_counters_and_health_is_served() {
+    let (s, _dir, mut c) = start().await;
+    let r = ask(
+        &mut c,
+        request("edge", vec![descriptor(&[("remote_address", "shared")])], 1),
+    )
+    .await;
+    assert_eq!(r.statuses[0].limit_remaining, 1);
+    let v: Value = s
+        .check(&body("edge", &[&[("remote_address", "shared")]], 1))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        v["statuses"][0]["remaining"], 0,
+        "HTTP saw the gRPC decision"
+    );
+
+    let channel = Channel::from_shared(s.grpc.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    for service in ["", "envoy.service.ratelimit.v3.RateLimitService"] {
+        let reply = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .expect("health check")
+            .into_inner();
+        assert_eq!(
+            reply.status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        );
+    }
+}
