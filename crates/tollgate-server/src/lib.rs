@@ -9,5 +9,6 @@ pub mod grpc;
 pub mod http;
 pub mod metrics;
 pub mod policies;
+pub mod reload;
 pub mod startup;
 pub mod telemetry;

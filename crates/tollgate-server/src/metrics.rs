@@ -115,6 +115,12 @@ impl Metrics {
         self.latency.record(took.as_secs_f64());
     }
 
+    /// Records a policy reload.
+    pub fn reloaded(&self, applied: bool) {
+        let result = if applied { "applied" } else { "rejected" };
+        counter!("tollgate_policy_reloads_total", "result" => result).increment(1);
+    }
+
     /// Records a refused request.
     pub fn rejected(&self, reason: &'static str) {
         counter!("tollgate_rejected_requests_total", "reason" => reason).increment(1);

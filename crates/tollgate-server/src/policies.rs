@@ -11,6 +11,16 @@ pub const BUILTIN_NAME: &str = "<built-in examples/policies/api.yaml>";
 /// Contents of the built-in example.
 pub const BUILTIN: &str = include_str!("../../../examples/policies/api.yaml");
 
+/// Whether a directory entry is a policy file: `*.yaml` or `*.yml`, not hidden, not a
+/// directory (symlinks are followed).
+pub fn is_policy_file(path: &Path) -> bool {
+    let hidden = path
+        .file_name()
+        .is_none_or(|n| n.to_string_lossy().starts_with('.'));
+    let yaml = path.extension().is_some_and(|e| e == "yaml" || e == "yml");
+    yaml && !hidden && !path.is_dir()
+}
+
 /// Policy files found under `path`, as `(display name, contents)`.
 pub fn read_files(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
     let meta = std::fs::metadata(path)
@@ -22,10 +32,7 @@ pub fn read_files(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
         {
             let entry = entry.with_context(|| format!("cannot list {}", path.display()))?;
             let p = entry.path();
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            let yaml = p.extension().is_some_and(|e| e == "yaml" || e == "yml");
-            if yaml && !name.starts_with('.') && entry.file_type().is_ok_and(|t| !t.is_dir()) {
+            if is_policy_file(&p) {
                 files.push(p);
             }
         }

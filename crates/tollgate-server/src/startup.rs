@@ -33,6 +33,9 @@ pub struct Application {
     /// One (HTTP, gRPC) pair of listening sockets per worker.
     listeners: Vec<(StdListener, StdListener)>,
     state: Arc<AppState>,
+    /// The policy path to watch for changes (none for the built-in examples), with the
+    /// fingerprint of what was loaded.
+    policies: Option<(std::path::PathBuf, Option<crate::reload::Fingerprint>)>,
 }
 
 /// Binds one listening socket with `SO_REUSEPORT`, so several can share `addr`.
@@ -50,6 +53,11 @@ fn bind_shared(addr: SocketAddr) -> std::io::Result<StdListener> {
 impl Application {
     /// Loads policies, creates the store and binds one listener per worker.
     pub fn build(settings: Settings) -> anyhow::Result<Self> {
+        // Fingerprint first: a change made while loading is then seen as a change.
+        let loaded = settings
+            .policies
+            .as_deref()
+            .map(|p| crate::reload::fingerprint(p).ok());
         let policies = crate::policies::load(settings.policies.as_deref())?;
         let source = settings.policies.as_ref().map_or_else(
             || crate::policies::BUILTIN_NAME.to_owned(),
@@ -89,7 +97,12 @@ impl Application {
             metrics,
             shutting_down: AtomicBool::new(false),
         });
-        Ok(Self { listeners, state })
+        let policies = settings.policies.map(|p| (p, loaded.flatten()));
+        Ok(Self {
+            listeners,
+            state,
+            policies,
+        })
     }
 
     /// The address the HTTP listeners are bound to (useful with port 0).
@@ -124,9 +137,13 @@ impl Application {
             .build()?;
         let state = self.state.clone();
         let workers = threads.len() + 1;
+        let policies = self.policies;
         let result = runtime.block_on(async move {
             tracing::info!(%http_addr, %grpc_addr, workers, "listening");
             spawn_housekeeping(&state);
+            if let Some((path, loaded)) = policies {
+                crate::reload::spawn(state.clone(), path, loaded);
+            }
             let signal_state = state.clone();
             tokio::spawn(async move {
                 shutdown_signal().await;

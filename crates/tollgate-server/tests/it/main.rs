@@ -5,3 +5,4 @@ mod cli;
 mod grpc;
 mod helpers;
 mod operations;
+mod reload;
