@@ -9,7 +9,7 @@ use crate::algorithm::Outcome;
 use crate::descriptor::{CheckRequest, LimitOverride, RequestError, RequestLimits};
 use crate::key::{CounterKey, KeyHasher};
 use crate::policy::{Domain, OnStoreError, Policy, PolicyLimit, PolicySet, Unit};
-use crate::store::{LimitOp, MemoryStore, Store, StoreError, batch_admits};
+use crate::store::{CommitRule, LimitOp, MemoryStore, Store, StoreError, batch_admits};
 use crate::time::{Clock, Nanos};
 
 /// What decided one descriptor.
@@ -110,6 +110,12 @@ pub struct LimiterConfig {
     pub request_limits: RequestLimits,
     /// Seed of counter keys (16 random bytes; nodes sharing a store share it).
     pub key_seed: [u8; 16],
+    /// Global shadow mode: every policy is evaluated and counted, none ever denies
+    /// (envoyproxy/ratelimit's `SHADOW_MODE`).
+    pub shadow_mode: bool,
+    /// How counters are charged: Tollgate's all-or-nothing (a denial consumes nothing) or
+    /// envoyproxy/ratelimit's "every request counts".
+    pub commit_rule: CommitRule,
 }
 
 impl Default for LimiterConfig {
@@ -117,6 +123,8 @@ impl Default for LimiterConfig {
         Self {
             request_limits: RequestLimits::default(),
             key_seed: [0x5a; 16],
+            shadow_mode: false,
+            commit_rule: CommitRule::AllOrNothing,
         }
     }
 }
@@ -130,6 +138,8 @@ pub struct Limiter {
     clock: Arc<dyn Clock>,
     keys: KeyHasher,
     request_limits: RequestLimits,
+    shadow_mode: bool,
+    commit_rule: CommitRule,
 }
 
 impl std::fmt::Debug for Limiter {
@@ -169,6 +179,8 @@ impl Limiter {
             clock,
             keys: KeyHasher::new(config.key_seed),
             request_limits: config.request_limits,
+            shadow_mode: config.shadow_mode,
+            commit_rule: config.commit_rule,
         }
     }
 
@@ -198,9 +210,10 @@ impl Limiter {
     pub async fn check(&self, request: &CheckRequest<'_>) -> Result<Decision, RequestError> {
         let mut plan = Plan::default();
         self.plan(request, &mut plan)?;
-        let result = match self.store.apply_now(&mut plan.ops, plan.now) {
+        let rule = self.commit_rule;
+        let result = match self.store.apply_now(&mut plan.ops, plan.now, rule) {
             Some(result) => result,
-            None => self.store.apply(&mut plan.ops, plan.now).await,
+            None => self.store.apply(&mut plan.ops, plan.now, rule).await,
         };
         Ok(self.finish(&mut plan, result))
     }
@@ -250,7 +263,8 @@ impl Limiter {
             if let (Some(limit), Some(key)) = (limit, plan.keys[i]) {
                 op_index = Some(plan.ops.len());
                 let cost = request.cost_of(descriptor);
-                plan.ops.push(LimitOp::new(key, limit, cost, enforce));
+                plan.ops
+                    .push(LimitOp::new(key, limit, cost, enforce && !self.shadow_mode));
                 plan.on_error.push(on_error);
             }
             plan.op_of.push(op_index);
@@ -296,7 +310,8 @@ impl Limiter {
             .collect();
         if !local.is_empty() {
             let mut ops: SmallVec<[LimitOp; 4]> = local.iter().map(|&i| plan.ops[i]).collect();
-            self.fallback.apply_sync(&mut ops, plan.now);
+            self.fallback
+                .apply_with(&mut ops, plan.now, self.commit_rule);
             for (op, &i) in ops.into_iter().zip(&local) {
                 plan.ops[i].outcome = op.outcome;
             }

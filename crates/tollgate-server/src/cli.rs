@@ -60,6 +60,15 @@ pub struct ServeArgs {
     /// Most counters the in-memory store keeps (memory stays bounded under key spraying).
     #[arg(long, env = "TOLLGATE_MAX_KEYS", value_name = "N")]
     pub max_keys: Option<usize>,
+    /// Global shadow mode: every policy is evaluated and counted, none ever denies
+    /// (envoyproxy/ratelimit's SHADOW_MODE).
+    #[arg(long, env = "TOLLGATE_SHADOW_MODE")]
+    pub shadow_mode: bool,
+    /// Count denied requests too, as envoyproxy/ratelimit does: every matching limit is
+    /// charged whether or not the request passes. By default a denied request consumes
+    /// nothing.
+    #[arg(long, env = "TOLLGATE_COUNT_DENIED_REQUESTS")]
+    pub count_denied_requests: bool,
     /// Worker threads serving requests, each with its own listening socket on the same
     /// address. Default: one per CPU core.
     #[arg(long, env = "TOLLGATE_WORKERS", value_name = "N")]

@@ -39,6 +39,10 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Worker threads, each with its own runtime and listening socket.
     pub workers: usize,
+    /// Global shadow mode.
+    pub shadow_mode: bool,
+    /// Charge denied requests too (envoyproxy/ratelimit's counting).
+    pub count_denied_requests: bool,
 }
 
 /// The TOML file's shape.
@@ -52,6 +56,10 @@ struct FileSettings {
     max_keys: Option<usize>,
     log_format: Option<LogFormat>,
     workers: Option<usize>,
+    #[serde(default)]
+    shadow_mode: bool,
+    #[serde(default)]
+    count_denied_requests: bool,
 }
 
 impl Settings {
@@ -89,6 +97,8 @@ impl Settings {
                 Some(n) => n,
                 None => std::thread::available_parallelism().map_or(1, usize::from),
             },
+            shadow_mode: args.shadow_mode || file.shadow_mode,
+            count_denied_requests: args.count_denied_requests || file.count_denied_requests,
         })
     }
 }

@@ -14,7 +14,9 @@ use std::time::Duration;
 use anyhow::Context;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::watch;
-use tollgate_core::{Limiter, LimiterConfig, MemoryStore, MemoryStoreConfig, SystemClock};
+use tollgate_core::{
+    CommitRule, Limiter, LimiterConfig, MemoryStore, MemoryStoreConfig, SystemClock,
+};
 
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
 
@@ -79,8 +81,19 @@ impl Application {
             .map_err(|e| anyhow::anyhow!("cannot read random bytes for the key seed: {e}"))?;
         let config = LimiterConfig {
             key_seed,
+            shadow_mode: settings.shadow_mode,
+            commit_rule: if settings.count_denied_requests {
+                CommitRule::EveryRequestCounts
+            } else {
+                CommitRule::AllOrNothing
+            },
             ..LimiterConfig::default()
         };
+        tracing::info!(
+            shadow_mode = config.shadow_mode,
+            count_denied_requests = settings.count_denied_requests,
+            "limiter configured"
+        );
         let limiter = Arc::new(Limiter::new(
             policies,
             memory.clone(),

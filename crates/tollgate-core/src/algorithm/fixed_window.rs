@@ -7,13 +7,24 @@
 use super::{CounterState, Limit, Outcome, window_start};
 use crate::time::Nanos;
 
-pub(super) fn decide(limit: &Limit, state: CounterState, cost: u64, now: Nanos) -> Outcome {
+/// The window the count belongs to (its end) and the count so far.
+fn unpack(limit: &Limit, state: CounterState, now: Nanos) -> (Nanos, u64) {
     let current = window_start(now, limit.period);
-    let (end, count) = if state.0[0] > current && state.0[1] > 0 {
+    if state.0[0] > current && state.0[1] > 0 {
         (state.0[0], state.0[1])
     } else {
         (current.saturating_add(limit.period), 0)
-    };
+    }
+}
+
+/// A refused request counts past the limit until the window ends.
+pub(super) fn charge(limit: &Limit, state: CounterState, cost: u64, now: Nanos) -> CounterState {
+    let (end, count) = unpack(limit, state, now);
+    CounterState([end, count.saturating_add(cost)])
+}
+
+pub(super) fn decide(limit: &Limit, state: CounterState, cost: u64, now: Nanos) -> Outcome {
+    let (end, count) = unpack(limit, state, now);
     let reset_after = end - now;
     let after = count.saturating_add(cost);
     if after <= limit.requests {

@@ -41,6 +41,17 @@ pub(super) fn decide(limit: &Limit, state: CounterState, cost: u64, now: Nanos) 
     }
 }
 
+/// A refused request empties the bucket, without going into debt.
+pub(super) fn charge(limit: &Limit, state: CounterState, cost: u64, now: Nanos) -> CounterState {
+    let t = limit.emission;
+    let full_debt = now.saturating_add(limit.burst.saturating_mul(t));
+    let tat = state.0[0]
+        .max(now)
+        .saturating_add(cost.saturating_mul(t))
+        .min(full_debt);
+    CounterState([tat.max(state.0[0]), 0])
+}
+
 #[cfg(test)]
 mod tests {
     use crate::algorithm::{CounterState, Limit};

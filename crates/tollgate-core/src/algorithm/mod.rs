@@ -192,6 +192,25 @@ impl Limit {
     }
 }
 
+impl Limit {
+    /// The state after counting `cost` whether it fits or not: envoyproxy/ratelimit's way
+    /// of counting, where refused requests count too. Equal to `decide(..).state` when
+    /// the request fits. A fixed or sliding window counts past its limit; a GCRA bucket is
+    /// emptied but never goes into debt, so a refused burst cannot lock a client out for
+    /// longer than one full refill.
+    pub fn charge(&self, state: CounterState, cost: u64, now: Nanos) -> CounterState {
+        let outcome = self.decide(state, cost, now);
+        if outcome.allowed || cost == 0 {
+            return outcome.state;
+        }
+        match self.algorithm {
+            Algorithm::FixedWindow => fixed_window::charge(self, state, cost, now),
+            Algorithm::Gcra => gcra::charge(self, state, cost, now),
+            Algorithm::SlidingWindow => sliding_window::charge(self, state, cost, now),
+        }
+    }
+}
+
 /// Start of the calendar-aligned window of length `period` that contains `now`.
 #[inline]
 fn window_start(now: Nanos, period: Nanos) -> Nanos {

@@ -28,6 +28,17 @@ fn unpack(state: CounterState, current: Nanos, period: Nanos) -> (Nanos, u64, u6
     }
 }
 
+/// A refused request counts in the current window (32-bit counts saturate).
+pub(super) fn charge(limit: &Limit, state: CounterState, cost: u64, now: Nanos) -> CounterState {
+    let p = limit.period;
+    let (start, prev, curr) = unpack(state, window_start(now, p), p);
+    let curr = curr.saturating_add(cost).min(u64::from(u32::MAX));
+    CounterState([
+        start.saturating_add(p).saturating_add(p),
+        (prev << 32) | curr,
+    ])
+}
+
 pub(super) fn decide(limit: &Limit, state: CounterState, cost: u64, now: Nanos) -> Outcome {
     let p = limit.period;
     let (start, prev, curr) = unpack(state, window_start(now, p), p);

@@ -15,8 +15,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use smallvec::SmallVec;
 
-use super::{LimitOp, Store, StoreError, StoreFuture, batch_admits};
-use crate::algorithm::{CounterState, Outcome};
+use super::{CommitRule, LimitOp, Store, StoreError, StoreFuture, batch_admits};
+use crate::algorithm::CounterState;
 use crate::key::CounterKey;
 use crate::time::Nanos;
 
@@ -126,15 +126,26 @@ impl MemoryStore {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Evaluates and commits `ops` atomically (see [`Store`]). Never fails.
+    /// Evaluates and commits `ops` atomically, all or nothing (see [`Store`]). Never fails.
     pub fn apply_sync(&self, ops: &mut [LimitOp], now: Nanos) {
+        self.apply_with(ops, now, CommitRule::AllOrNothing);
+    }
+
+    /// Evaluates `ops` atomically and commits them by `rule`. Never fails.
+    pub fn apply_with(&self, ops: &mut [LimitOp], now: Nanos, rule: CommitRule) {
+        let every = rule == CommitRule::EveryRequestCounts;
         if let [op] = ops {
             let mut shard = self.lock(self.shard_of(op.key));
             let state = shard.get(&op.key.0).copied().unwrap_or_default();
             let outcome = op.limit.decide(state, op.cost, now);
             op.outcome = Some(outcome);
-            if outcome.allowed && op.cost > 0 {
-                self.commit(&mut shard, op.key, &outcome);
+            if op.cost > 0 && (outcome.allowed || every) {
+                let next = if every {
+                    op.limit.charge(state, op.cost, now)
+                } else {
+                    outcome.state
+                };
+                self.commit(&mut shard, op.key, next);
             }
             return;
         }
@@ -146,24 +157,28 @@ impl MemoryStore {
         let find = |guards: &SmallVec<[(usize, MutexGuard<'_, Shard>); 8]>, shard: usize| {
             guards.iter().position(|(s, _)| *s == shard).unwrap_or(0)
         };
+        // The state each op leaves behind if the batch commits; a later op on the same
+        // counter starts from it.
+        let mut staged: SmallVec<[CounterState; 4]> = SmallVec::with_capacity(ops.len());
         for i in 0..ops.len() {
             let key = ops[i].key;
-            // An earlier op on the same counter in this batch sees its tentative state.
-            let earlier = ops[..i]
-                .iter()
-                .rev()
-                .filter(|o| o.key == key)
-                .find_map(|o| o.outcome.filter(|out| out.allowed && o.cost > 0));
-            let state = match earlier {
-                Some(out) => out.state,
+            let state = match (0..i).rev().find(|&j| ops[j].key == key) {
+                Some(j) => staged[j],
                 None => {
                     let g = &guards[find(&guards, self.shard_of(key))].1;
                     g.get(&key.0).copied().unwrap_or_default()
                 }
             };
-            ops[i].outcome = Some(ops[i].limit.decide(state, ops[i].cost, now));
+            let op = &mut ops[i];
+            let outcome = op.limit.decide(state, op.cost, now);
+            op.outcome = Some(outcome);
+            staged.push(if every {
+                op.limit.charge(state, op.cost, now)
+            } else {
+                outcome.state
+            });
         }
-        if !batch_admits(ops) {
+        if !every && !batch_admits(ops) {
             // Nothing is consumed: ops that would have admitted report the counter as it is.
             for op in ops
                 .iter_mut()
@@ -175,20 +190,21 @@ impl MemoryStore {
             }
             return;
         }
-        for op in ops.iter() {
-            if let Some(outcome) = op.outcome.filter(|o| o.allowed && op.cost > 0) {
+        for (op, next) in ops.iter().zip(staged) {
+            let admitted_here = op.outcome.is_some_and(|o| o.allowed);
+            if op.cost > 0 && (admitted_here || every) {
                 let g = find(&guards, self.shard_of(op.key));
-                self.commit(&mut guards[g].1, op.key, &outcome);
+                self.commit(&mut guards[g].1, op.key, next);
             }
         }
     }
 
     #[inline]
-    fn commit(&self, shard: &mut Shard, key: CounterKey, outcome: &Outcome) {
+    fn commit(&self, shard: &mut Shard, key: CounterKey, state: CounterState) {
         if let Some(existing) = shard.get_mut(&key.0) {
-            *existing = outcome.state;
+            *existing = state;
         } else if shard.len() < self.max_per_shard {
-            shard.insert(key.0, outcome.state);
+            shard.insert(key.0, state);
         } else {
             self.overflows.fetch_add(1, Ordering::Relaxed);
         }
@@ -233,14 +249,24 @@ impl MemoryStore {
 }
 
 impl Store for MemoryStore {
-    fn apply<'a>(&'a self, ops: &'a mut [LimitOp], now: Nanos) -> StoreFuture<'a> {
-        self.apply_sync(ops, now);
+    fn apply<'a>(
+        &'a self,
+        ops: &'a mut [LimitOp],
+        now: Nanos,
+        rule: CommitRule,
+    ) -> StoreFuture<'a> {
+        self.apply_with(ops, now, rule);
         Box::pin(std::future::ready(Ok(())))
     }
 
     #[inline]
-    fn apply_now(&self, ops: &mut [LimitOp], now: Nanos) -> Option<Result<(), StoreError>> {
-        self.apply_sync(ops, now);
+    fn apply_now(
+        &self,
+        ops: &mut [LimitOp],
+        now: Nanos,
+        rule: CommitRule,
+    ) -> Option<Result<(), StoreError>> {
+        self.apply_with(ops, now, rule);
         Some(Ok(()))
     }
 

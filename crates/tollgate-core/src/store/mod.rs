@@ -6,6 +6,9 @@
 //! Outcomes a store reports: a denying op, its denial; in an admitted batch, each op's
 //! outcome with its cost taken; in a denied batch, an op that would have admitted reports a
 //! cost-0 evaluation of the counter as stored (what is left, untouched).
+//!
+//! [`CommitRule::EveryRequestCounts`] is envoyproxy/ratelimit's way instead: every op
+//! charges its counter ([`crate::Limit::charge`]) whatever the outcome.
 
 mod memory;
 
@@ -46,6 +49,16 @@ impl LimitOp {
     }
 }
 
+/// What a store commits after evaluating a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CommitRule {
+    /// Tollgate's rule: commit only if every enforced op admits; a denial consumes nothing.
+    #[default]
+    AllOrNothing,
+    /// envoyproxy/ratelimit's rule: every op counts the request, admitted or not.
+    EveryRequestCounts,
+}
+
 /// Whether a batch of evaluated ops admits the request: every enforced op admits.
 pub fn batch_admits(ops: &[LimitOp]) -> bool {
     ops.iter()
@@ -77,12 +90,18 @@ pub type StoreFuture<'a> = Pin<Box<dyn Future<Output = Result<(), StoreError>> +
 pub trait Store: Send + Sync + 'static {
     /// Evaluates `ops` at `now` and commits them atomically (see the module docs), writing
     /// each op's `outcome`. Stores with their own clock (Redis) may use it instead of `now`.
-    fn apply<'a>(&'a self, ops: &'a mut [LimitOp], now: Nanos) -> StoreFuture<'a>;
+    fn apply<'a>(&'a self, ops: &'a mut [LimitOp], now: Nanos, rule: CommitRule)
+    -> StoreFuture<'a>;
 
     /// The same, without waiting, for stores that never wait (in memory). `None` means
     /// "call [`Store::apply`]". Lets the in-memory path skip allocating a future.
-    fn apply_now(&self, ops: &mut [LimitOp], now: Nanos) -> Option<Result<(), StoreError>> {
-        let _ = (ops, now);
+    fn apply_now(
+        &self,
+        ops: &mut [LimitOp],
+        now: Nanos,
+        rule: CommitRule,
+    ) -> Option<Result<(), StoreError>> {
+        let _ = (ops, now, rule);
         None
     }
 

@@ -51,6 +51,16 @@ fn check_common(
         if cost == 0 {
             prop_assert!(o.allowed);
         }
+        // Charging (envoy's counting) equals the decision's state when admitted, and never
+        // leaves more room than there was.
+        let charged = limit.charge(before, cost, now);
+        if o.allowed {
+            prop_assert_eq!(charged, o.state);
+        } else {
+            prop_assert!(
+                limit.decide(charged, 0, now).remaining <= limit.decide(before, 0, now).remaining
+            );
+        }
         if o.allowed && cost > 0 {
             // The expiry invariant: once past it, the state decides exactly like a fresh one.
             let later = o.state.expires_at().max(now);
@@ -171,6 +181,40 @@ proptest! {
                 .map(|e| e.1)
                 .sum();
             prop_assert!(admitted < 2 * requests, "{} admitted in one period", admitted);
+        }
+    }
+
+    /// envoyproxy/ratelimit's counting against a naive model: evaluate in order, and every
+    /// op charges its counter, admitted or not.
+    #[test]
+    fn memory_store_every_request_counts(
+        batches in prop::collection::vec(
+            (0u64..50, prop::collection::vec((0u64..3, 1u64..4), 1..4)),
+            1..60,
+        ),
+    ) {
+        let limits = [
+            Limit::fixed_window(5, 100).unwrap(),
+            Limit::gcra(3, 100, 4).unwrap(),
+            Limit::sliding_window(6, 100).unwrap(),
+        ];
+        let store = MemoryStore::default();
+        let mut model: HashMap<u64, CounterState> = HashMap::new();
+        let mut now = 10_000;
+        for (gap, batch) in batches {
+            now += gap;
+            let key = |k: u64| CounterKey(k.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let mut ops: Vec<LimitOp> =
+                batch.iter().map(|&(k, cost)| LimitOp::new(key(k), limits[k as usize], cost, true)).collect();
+            store.apply_with(&mut ops, now, tollgate_core::CommitRule::EveryRequestCounts);
+            for (op, &(k, cost)) in ops.iter().zip(&batch) {
+                let state = model.get(&k).copied().unwrap_or_default();
+                prop_assert_eq!(op.outcome, Some(limits[k as usize].decide(state, cost, now)));
+                model.insert(k, limits[k as usize].charge(state, cost, now));
+            }
+            for (&k, state) in &model {
+                prop_assert_eq!(store.get(key(k)).unwrap_or_default(), *state);
+            }
         }
     }
 

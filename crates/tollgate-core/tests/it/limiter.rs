@@ -256,6 +256,7 @@ impl tollgate_core::Store for DownStore {
         &'a self,
         _ops: &'a mut [tollgate_core::LimitOp],
         _now: u64,
+        _rule: tollgate_core::CommitRule,
     ) -> tollgate_core::store::StoreFuture<'a> {
         Box::pin(std::future::ready(Err(
             tollgate_core::StoreError::Unavailable("connection refused".into()),
@@ -356,4 +357,43 @@ descriptors:
         700,
         "tenants were charged only for admitted requests"
     );
+}
+
+fn limiter_with(yaml: &str, config: LimiterConfig) -> Limiter {
+    let policies = PolicySet::from_files([("api.yaml", yaml)]).unwrap();
+    let clock = Arc::new(ManualClock::new(1_000 * SECOND));
+    Limiter::new(policies, Arc::new(MemoryStore::default()), clock, config)
+}
+
+#[test]
+fn global_shadow_mode_never_denies_but_reports() {
+    let config = LimiterConfig {
+        shadow_mode: true,
+        ..LimiterConfig::default()
+    };
+    let l = limiter_with(API, config);
+    for i in 0..15 {
+        let d = check(&l, "api", &[&[("user", "1")]]);
+        assert!(d.allowed && d.statuses[0].allowed);
+        assert_eq!(d.statuses[0].shadow_denied, i >= 10, "request {i}");
+    }
+}
+
+#[test]
+fn envoy_counting_charges_denied_requests_too() {
+    let config = LimiterConfig {
+        commit_rule: tollgate_core::CommitRule::EveryRequestCounts,
+        ..LimiterConfig::default()
+    };
+    let l = limiter_with(API, config);
+    let both: [&[(&str, &str)]; 2] = [&[("user", "1")], &[("plan", "free")]];
+    for _ in 0..10 {
+        assert!(check(&l, "api", &both).allowed);
+    }
+    for _ in 0..5 {
+        assert!(!check(&l, "api", &both).allowed);
+    }
+    // Unlike Tollgate's default, the five denials were charged to the daily plan too.
+    let d = check(&l, "api", &[&[("plan", "free")]]);
+    assert_eq!(d.statuses[0].remaining, 100 - 16);
 }

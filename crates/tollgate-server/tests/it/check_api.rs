@@ -356,3 +356,54 @@ async fn a_connection_survives_a_too_large_body_and_is_closed_when_it_cannot() {
         .unwrap();
     assert_eq!(r.status(), 200, "the client opened a new connection");
 }
+
+#[tokio::test]
+async fn envoy_counting_and_global_shadow_mode_are_options() {
+    let dir = TempDir::new("modes");
+    let file = dir.write("shop.yaml", crate::helpers::POLICIES);
+    let serve = |flag: &str| {
+        TestServer::start_with(
+            &[
+                "serve".into(),
+                "--http-addr".into(),
+                "127.0.0.1:0".into(),
+                "--policies".into(),
+                file.display().to_string(),
+                flag.into(),
+            ],
+            &[],
+        )
+    };
+    let both: [&[(&str, &str)]; 2] = [&[("user", "m")], &[("plan", "m")]];
+
+    let s = serve("--count-denied-requests");
+    let mut allowed = 0;
+    for _ in 0..5 {
+        let v: Value = s.check(&body("shop", &both, 1)).await.json().await.unwrap();
+        allowed += usize::from(v["allowed"] == true);
+    }
+    assert_eq!(allowed, 3);
+    let v: Value = s
+        .check(&body("shop", &[&[("plan", "m")]], 1))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        v["statuses"][0]["remaining"],
+        100 - 6,
+        "denied requests were charged"
+    );
+
+    let s = serve("--shadow-mode");
+    for i in 0..5 {
+        let v: Value = s
+            .check(&body("shop", &[&[("user", "m")]], 1))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v["allowed"], true, "shadow mode never denies");
+        assert_eq!(v["statuses"][0]["shadow_denied"], i >= 3);
+    }
+}

@@ -38,7 +38,13 @@ async fn until_limit(s: &TestServer, expected: u64) -> Value {
 
 async fn until_logged(s: &TestServer, text: &str) -> String {
     for _ in 0..200 {
-        if let Some(line) = s.logs.lock().expect("log lock").iter().find(|l| l.contains(text)) {
+        if let Some(line) = s
+            .logs
+            .lock()
+            .expect("log lock")
+            .iter()
+            .find(|l| l.contains(text))
+        {
             return line.clone();
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
