@@ -360,7 +360,7 @@ descriptors:
 }
 
 fn limiter_with(yaml: &str, config: LimiterConfig) -> Limiter {
-    let policies = PolicySet::from_files([("api.yaml", yaml)]).unwrap();
+    let policies = PolicySet::from_files([("api.yaml", yaml)]).expect("valid policies");
     let clock = Arc::new(ManualClock::new(1_000 * SECOND));
     Limiter::new(policies, Arc::new(MemoryStore::default()), clock, config)
 }
