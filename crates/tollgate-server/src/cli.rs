@@ -69,6 +69,12 @@ pub struct ServeArgs {
     /// nothing.
     #[arg(long, env = "TOLLGATE_COUNT_DENIED_REQUESTS")]
     pub count_denied_requests: bool,
+    /// Rate-limit headers the gRPC service asks Envoy to add to responses
+    /// (`response_headers_to_add`): none, draft03 (`X-RateLimit-*`, as
+    /// envoyproxy/ratelimit's LIMIT_RESPONSE_HEADERS_ENABLED) or draft11 (`RateLimit-Policy`,
+    /// `RateLimit`).
+    #[arg(long, env = "TOLLGATE_GRPC_RESPONSE_HEADERS", value_name = "KIND")]
+    pub grpc_response_headers: Option<ResponseHeaders>,
     /// Worker threads serving requests, each with its own listening socket on the same
     /// address. Default: one per CPU core.
     #[arg(long, env = "TOLLGATE_WORKERS", value_name = "N")]
@@ -77,6 +83,19 @@ pub struct ServeArgs {
     /// The level is set with RUST_LOG (default: info).
     #[arg(long, env = "TOLLGATE_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
+}
+
+/// Which rate-limit headers the gRPC service returns for Envoy to add.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ResponseHeaders {
+    /// None (envoyproxy/ratelimit's default).
+    #[default]
+    None,
+    /// `X-RateLimit-Limit`, `X-RateLimit-Remaining`, `X-RateLimit-Reset` (IETF draft 03).
+    Draft03,
+    /// `RateLimit-Policy` and `RateLimit` (IETF draft 11), as `POST /v1/check` sends.
+    Draft11,
 }
 
 /// How logs are written.

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
-use crate::cli::{LogFormat, ServeArgs};
+use crate::cli::{LogFormat, ResponseHeaders, ServeArgs};
 
 /// Default address of the HTTP listener.
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
@@ -43,6 +43,8 @@ pub struct Settings {
     pub shadow_mode: bool,
     /// Charge denied requests too (envoyproxy/ratelimit's counting).
     pub count_denied_requests: bool,
+    /// Rate-limit headers returned over gRPC.
+    pub grpc_response_headers: ResponseHeaders,
 }
 
 /// The TOML file's shape.
@@ -60,6 +62,7 @@ struct FileSettings {
     shadow_mode: bool,
     #[serde(default)]
     count_denied_requests: bool,
+    grpc_response_headers: Option<ResponseHeaders>,
 }
 
 impl Settings {
@@ -99,6 +102,10 @@ impl Settings {
             },
             shadow_mode: args.shadow_mode || file.shadow_mode,
             count_denied_requests: args.count_denied_requests || file.count_denied_requests,
+            grpc_response_headers: args
+                .grpc_response_headers
+                .or(file.grpc_response_headers)
+                .unwrap_or_default(),
         })
     }
 }

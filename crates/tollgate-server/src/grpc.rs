@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use envoy_types::pb::envoy::config::core::v3::HeaderValue as PbHeaderValue;
 use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::rate_limit::Unit as PbUnit;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::{
@@ -22,19 +23,73 @@ use envoy_types::pb::google::protobuf::Duration as PbDuration;
 use tollgate_core::{CheckRequest, Decision, Entry, LimitOverride, Unit};
 use tonic::{Request, Response, Status};
 
+use crate::cli::ResponseHeaders;
 use crate::data_plane::{self, DescriptorParts};
 use crate::http::AppState;
 use crate::http::request_id::RequestId;
 
+/// The method name in metrics.
+const METHOD: &str = "ShouldRateLimit";
+
 /// The RLS service over the shared application state.
 pub struct RateLimitGrpc {
     state: Arc<AppState>,
+    headers: ResponseHeaders,
 }
 
 impl RateLimitGrpc {
     /// The tonic service, ready to be added to a server.
-    pub fn server(state: Arc<AppState>) -> RateLimitServiceServer<Self> {
-        RateLimitServiceServer::new(Self { state })
+    pub fn server(state: Arc<AppState>, headers: ResponseHeaders) -> RateLimitServiceServer<Self> {
+        RateLimitServiceServer::new(Self { state, headers })
+    }
+}
+
+fn header(key: &str, value: String) -> PbHeaderValue {
+    PbHeaderValue {
+        key: key.into(),
+        value,
+        ..Default::default()
+    }
+}
+
+/// `response_headers_to_add`: the rate-limit headers of `kind` for this decision.
+fn rate_limit_headers(kind: ResponseHeaders, decision: &Decision) -> Vec<PbHeaderValue> {
+    match kind {
+        ResponseHeaders::None => Vec::new(),
+        ResponseHeaders::Draft11 => {
+            let (policy, current) = crate::http::render::ratelimit_headers(decision);
+            let text = |v: Vec<u8>| String::from_utf8(v).unwrap_or_default();
+            if policy.is_empty() {
+                return Vec::new();
+            }
+            vec![
+                header("RateLimit-Policy", text(policy)),
+                header("RateLimit", text(current)),
+            ]
+        }
+        ResponseHeaders::Draft03 => {
+            // As envoyproxy/ratelimit does: describe the limited descriptor closest to
+            // its limit.
+            let tightest = decision
+                .statuses
+                .iter()
+                .filter_map(|s| Some((s, s.rule.as_ref()?.rate()?)))
+                .min_by_key(|(s, _)| s.remaining);
+            let Some((s, (n, unit))) = tightest else {
+                return Vec::new();
+            };
+            vec![
+                header(
+                    "X-RateLimit-Limit",
+                    format!("{n}, {n};w={}", unit.seconds()),
+                ),
+                header("X-RateLimit-Remaining", s.remaining.to_string()),
+                header(
+                    "X-RateLimit-Reset",
+                    s.reset_after.div_ceil(1_000_000_000).to_string(),
+                ),
+            ]
+        }
     }
 }
 
@@ -99,7 +154,7 @@ fn duration(ns: u64) -> PbDuration {
     }
 }
 
-fn response(decision: &Decision) -> RateLimitResponse {
+fn response(decision: &Decision, headers: ResponseHeaders) -> RateLimitResponse {
     let code = |allowed: bool| if allowed { Code::Ok } else { Code::OverLimit } as i32;
     let statuses = decision
         .statuses
@@ -130,6 +185,7 @@ fn response(decision: &Decision) -> RateLimitResponse {
     RateLimitResponse {
         overall_code: code(decision.allowed),
         statuses,
+        response_headers_to_add: rate_limit_headers(headers, decision),
         ..Default::default()
     }
 }
@@ -149,6 +205,7 @@ impl RateLimitService for RateLimitGrpc {
                 Ok(p) => parts.push(p),
                 Err(status) => {
                     self.state.metrics.rejected("invalid");
+                    self.state.metrics.grpc_call(METHOD, "invalid_argument");
                     tracing::info!(
                         request_id = id.as_str(),
                         detail = status.message(),
@@ -178,12 +235,14 @@ impl RateLimitService for RateLimitGrpc {
             Ok(decision) => decision,
             Err(e) => {
                 self.state.metrics.rejected("invalid");
+                self.state.metrics.grpc_call(METHOD, "invalid_argument");
                 tracing::info!(request_id = id.as_str(), detail = %e, "invalid ShouldRateLimit");
                 return Err(Status::invalid_argument(e.to_string()));
             }
         };
         data_plane::record(&self.state, &id, check.domain, &decision);
         self.state.metrics.observe_latency(started.elapsed());
-        Ok(Response::new(response(&decision)))
+        self.state.metrics.grpc_call(METHOD, "ok");
+        Ok(Response::new(response(&decision, self.headers)))
     }
 }

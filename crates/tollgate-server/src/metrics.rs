@@ -75,6 +75,10 @@ impl Metrics {
             Unit::Seconds,
             "Time to answer POST /v1/check, from body to response."
         );
+        describe_counter!(
+            "tollgate_grpc_requests_total",
+            "gRPC calls by method and status code."
+        );
         describe_gauge!(
             "tollgate_store_keys",
             "Counters held by the in-memory store."
@@ -119,6 +123,11 @@ impl Metrics {
     pub fn reloaded(&self, applied: bool) {
         let result = if applied { "applied" } else { "rejected" };
         counter!("tollgate_policy_reloads_total", "result" => result).increment(1);
+    }
+
+    /// Records a gRPC call and its status code (`ok`, `invalid_argument`).
+    pub fn grpc_call(&self, method: &'static str, code: &'static str) {
+        counter!("tollgate_grpc_requests_total", "method" => method, "code" => code).increment(1);
     }
 
     /// Records a refused request.

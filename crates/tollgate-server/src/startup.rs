@@ -20,6 +20,7 @@ use tollgate_core::{
 
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
 
+use crate::cli::ResponseHeaders;
 use crate::configuration::{Settings, StoreSettings};
 use crate::grpc::RateLimitGrpc;
 use crate::http::{AppState, router};
@@ -38,6 +39,8 @@ pub struct Application {
     /// The policy path to watch for changes (none for the built-in examples), with the
     /// fingerprint of what was loaded.
     policies: Option<(std::path::PathBuf, Option<crate::reload::Fingerprint>)>,
+    /// Rate-limit headers the gRPC service returns.
+    grpc_headers: ResponseHeaders,
 }
 
 /// Binds one listening socket with `SO_REUSEPORT`, so several can share `addr`.
@@ -115,6 +118,7 @@ impl Application {
             listeners,
             state,
             policies,
+            grpc_headers: settings.grpc_response_headers,
         })
     }
 
@@ -133,6 +137,7 @@ impl Application {
     pub fn run_until_stopped(self) -> anyhow::Result<()> {
         let (http_addr, grpc_addr) = (self.http_addr()?, self.grpc_addr()?);
         let (stop_tx, stop_rx) = watch::channel(false);
+        let headers = self.grpc_headers;
         let mut listeners = self.listeners.into_iter();
         let main_listener = listeners.next().context("no listener")?;
         let mut threads = Vec::new();
@@ -141,7 +146,7 @@ impl Application {
             let stop = stop_rx.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("tollgate-worker-{}", i + 1))
-                .spawn(move || serve_worker(listener, state, stop))
+                .spawn(move || serve_worker(listener, state, headers, stop))
                 .context("cannot start a worker thread")?;
             threads.push(thread);
         }
@@ -164,7 +169,7 @@ impl Application {
                 tracing::info!("shutdown requested; draining in-flight requests");
                 let _ = stop_tx.send(true);
             });
-            serve(main_listener, state, stop_rx).await
+            serve(main_listener, state, headers, stop_rx).await
         });
         for thread in threads {
             match thread.join() {
@@ -181,18 +186,20 @@ impl Application {
 fn serve_worker(
     listener: (StdListener, StdListener),
     state: Arc<AppState>,
+    headers: ResponseHeaders,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(serve(listener, state, stop))
+    runtime.block_on(serve(listener, state, headers, stop))
 }
 
 /// Serves one worker's HTTP and gRPC listeners until `stop`; both drain on the way out.
 async fn serve(
     (http, grpc): (StdListener, StdListener),
     state: Arc<AppState>,
+    headers: ResponseHeaders,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let http = tokio::net::TcpListener::from_std(http)?;
@@ -206,7 +213,7 @@ async fn serve(
     let grpc_server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_service(health_service)
-        .add_service(RateLimitGrpc::server(state.clone()))
+        .add_service(RateLimitGrpc::server(state.clone(), headers))
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
             async move {

@@ -4,7 +4,7 @@ mod check;
 pub mod listener;
 mod ops;
 pub mod problem;
-mod render;
+pub(crate) mod render;
 pub mod request_id;
 
 use std::sync::Arc;

@@ -124,7 +124,7 @@ fn sf_string(out: &mut Vec<u8>, name: &str) {
 }
 
 /// `RateLimit-Policy` and `RateLimit` values: one list member per limited descriptor.
-fn ratelimit_headers(decision: &Decision) -> (Vec<u8>, Vec<u8>) {
+pub(crate) fn ratelimit_headers(decision: &Decision) -> (Vec<u8>, Vec<u8>) {
     let size = 48 * decision.statuses.len();
     let (mut policy, mut current) = (Vec::with_capacity(size), Vec::with_capacity(size));
     let mut n = itoa::Buffer::new();

@@ -261,6 +261,19 @@ async fn grpc_and_http_share_counters_and_health_is_served() {
         v["statuses"][0]["remaining"], 0,
         "HTTP saw the gRPC decision"
     );
+    let metrics = s
+        .client
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let ok_calls = "tollgate_grpc_requests_total{method=\"ShouldRateLimit\",code=\"ok\"} 1";
+    assert!(metrics.contains(ok_calls), "{metrics}");
+    let decisions = "tollgate_decisions_total{domain=\"edge\",result=\"allowed\"} 2";
+    assert!(metrics.contains(decisions), "{metrics}");
 
     let channel = Channel::from_shared(s.grpc.clone())
         .unwrap()
@@ -281,4 +294,76 @@ async fn grpc_and_http_share_counters_and_health_is_served() {
             tonic_health::pb::health_check_response::ServingStatus::Serving as i32
         );
     }
+}
+
+#[tokio::test]
+async fn rate_limit_headers_for_envoy_on_request() {
+    let dir = TempDir::new("grpc-headers");
+    let file = dir.write("edge.yaml", ENVOY_CONFIG);
+    let start_with_headers = |kind: &str| {
+        TestServer::start_with(
+            &[
+                "serve".into(),
+                "--http-addr".into(),
+                "127.0.0.1:0".into(),
+                "--policies".into(),
+                file.display().to_string(),
+                "--grpc-response-headers".into(),
+                kind.into(),
+            ],
+            &[],
+        )
+    };
+    let headers = |r: &RateLimitResponse| -> Vec<(String, String)> {
+        r.response_headers_to_add
+            .iter()
+            .map(|h| (h.key.clone(), h.value.clone()))
+            .collect()
+    };
+
+    let s = start_with_headers("draft03");
+    let mut c = RateLimitServiceClient::connect(s.grpc.clone())
+        .await
+        .unwrap();
+    let r = ask(
+        &mut c,
+        request("edge", vec![descriptor(&[("remote_address", "hd")])], 1),
+    )
+    .await;
+    let h = headers(&r);
+    assert_eq!(h[0], ("X-RateLimit-Limit".into(), "2, 2;w=60".into()));
+    assert_eq!(h[1], ("X-RateLimit-Remaining".into(), "1".into()));
+    assert_eq!(h[2].0, "X-RateLimit-Reset");
+
+    let s = start_with_headers("draft11");
+    let mut c = RateLimitServiceClient::connect(s.grpc.clone())
+        .await
+        .unwrap();
+    let r = ask(
+        &mut c,
+        request("edge", vec![descriptor(&[("remote_address", "hd")])], 1),
+    )
+    .await;
+    let h = headers(&r);
+    assert_eq!(
+        h[0],
+        (
+            "RateLimit-Policy".into(),
+            "\"edge.remote_address\";q=2;w=60".into()
+        )
+    );
+    assert!(
+        h[1].1.starts_with("\"edge.remote_address\";r=1;t="),
+        "{:?}",
+        h[1]
+    );
+
+    // Off by default.
+    let (_s, _dir2, mut c) = start().await;
+    let r = ask(
+        &mut c,
+        request("edge", vec![descriptor(&[("remote_address", "hd")])], 1),
+    )
+    .await;
+    assert!(r.response_headers_to_add.is_empty());
 }
