@@ -157,6 +157,7 @@ impl Application {
         let workers = threads.len() + 1;
         let policies = self.policies;
         let result = runtime.block_on(async move {
+            let signals = ShutdownSignals::register()?;
             tracing::info!(%http_addr, %grpc_addr, workers, "listening");
             spawn_housekeeping(&state);
             if let Some((path, loaded)) = policies {
@@ -164,7 +165,7 @@ impl Application {
             }
             let signal_state = state.clone();
             tokio::spawn(async move {
-                shutdown_signal().await;
+                signals.recv().await;
                 signal_state.shutting_down.store(true, Ordering::Relaxed);
                 tracing::info!("shutdown requested; draining in-flight requests");
                 let _ = stop_tx.send(true);
@@ -268,29 +269,38 @@ fn spawn_housekeeping(state: &Arc<AppState>) {
     });
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
-        }
-    };
+/// SIGINT and SIGTERM, registered when this is built (so a signal that arrives before
+/// anyone waits is not lost to the default action, which would kill the process).
+struct ShutdownSignals {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    #[cfg(unix)]
+    fn register() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
+            terminate: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+        })
+    }
+
     #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
+    fn register() -> anyhow::Result<Self> {
+        Ok(Self {})
+    }
+
+    /// Waits for the first of them.
+    async fn recv(mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.interrupt.recv() => {},
+            _ = self.terminate.recv() => {},
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
     }
 }

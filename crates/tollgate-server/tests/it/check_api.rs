@@ -256,12 +256,8 @@ async fn request_ids_are_generated_or_propagated() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
-    let logs = s.logs.lock().unwrap().clone();
-    let line = logs
-        .iter()
-        .find(|l| l.contains("bad-body-7"))
-        .expect("a log line with the request id");
-    let v: Value = serde_json::from_str(line).unwrap();
+    let line = s.log_line("bad-body-7").await;
+    let v: Value = serde_json::from_str(&line).unwrap();
     assert_eq!(v["message"], "malformed check request");
 }
 

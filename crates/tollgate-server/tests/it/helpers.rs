@@ -136,6 +136,24 @@ impl TestServer {
             .expect("request")
     }
 
+    /// Waits (up to 10 s) for a log line containing `text` and returns it.
+    pub async fn log_line(&self, text: &str) -> String {
+        for _ in 0..200 {
+            let found = self
+                .logs
+                .lock()
+                .expect("log lock")
+                .iter()
+                .find(|l| l.contains(text))
+                .cloned();
+            if let Some(line) = found {
+                return line;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no log line with {text:?}");
+    }
+
     /// POSTs `body` to /v1/check as-is, with the given content type.
     pub async fn post_raw(
         &self,

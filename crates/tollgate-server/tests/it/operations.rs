@@ -88,8 +88,7 @@ async fn sigterm_drains_and_exits_cleanly() {
     assert_eq!(r.status(), 200);
     let status = s.terminate();
     assert!(status.success(), "{status:?}");
-    let logs = s.logs.lock().unwrap().join("\n");
-    assert!(logs.contains("\"message\":\"stopped\""), "{logs}");
+    s.log_line("\"message\":\"stopped\"").await;
 }
 
 #[test]
@@ -197,20 +196,9 @@ async fn debug_logs_carry_decisions_but_never_descriptor_values() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    // The server logs after answering; give the log line a moment to arrive.
-    let mut logs = String::new();
-    for _ in 0..50 {
-        logs = s.logs.lock().unwrap().join("\n");
-        if logs.contains("log-probe-1") {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    let line = logs
-        .lines()
-        .find(|l| l.contains("log-probe-1"))
-        .expect("a decision log line");
-    let v: Value = serde_json::from_str(line).unwrap();
+    let line = s.log_line("log-probe-1").await;
+    let logs = s.logs.lock().unwrap().join("\n");
+    let v: Value = serde_json::from_str(&line).unwrap();
     assert_eq!(v["message"], "decision");
     assert_eq!(v["allowed"], true);
     assert!(

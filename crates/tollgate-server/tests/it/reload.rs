@@ -36,22 +36,6 @@ async fn until_limit(s: &TestServer, expected: u64) -> Value {
     panic!("the limit never became {expected}");
 }
 
-async fn until_logged(s: &TestServer, text: &str) -> String {
-    for _ in 0..200 {
-        if let Some(line) = s
-            .logs
-            .lock()
-            .expect("log lock")
-            .iter()
-            .find(|l| l.contains(text))
-        {
-            return line.clone();
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no log line with {text:?}");
-}
-
 #[tokio::test]
 async fn edits_apply_without_restart_and_keep_counters() {
     let dir = TempDir::new("reload-edit");
@@ -66,7 +50,7 @@ async fn edits_apply_without_restart_and_keep_counters() {
     until_limit(&s, 10).await;
     // The two earlier requests still count: 10 - 2 - this one.
     assert_eq!(status(&s, "a").await["remaining"], 7);
-    until_logged(&s, "policies reloaded").await;
+    s.log_line("policies reloaded").await;
 
     // An in-place edit works too.
     std::fs::write(&file, limit(20)).unwrap();
@@ -84,7 +68,7 @@ async fn invalid_files_are_rejected_and_the_old_policies_keep_serving() {
         "domain: shop\ndescriptors:\n  - key: user\n    rate_limit: {unit: fortnight, requests_per_unit: 1}\n",
     )
     .unwrap();
-    let line = until_logged(&s, "new policies rejected").await;
+    let line = s.log_line("new policies rejected").await;
     assert!(line.contains("shop.yaml:4:"), "{line}");
     assert!(
         line.contains("invalid rate limit unit 'fortnight'"),
