@@ -20,13 +20,59 @@ use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::{
 };
 use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
 use envoy_types::pb::google::protobuf::Duration as PbDuration;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tollgate_core::{CheckRequest, Decision, Entry, LimitOverride, Unit};
 use tonic::{Request, Response, Status};
+use tower::ServiceExt;
 
 use crate::cli::ResponseHeaders;
 use crate::data_plane::{self, DescriptorParts};
 use crate::http::AppState;
 use crate::http::request_id::RequestId;
+
+/// Path prefix of the `grpc.health.v1.Health` service.
+const HEALTH_PREFIX: &str = "/grpc.health.v1.Health/";
+
+/// Serves the RLS and health services on `listener` until `stop`, over hyper's HTTP/2
+/// directly: tonic's transport adds a router, a timeout layer and boxed futures per call
+/// that this two-service listener does not need (callgrind: about a fifth of the
+/// instructions per call).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    headers: ResponseHeaders,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_serving::<RateLimitServiceServer<RateLimitGrpc>>()
+        .await;
+    let rls = RateLimitGrpc::server(state, headers);
+    let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    http2
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(KEEPALIVE_EVERY));
+    crate::http::listener::accept_until_stopped(listener, stop, move |stream| {
+        let (rls, health) = (rls.clone(), health.clone());
+        let service = service_fn(move |request: http::Request<Incoming>| {
+            let (rls, health) = (rls.clone(), health.clone());
+            async move {
+                if request.uri().path().starts_with(HEALTH_PREFIX) {
+                    health.oneshot(request).await
+                } else {
+                    rls.oneshot(request).await
+                }
+            }
+        });
+        http2.serve_connection(TokioIo::new(stream), service)
+    })
+    .await;
+}
+
+/// HTTP/2 pings on idle connections, so that dead peers are noticed.
+const KEEPALIVE_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The method name in metrics.
 const METHOD: &str = "ShouldRateLimit";
@@ -197,7 +243,12 @@ impl RateLimitService for RateLimitGrpc {
         request: Request<RateLimitRequest>,
     ) -> Result<Response<RateLimitResponse>, Status> {
         let started = std::time::Instant::now();
-        let id = RequestId::of(&request.metadata().clone().into_headers());
+        let id = RequestId::from_caller(
+            request
+                .metadata()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok()),
+        );
         let request = request.into_inner();
         let mut parts = Vec::with_capacity(request.descriptors.len());
         for (i, d) in request.descriptors.iter().enumerate() {

@@ -18,11 +18,8 @@ use tollgate_core::{
     CommitRule, Limiter, LimiterConfig, MemoryStore, MemoryStoreConfig, SystemClock,
 };
 
-use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
-
 use crate::cli::ResponseHeaders;
 use crate::configuration::{Settings, StoreSettings};
-use crate::grpc::RateLimitGrpc;
 use crate::http::{AppState, router};
 use crate::metrics::Metrics;
 
@@ -206,25 +203,10 @@ async fn serve(
     let http = tokio::net::TcpListener::from_std(http)?;
     let grpc = tokio::net::TcpListener::from_std(grpc)?;
     let router = router(state.clone());
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<RateLimitServiceServer<RateLimitGrpc>>()
-        .await;
-    let mut grpc_stop = stop.clone();
-    let grpc_server = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .add_service(health_service)
-        .add_service(RateLimitGrpc::server(state.clone(), headers))
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
-            async move {
-                let _ = grpc_stop.wait_for(|stopped| *stopped).await;
-            },
-        );
+    let grpc_server = crate::grpc::serve(grpc, state.clone(), headers, stop.clone());
     let http_server = crate::http::listener::serve(http, state, router, stop);
-    let (http_result, grpc_result) = tokio::join!(http_server, grpc_server);
-    http_result?;
-    grpc_result.context("gRPC server failed")
+    let (http_result, ()) = tokio::join!(http_server, grpc_server);
+    http_result
 }
 
 /// Binds `workers` listening sockets on `addr` (one port, chosen by the first when 0).

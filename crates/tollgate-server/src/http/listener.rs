@@ -17,8 +17,8 @@ use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use hyper_util::server::graceful::{GracefulConnection, GracefulShutdown};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tower::ServiceExt;
 
@@ -39,13 +39,33 @@ pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
     router: Router,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .keep_alive(true);
+    accept_until_stopped(listener, stop, move |stream| {
+        let state = state.clone();
+        let router = router.clone();
+        let service = service_fn(move |request| dispatch(state.clone(), router.clone(), request));
+        http.serve_connection(TokioIo::new(stream), service)
+    })
+    .await;
+    Ok(())
+}
+
+/// Accepts connections until `stop` turns true, serving each with `connection`, then
+/// lets the open ones finish their requests (at most [`DRAIN_TIMEOUT`]).
+pub(crate) async fn accept_until_stopped<C>(
+    listener: TcpListener,
+    mut stop: watch::Receiver<bool>,
+    mut connection: impl FnMut(TcpStream) -> C,
+) where
+    C: GracefulConnection + Send + 'static,
+    C::Error: std::fmt::Display,
+{
+    let graceful = GracefulShutdown::new();
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -61,12 +81,9 @@ pub async fn serve(
         };
         // Answers are one small write: never hold them back for Nagle.
         let _ = stream.set_nodelay(true);
-        let state = state.clone();
-        let router = router.clone();
-        let service = service_fn(move |request| dispatch(state.clone(), router.clone(), request));
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let served = graceful.watch(connection(stream));
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            if let Err(e) = served.await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
@@ -78,7 +95,6 @@ pub async fn serve(
             tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; closing them");
         }
     }
-    Ok(())
 }
 
 async fn dispatch(

@@ -31,6 +31,17 @@ impl RequestId {
         }
     }
 
+    /// The same for an id read from elsewhere (gRPC metadata).
+    pub fn from_caller(id: Option<&str>) -> Self {
+        match id
+            .filter(|v| v.len() <= 128)
+            .and_then(|v| HeaderValue::from_str(v).ok())
+        {
+            Some(v) => Self(v),
+            None => Self::generate(),
+        }
+    }
+
     /// A new id: `pppppppp-nnnnnnnnnnnn` in hex.
     pub fn generate() -> Self {
         const HEX: &[u8; 16] = b"0123456789abcdef";
