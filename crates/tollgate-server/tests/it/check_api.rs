@@ -39,7 +39,7 @@ async fn allows_up_to_the_limit_then_denies_with_headers() {
     for remaining in [2, 1, 0] {
         let r = s.check(&body("shop", &[&[("user", "alice")]], 1)).await;
         assert_eq!(r.status(), 200);
-        assert_eq!(r.headers()["ratelimit-policy"], "\"per_user\";q=3;w=60");
+        assert_eq!(r.headers()["ratelimit-policy"], "\"per_user\";q=3;w=3600");
         let header = r.headers()["ratelimit"].to_str().unwrap().to_owned();
         assert!(
             header.starts_with(&format!("\"per_user\";r={remaining};t=")),
@@ -51,7 +51,7 @@ async fn allows_up_to_the_limit_then_denies_with_headers() {
         assert_eq!(v["statuses"][0]["remaining"], remaining);
         assert_eq!(v["statuses"][0]["policy"], "per_user");
         assert_eq!(v["statuses"][0]["limit"], 3);
-        assert_eq!(v["statuses"][0]["unit"], "minute");
+        assert_eq!(v["statuses"][0]["unit"], "hour");
     }
     let r = s.check(&body("shop", &[&[("user", "alice")]], 1)).await;
     assert_eq!(r.status(), 200, "a denial is still 200");
@@ -60,13 +60,13 @@ async fn allows_up_to_the_limit_then_denies_with_headers() {
         .unwrap()
         .parse()
         .unwrap();
-    assert!((1..=60).contains(&retry), "{retry}");
+    assert!((1..=3600).contains(&retry), "{retry}");
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["allowed"], false);
     assert_eq!(v["statuses"][0]["allowed"], false);
     assert_eq!(v["statuses"][0]["remaining"], 0);
     let retry_ms = v["statuses"][0]["retry_after_ms"].as_u64().unwrap();
-    assert!(retry_ms > 0 && retry_ms <= 60_000);
+    assert!(retry_ms > 0 && retry_ms <= 3_600_000);
     // Another user has their own counter.
     let v: Value = s
         .check(&body("shop", &[&[("user", "bob")]], 1))
@@ -278,7 +278,7 @@ async fn workers_share_one_set_of_counters() {
         &[],
     );
     // 30 concurrent requests on fresh connections, spread by the kernel over 3 workers,
-    // against a limit of 3 per minute: exactly 3 pass.
+    // against a limit of 3 per hour: exactly 3 pass.
     let mut tasks = Vec::new();
     for _ in 0..30 {
         let url = s.url("/v1/check");

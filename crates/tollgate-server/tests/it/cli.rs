@@ -91,7 +91,7 @@ fn check_prints_the_decision_and_exits_by_it() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("user=dave: ok, policy per_user, 3/minute, 1 left"),
+        stdout.contains("user=dave: ok, policy per_user, 3/hour, 1 left"),
         "{stdout}"
     );
     let out = run();
@@ -113,4 +113,20 @@ fn check_prints_the_decision_and_exits_by_it() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is `tollgate serve` running?"));
+}
+
+#[test]
+fn every_example_policy_file_is_valid() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples");
+    let out = Command::new(binary())
+        .args(["policy", "validate"])
+        .arg(format!("{root}/policies"))
+        .arg(format!("{root}/envoy/ratelimit.yaml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -20,7 +20,7 @@ const ENVOY_CONFIG: &str = "domain: edge
 descriptors:
   - key: remote_address
     rate_limit:
-      unit: minute
+      unit: hour
       requests_per_unit: 2
   - key: remote_address
     value: 50.0.0.5
@@ -101,12 +101,12 @@ async fn allows_then_denies_with_envoy_fields() {
         let limit = status.current_limit.as_ref().expect("current_limit");
         assert_eq!(limit.name, "edge.remote_address");
         assert_eq!(limit.requests_per_unit, 2);
-        assert_eq!(limit.unit, Unit::Minute as i32);
+        assert_eq!(limit.unit, Unit::Hour as i32);
         let reset = status
             .duration_until_reset
             .as_ref()
             .expect("duration_until_reset");
-        assert!(reset.seconds <= 60 && (reset.seconds > 0 || reset.nanos > 0));
+        assert!(reset.seconds <= 3600 && (reset.seconds > 0 || reset.nanos > 0));
     }
     let r = ask(
         &mut c,
@@ -331,7 +331,7 @@ async fn rate_limit_headers_for_envoy_on_request() {
     )
     .await;
     let h = headers(&r);
-    assert_eq!(h[0], ("X-RateLimit-Limit".into(), "2, 2;w=60".into()));
+    assert_eq!(h[0], ("X-RateLimit-Limit".into(), "2, 2;w=3600".into()));
     assert_eq!(h[1], ("X-RateLimit-Remaining".into(), "1".into()));
     assert_eq!(h[2].0, "X-RateLimit-Reset");
 
@@ -349,7 +349,7 @@ async fn rate_limit_headers_for_envoy_on_request() {
         h[0],
         (
             "RateLimit-Policy".into(),
-            "\"edge.remote_address\";q=2;w=60".into()
+            "\"edge.remote_address\";q=2;w=3600".into()
         )
     );
     assert!(

@@ -212,7 +212,7 @@ pub fn body(domain: &str, descriptors: &[&[(&str, &str)]], hits: u64) -> Value {
 pub const POLICIES: &str = "domain: shop
 descriptors:
   - key: user
-    rate_limit: {name: per_user, unit: minute, requests_per_unit: 3}
+    rate_limit: {name: per_user, unit: hour, requests_per_unit: 3}
   - key: plan
     rate_limit: {name: per_plan, unit: day, requests_per_unit: 100}
   - key: ip
