@@ -100,3 +100,51 @@ async fn a_swapped_symlink_applies_the_new_directory() {
     std::fs::rename(&next, &current).unwrap();
     until_limit(&s, 8).await;
 }
+
+#[tokio::test]
+async fn swaps_under_load_fail_no_request() {
+    let dir = TempDir::new("reload-load");
+    let file = dir.write("shop.yaml", &limit(1_000_000));
+    let s = TestServer::start(Some(&dir.0));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    // 8 clients, at most 400 requests each, until the swaps are done.
+    for c in 0..8 {
+        let (url, stop) = (s.url("/v1/check"), stop.clone());
+        load.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let (mut sent, mut failed) = (0u32, 0u32);
+            while sent < 400 && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let user = format!("load-{c}-{}", sent % 10);
+                let r = client
+                    .post(&url)
+                    .json(&body("shop", &[&[("user", &user)]], 1))
+                    .send()
+                    .await;
+                sent += 1;
+                if !r.is_ok_and(|r| r.status() == 200) {
+                    failed += 1;
+                }
+            }
+            (sent, failed)
+        }));
+    }
+    // Ten atomic replacements while the load runs, each applied before the next.
+    for n in 0..10u64 {
+        let tmp = dir.write(".next.yaml", &limit(2_000_000 + n as u32));
+        std::fs::rename(&tmp, &file).unwrap();
+        until_limit(&s, 2_000_000 + n).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut sent, mut failed) = (0, 0);
+    for task in load {
+        let (s, f) = task.await.unwrap();
+        sent += s;
+        failed += f;
+    }
+    assert!(sent > 0);
+    assert_eq!(
+        failed, 0,
+        "{failed} of {sent} requests failed during the swaps"
+    );
+}
