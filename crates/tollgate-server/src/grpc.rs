@@ -9,6 +9,8 @@
 
 use std::sync::Arc;
 
+use anyhow::Context;
+
 use envoy_types::pb::envoy::config::core::v3::HeaderValue as PbHeaderValue;
 use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::rate_limit::Unit as PbUnit;
@@ -44,23 +46,44 @@ pub async fn serve(
     state: Arc<AppState>,
     headers: ResponseHeaders,
     stop: tokio::sync::watch::Receiver<bool>,
-) {
+) -> anyhow::Result<()> {
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_serving::<RateLimitServiceServer<RateLimitGrpc>>()
         .await;
     let rls = RateLimitGrpc::server(state, headers);
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(RLS_DESCRIPTORS)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_alpha = reflection()
+        .build_v1alpha()
+        .context("cannot build the gRPC reflection service")?;
+    let reflection = reflection()
+        .build_v1()
+        .context("cannot build the gRPC reflection service")?;
     let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     http2
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(KEEPALIVE_EVERY));
     crate::http::listener::accept_until_stopped(listener, stop, move |stream| {
-        let (rls, health) = (rls.clone(), health.clone());
+        let services = (
+            rls.clone(),
+            health.clone(),
+            reflection.clone(),
+            reflection_alpha.clone(),
+        );
         let service = service_fn(move |request: http::Request<Incoming>| {
-            let (rls, health) = (rls.clone(), health.clone());
+            let (rls, health, reflection, reflection_alpha) = services.clone();
             async move {
-                if request.uri().path().starts_with(HEALTH_PREFIX) {
+                let path = request.uri().path();
+                if path.starts_with(HEALTH_PREFIX) {
                     health.oneshot(request).await
+                } else if path.starts_with(REFLECTION_PREFIX) {
+                    reflection.oneshot(request).await
+                } else if path.starts_with(REFLECTION_ALPHA_PREFIX) {
+                    reflection_alpha.oneshot(request).await
                 } else {
                     rls.oneshot(request).await
                 }
@@ -69,7 +92,14 @@ pub async fn serve(
         http2.serve_connection(TokioIo::new(stream), service)
     })
     .await;
+    Ok(())
 }
+
+/// The descriptors of `envoy.service.ratelimit.v3` and its imports, built from `proto/` by
+/// the build script, for server reflection.
+const RLS_DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/rls_descriptor.bin"));
+const REFLECTION_PREFIX: &str = "/grpc.reflection.v1.ServerReflection/";
+const REFLECTION_ALPHA_PREFIX: &str = "/grpc.reflection.v1alpha.ServerReflection/";
 
 /// HTTP/2 pings on idle connections, so that dead peers are noticed.
 const KEEPALIVE_EVERY: std::time::Duration = std::time::Duration::from_secs(30);

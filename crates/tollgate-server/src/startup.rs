@@ -205,8 +205,9 @@ async fn serve(
     let router = router(state.clone());
     let grpc_server = crate::grpc::serve(grpc, state.clone(), headers, stop.clone());
     let http_server = crate::http::listener::serve(http, state, router, stop);
-    let (http_result, ()) = tokio::join!(http_server, grpc_server);
-    http_result
+    let (http_result, grpc_result) = tokio::join!(http_server, grpc_server);
+    http_result?;
+    grpc_result
 }
 
 /// Binds `workers` listening sockets on `addr` (one port, chosen by the first when 0).
