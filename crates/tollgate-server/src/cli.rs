@@ -75,6 +75,13 @@ pub struct ServeArgs {
     /// `RateLimit`).
     #[arg(long, env = "TOLLGATE_GRPC_RESPONSE_HEADERS", value_name = "KIND")]
     pub grpc_response_headers: Option<ResponseHeaders>,
+    /// Recycle gRPC connections at this age (e.g. `24h`, `30m`), so that clients
+    /// re-resolve and spread over new nodes. Default: connections live until closed.
+    #[arg(long, env = "TOLLGATE_GRPC_MAX_CONNECTION_AGE", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub grpc_max_connection_age: Option<std::time::Duration>,
+    /// Time in-flight calls get after a connection reached its maximum age (default `10s`).
+    #[arg(long, env = "TOLLGATE_GRPC_MAX_CONNECTION_AGE_GRACE", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub grpc_max_connection_age_grace: Option<std::time::Duration>,
     /// Worker threads serving requests, each with its own listening socket on the same
     /// address. Default: one per CPU core.
     #[arg(long, env = "TOLLGATE_WORKERS", value_name = "N")]

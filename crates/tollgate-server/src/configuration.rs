@@ -3,11 +3,13 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
 use crate::cli::{LogFormat, ResponseHeaders, ServeArgs};
+use crate::http::listener::MaxAge;
 
 /// Default address of the HTTP listener.
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
@@ -45,6 +47,8 @@ pub struct Settings {
     pub count_denied_requests: bool,
     /// Rate-limit headers returned over gRPC.
     pub grpc_response_headers: ResponseHeaders,
+    /// Maximum age of gRPC connections.
+    pub grpc_max_connection_age: Option<MaxAge>,
 }
 
 /// The TOML file's shape.
@@ -63,6 +67,23 @@ struct FileSettings {
     #[serde(default)]
     count_denied_requests: bool,
     grpc_response_headers: Option<ResponseHeaders>,
+    #[serde(default, with = "humantime_serde_opt")]
+    grpc_max_connection_age: Option<Duration>,
+    #[serde(default, with = "humantime_serde_opt")]
+    grpc_max_connection_age_grace: Option<Duration>,
+}
+
+/// Durations in the TOML file are written like on the command line: `"24h"`, `"30s"`.
+mod humantime_serde_opt {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let text = Option::<String>::deserialize(d)?;
+        text.map(|t| humantime::parse_duration(&t).map_err(serde::de::Error::custom))
+            .transpose()
+    }
 }
 
 impl Settings {
@@ -102,6 +123,16 @@ impl Settings {
             },
             shadow_mode: args.shadow_mode || file.shadow_mode,
             count_denied_requests: args.count_denied_requests || file.count_denied_requests,
+            grpc_max_connection_age: args
+                .grpc_max_connection_age
+                .or(file.grpc_max_connection_age)
+                .map(|age| MaxAge {
+                    age,
+                    grace: args
+                        .grpc_max_connection_age_grace
+                        .or(file.grpc_max_connection_age_grace)
+                        .unwrap_or(Duration::from_secs(10)),
+                }),
             grpc_response_headers: args
                 .grpc_response_headers
                 .or(file.grpc_response_headers)

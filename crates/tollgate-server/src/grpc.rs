@@ -32,6 +32,7 @@ use tower::ServiceExt;
 use crate::cli::ResponseHeaders;
 use crate::data_plane::{self, DescriptorParts};
 use crate::http::AppState;
+use crate::http::listener::MaxAge;
 use crate::http::request_id::RequestId;
 
 /// Path prefix of the `grpc.health.v1.Health` service.
@@ -44,9 +45,10 @@ const HEALTH_PREFIX: &str = "/grpc.health.v1.Health/";
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<AppState>,
-    headers: ResponseHeaders,
+    options: GrpcOptions,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    let GrpcOptions { headers, max_age } = options;
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_serving::<RateLimitServiceServer<RateLimitGrpc>>()
@@ -67,7 +69,7 @@ pub async fn serve(
     http2
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(KEEPALIVE_EVERY));
-    crate::http::listener::accept_until_stopped(listener, stop, move |stream| {
+    crate::http::listener::accept_until_stopped("grpc", listener, stop, max_age, move |stream| {
         let services = (
             rls.clone(),
             health.clone(),
@@ -100,6 +102,16 @@ pub async fn serve(
 const RLS_DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/rls_descriptor.bin"));
 const REFLECTION_PREFIX: &str = "/grpc.reflection.v1.ServerReflection/";
 const REFLECTION_ALPHA_PREFIX: &str = "/grpc.reflection.v1alpha.ServerReflection/";
+
+/// Settings of the gRPC listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GrpcOptions {
+    /// Rate-limit headers returned for Envoy to add.
+    pub headers: ResponseHeaders,
+    /// Connections are recycled at this age, so clients re-resolve and rebalance
+    /// (envoyproxy/ratelimit's GRPC_MAX_CONNECTION_AGE and _GRACE).
+    pub max_age: Option<MaxAge>,
+}
 
 /// HTTP/2 pings on idle connections, so that dead peers are noticed.
 const KEEPALIVE_EVERY: std::time::Duration = std::time::Duration::from_secs(30);

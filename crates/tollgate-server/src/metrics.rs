@@ -76,6 +76,10 @@ impl Metrics {
             "Time to answer POST /v1/check, from body to response."
         );
         describe_counter!(
+            "tollgate_connections_total",
+            "Connections accepted, by listener (http, grpc)."
+        );
+        describe_counter!(
             "tollgate_grpc_requests_total",
             "gRPC calls by method and status code."
         );

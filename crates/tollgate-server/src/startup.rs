@@ -18,8 +18,8 @@ use tollgate_core::{
     CommitRule, Limiter, LimiterConfig, MemoryStore, MemoryStoreConfig, SystemClock,
 };
 
-use crate::cli::ResponseHeaders;
 use crate::configuration::{Settings, StoreSettings};
+use crate::grpc::GrpcOptions;
 use crate::http::{AppState, router};
 use crate::metrics::Metrics;
 
@@ -36,8 +36,8 @@ pub struct Application {
     /// The policy path to watch for changes (none for the built-in examples), with the
     /// fingerprint of what was loaded.
     policies: Option<(std::path::PathBuf, Option<crate::reload::Fingerprint>)>,
-    /// Rate-limit headers the gRPC service returns.
-    grpc_headers: ResponseHeaders,
+    /// Settings of the gRPC listeners.
+    grpc: GrpcOptions,
 }
 
 /// Binds one listening socket with `SO_REUSEPORT`, so several can share `addr`.
@@ -115,7 +115,10 @@ impl Application {
             listeners,
             state,
             policies,
-            grpc_headers: settings.grpc_response_headers,
+            grpc: GrpcOptions {
+                headers: settings.grpc_response_headers,
+                max_age: settings.grpc_max_connection_age,
+            },
         })
     }
 
@@ -134,7 +137,7 @@ impl Application {
     pub fn run_until_stopped(self) -> anyhow::Result<()> {
         let (http_addr, grpc_addr) = (self.http_addr()?, self.grpc_addr()?);
         let (stop_tx, stop_rx) = watch::channel(false);
-        let headers = self.grpc_headers;
+        let grpc = self.grpc;
         let mut listeners = self.listeners.into_iter();
         let main_listener = listeners.next().context("no listener")?;
         let mut threads = Vec::new();
@@ -143,7 +146,7 @@ impl Application {
             let stop = stop_rx.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("tollgate-worker-{}", i + 1))
-                .spawn(move || serve_worker(listener, state, headers, stop))
+                .spawn(move || serve_worker(listener, state, grpc, stop))
                 .context("cannot start a worker thread")?;
             threads.push(thread);
         }
@@ -167,7 +170,7 @@ impl Application {
                 tracing::info!("shutdown requested; draining in-flight requests");
                 let _ = stop_tx.send(true);
             });
-            serve(main_listener, state, headers, stop_rx).await
+            serve(main_listener, state, grpc, stop_rx).await
         });
         for thread in threads {
             match thread.join() {
@@ -184,26 +187,26 @@ impl Application {
 fn serve_worker(
     listener: (StdListener, StdListener),
     state: Arc<AppState>,
-    headers: ResponseHeaders,
+    grpc: GrpcOptions,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(serve(listener, state, headers, stop))
+    runtime.block_on(serve(listener, state, grpc, stop))
 }
 
 /// Serves one worker's HTTP and gRPC listeners until `stop`; both drain on the way out.
 async fn serve(
     (http, grpc): (StdListener, StdListener),
     state: Arc<AppState>,
-    headers: ResponseHeaders,
+    grpc_options: GrpcOptions,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let http = tokio::net::TcpListener::from_std(http)?;
     let grpc = tokio::net::TcpListener::from_std(grpc)?;
     let router = router(state.clone());
-    let grpc_server = crate::grpc::serve(grpc, state.clone(), headers, stop.clone());
+    let grpc_server = crate::grpc::serve(grpc, state.clone(), grpc_options, stop.clone());
     let http_server = crate::http::listener::serve(http, state, router, stop);
     let (http_result, grpc_result) = tokio::join!(http_server, grpc_server);
     http_result?;

@@ -17,7 +17,7 @@ use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::{GracefulConnection, GracefulShutdown};
+use hyper_util::server::graceful::GracefulConnection;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tower::ServiceExt;
@@ -45,7 +45,7 @@ pub async fn serve(
     http.timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .keep_alive(true);
-    accept_until_stopped(listener, stop, move |stream| {
+    accept_until_stopped("http", listener, stop, None, move |stream| {
         let state = state.clone();
         let router = router.clone();
         let service = service_fn(move |request| dispatch(state.clone(), router.clone(), request));
@@ -55,17 +55,33 @@ pub async fn serve(
     Ok(())
 }
 
+/// How long connections may live (gRPC's "max connection age"): after `age` (± 10 %,
+/// so that connections opened together do not all close together) a connection is asked
+/// to finish, and closed `grace` later if it has not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaxAge {
+    /// Age at which the connection is asked to close.
+    pub age: Duration,
+    /// Time left to in-flight requests after that.
+    pub grace: Duration,
+}
+
 /// Accepts connections until `stop` turns true, serving each with `connection`, then
-/// lets the open ones finish their requests (at most [`DRAIN_TIMEOUT`]).
+/// lets the open ones finish their requests (at most [`DRAIN_TIMEOUT`]). With `max_age`,
+/// connections are also recycled when they reach that age.
 pub(crate) async fn accept_until_stopped<C>(
+    name: &'static str,
     listener: TcpListener,
     mut stop: watch::Receiver<bool>,
+    max_age: Option<MaxAge>,
     mut connection: impl FnMut(TcpStream) -> C,
 ) where
     C: GracefulConnection + Send + 'static,
-    C::Error: std::fmt::Display,
+    C::Error: std::fmt::Display + Send,
 {
-    let graceful = GracefulShutdown::new();
+    // Every connection task holds a sender; when all are gone, draining is done.
+    let (open_tx, mut open_rx) = tokio::sync::mpsc::channel::<()>(1);
+    let mut jitter = (u64::from(std::process::id()) << 16) | 1;
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -81,19 +97,60 @@ pub(crate) async fn accept_until_stopped<C>(
         };
         // Answers are one small write: never hold them back for Nagle.
         let _ = stream.set_nodelay(true);
-        let served = graceful.watch(connection(stream));
+        metrics::counter!("tollgate_connections_total", "listener" => name).increment(1);
+        let served = connection(stream);
+        let (open, mut stop) = (open_tx.clone(), stop.clone());
+        // A cheap xorshift spreads ages over ±10 %; no need for a random-number crate.
+        jitter ^= jitter << 13;
+        jitter ^= jitter >> 7;
+        jitter ^= jitter << 17;
+        let max_age = max_age.map(|m| {
+            let tenth = m.age.as_millis() as u64 / 10;
+            let offset = if tenth == 0 { 0 } else { jitter % (2 * tenth) };
+            (
+                m.age - Duration::from_millis(tenth) + Duration::from_millis(offset),
+                m.grace,
+            )
+        });
         tokio::spawn(async move {
-            if let Err(e) = served.await {
+            let _open = open;
+            let mut served = std::pin::pin!(served);
+            let age = async {
+                match max_age {
+                    Some((age, _)) => tokio::time::sleep(age).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let stopping = async move {
+                let _ = stop.wait_for(|stopped| *stopped).await;
+            };
+            let result = tokio::select! {
+                result = served.as_mut() => result,
+                () = stopping => {
+                    served.as_mut().graceful_shutdown();
+                    served.await
+                }
+                () = age => {
+                    served.as_mut().graceful_shutdown();
+                    let grace = max_age.map_or(Duration::ZERO, |(_, grace)| grace);
+                    match tokio::time::timeout(grace, served).await {
+                        Ok(result) => result,
+                        Err(_) => Ok(()),
+                    }
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
     }
     drop(listener);
-    tokio::select! {
-        () = graceful.shutdown() => {}
-        () = tokio::time::sleep(DRAIN_TIMEOUT) => {
-            tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; closing them");
-        }
+    drop(open_tx);
+    if tokio::time::timeout(DRAIN_TIMEOUT, open_rx.recv())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; closing them");
     }
 }
 

@@ -435,3 +435,53 @@ fn tokio_stream_iter<T: Send + 'static>(
 ) -> impl tonic::codegen::tokio_stream::Stream<Item = T> {
     tonic::codegen::tokio_stream::iter(items)
 }
+
+#[tokio::test]
+async fn connections_are_recycled_at_their_maximum_age_without_failing_calls() {
+    let dir = TempDir::new("grpc-age");
+    let file = dir.write("edge.yaml", ENVOY_CONFIG);
+    let s = TestServer::start_with(
+        &[
+            "serve".into(),
+            "--http-addr".into(),
+            "127.0.0.1:0".into(),
+            "--policies".into(),
+            file.display().to_string(),
+            "--grpc-max-connection-age".into(),
+            "200ms".into(),
+            "--grpc-max-connection-age-grace".into(),
+            "1s".into(),
+        ],
+        &[],
+    );
+    let mut c = RateLimitServiceClient::connect(s.grpc.clone())
+        .await
+        .unwrap();
+    // Calls spread over about a second, on one client channel: every one succeeds while
+    // the server closes the connection under it a few times.
+    for i in 0..12 {
+        let r = c
+            .should_rate_limit(request("edge", vec![descriptor(&[("path", "/health")])], 1))
+            .await;
+        assert!(r.is_ok(), "call {i}: {r:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let metrics = s
+        .client
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let connections: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tollgate_connections_total{listener=\"grpc\"} "))
+        .and_then(|v| v.parse().ok())
+        .expect("grpc connection count");
+    assert!(
+        connections >= 2.0,
+        "the client had to reconnect: {connections} connection(s)"
+    );
+}
