@@ -68,12 +68,7 @@ async fn allows_up_to_the_limit_then_denies_with_headers() {
     let retry_ms = v["statuses"][0]["retry_after_ms"].as_u64().unwrap();
     assert!(retry_ms > 0 && retry_ms <= 3_600_000);
     // Another user has their own counter.
-    let v: Value = s
-        .check(&body("shop", &[&[("user", "bob")]], 1))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let v = s.check_json(&body("shop", &[&[("user", "bob")]], 1)).await;
     assert_eq!(v["allowed"], true);
 }
 
@@ -81,23 +76,18 @@ async fn allows_up_to_the_limit_then_denies_with_headers() {
 async fn one_status_per_descriptor_in_order_and_denials_consume_nothing() {
     let (s, _dir) = server();
     let both: [&[(&str, &str)]; 2] = [&[("user", "carol")], &[("plan", "free")]];
-    let v: Value = s.check(&body("shop", &both, 3)).await.json().await.unwrap();
+    let v = s.check_json(&body("shop", &both, 3)).await;
     assert_eq!(v["allowed"], true);
     assert_eq!(v["statuses"][0]["policy"], "per_user");
     assert_eq!(v["statuses"][1]["policy"], "per_plan");
     assert_eq!(v["statuses"][1]["remaining"], 97);
     for _ in 0..5 {
-        let v: Value = s.check(&body("shop", &both, 1)).await.json().await.unwrap();
+        let v = s.check_json(&body("shop", &both, 1)).await;
         assert_eq!(v["allowed"], false);
         assert_eq!(v["statuses"][0]["allowed"], false);
         assert_eq!(v["statuses"][1]["allowed"], true);
     }
-    let v: Value = s
-        .check(&body("shop", &[&[("plan", "free")]], 1))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let v = s.check_json(&body("shop", &[&[("plan", "free")]], 1)).await;
     assert_eq!(
         v["statuses"][0]["remaining"], 96,
         "the five denials took nothing from the daily plan"
@@ -107,8 +97,8 @@ async fn one_status_per_descriptor_in_order_and_denials_consume_nothing() {
 #[tokio::test]
 async fn unmatched_unlimited_and_shadow_descriptors() {
     let (s, _dir) = server();
-    let v: Value = s
-        .check(&body(
+    let v = s
+        .check_json(&body(
             "shop",
             &[
                 &[("nothing", "here")],
@@ -117,10 +107,7 @@ async fn unmatched_unlimited_and_shadow_descriptors() {
             ],
             1,
         ))
-        .await
-        .json()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(v["statuses"][0]["policy"], Value::Null);
     assert_eq!(v["statuses"][0]["remaining"], Value::Null);
     assert_eq!(v["statuses"][1]["unlimited"], true);
@@ -130,12 +117,9 @@ async fn unmatched_unlimited_and_shadow_descriptors() {
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["allowed"], true, "shadow mode never denies");
     assert_eq!(v["statuses"][0]["shadow_denied"], true);
-    let v: Value = s
-        .check(&body("elsewhere", &[&[("user", "x")]], 1))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let v = s
+        .check_json(&body("elsewhere", &[&[("user", "x")]], 1))
+        .await;
     assert_eq!(v["allowed"], true, "unknown domain: allowed, like envoy");
 }
 
@@ -143,20 +127,20 @@ async fn unmatched_unlimited_and_shadow_descriptors() {
 async fn gcra_burst_and_per_descriptor_hits_and_overrides() {
     let (s, _dir) = server();
     let ip = body("shop", &[&[("ip", "10.0.0.1")]], 2);
-    let v: Value = s.check(&ip).await.json().await.unwrap();
+    let v = s.check_json(&ip).await;
     assert_eq!(v["allowed"], true);
     assert_eq!(v["statuses"][0]["limit"], 2, "burst is the quota");
-    let v: Value = s.check(&ip).await.json().await.unwrap();
+    let v = s.check_json(&ip).await;
     assert_eq!(v["allowed"], false);
     let req = json!({"domain": "shop", "descriptors": [
         {"entries": [{"key": "plan", "value": "pro"}], "hits": 10},
         {"entries": [{"key": "custom", "value": "c"}], "limit": {"requests_per_unit": 1, "unit": "hour"}}
     ]});
-    let v: Value = s.check(&req).await.json().await.unwrap();
+    let v = s.check_json(&req).await;
     assert_eq!(v["statuses"][0]["remaining"], 90);
     assert_eq!(v["statuses"][1]["policy"], "override");
     assert_eq!(v["statuses"][1]["unit"], "hour");
-    let v: Value = s.check(&req).await.json().await.unwrap();
+    let v = s.check_json(&req).await;
     assert_eq!(v["allowed"], false);
 }
 
@@ -265,18 +249,7 @@ async fn request_ids_are_generated_or_propagated() {
 async fn workers_share_one_set_of_counters() {
     let dir = TempDir::new("workers");
     let file = dir.write("shop.yaml", crate::helpers::POLICIES);
-    let s = TestServer::start_with(
-        &[
-            "serve".into(),
-            "--http-addr".into(),
-            "127.0.0.1:0".into(),
-            "--workers".into(),
-            "3".into(),
-            "--policies".into(),
-            file.display().to_string(),
-        ],
-        &[],
-    );
+    let s = TestServer::serve(Some(&file), &["--workers", "3"]);
     // 30 concurrent requests on fresh connections, spread by the kernel over 3 workers,
     // against a limit of 3 per hour: exactly 3 pass.
     let mut tasks = Vec::new();
@@ -357,34 +330,17 @@ async fn a_connection_survives_a_too_large_body_and_is_closed_when_it_cannot() {
 async fn envoy_counting_and_global_shadow_mode_are_options() {
     let dir = TempDir::new("modes");
     let file = dir.write("shop.yaml", crate::helpers::POLICIES);
-    let serve = |flag: &str| {
-        TestServer::start_with(
-            &[
-                "serve".into(),
-                "--http-addr".into(),
-                "127.0.0.1:0".into(),
-                "--policies".into(),
-                file.display().to_string(),
-                flag.into(),
-            ],
-            &[],
-        )
-    };
+    let serve = |flag: &str| TestServer::serve(Some(&file), &[flag]);
     let both: [&[(&str, &str)]; 2] = [&[("user", "m")], &[("plan", "m")]];
 
     let s = serve("--count-denied-requests");
     let mut allowed = 0;
     for _ in 0..5 {
-        let v: Value = s.check(&body("shop", &both, 1)).await.json().await.unwrap();
+        let v = s.check_json(&body("shop", &both, 1)).await;
         allowed += usize::from(v["allowed"] == true);
     }
     assert_eq!(allowed, 3);
-    let v: Value = s
-        .check(&body("shop", &[&[("plan", "m")]], 1))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let v = s.check_json(&body("shop", &[&[("plan", "m")]], 1)).await;
     assert_eq!(
         v["statuses"][0]["remaining"],
         100 - 6,
@@ -393,12 +349,7 @@ async fn envoy_counting_and_global_shadow_mode_are_options() {
 
     let s = serve("--shadow-mode");
     for i in 0..5 {
-        let v: Value = s
-            .check(&body("shop", &[&[("user", "m")]], 1))
-            .await
-            .json()
-            .await
-            .unwrap();
+        let v = s.check_json(&body("shop", &[&[("user", "m")]], 1)).await;
         assert_eq!(v["allowed"], true, "shadow mode never denies");
         assert_eq!(v["statuses"][0]["shadow_denied"], i >= 3);
     }

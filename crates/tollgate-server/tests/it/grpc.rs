@@ -10,11 +10,10 @@ use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::rate_li
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
 use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
 use envoy_types::pb::google::protobuf::UInt64Value;
-use serde_json::Value;
 use tonic::Code as GrpcCode;
 use tonic::transport::Channel;
 
-use crate::helpers::{TempDir, TestServer, body};
+use crate::helpers::{TempDir, TestServer, body, metric};
 
 const ENVOY_CONFIG: &str = "domain: edge
 descriptors:
@@ -251,25 +250,14 @@ async fn grpc_and_http_share_counters_and_health_is_served() {
     )
     .await;
     assert_eq!(r.statuses[0].limit_remaining, 1);
-    let v: Value = s
-        .check(&body("edge", &[&[("remote_address", "shared")]], 1))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let v = s
+        .check_json(&body("edge", &[&[("remote_address", "shared")]], 1))
+        .await;
     assert_eq!(
         v["statuses"][0]["remaining"], 0,
         "HTTP saw the gRPC decision"
     );
-    let metrics = s
-        .client
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     let ok_calls = "tollgate_grpc_requests_total{method=\"ShouldRateLimit\",code=\"ok\"} 1";
     assert!(metrics.contains(ok_calls), "{metrics}");
     let decisions = "tollgate_decisions_total{domain=\"edge\",result=\"allowed\"} 2";
@@ -300,20 +288,8 @@ async fn grpc_and_http_share_counters_and_health_is_served() {
 async fn rate_limit_headers_for_envoy_on_request() {
     let dir = TempDir::new("grpc-headers");
     let file = dir.write("edge.yaml", ENVOY_CONFIG);
-    let start_with_headers = |kind: &str| {
-        TestServer::start_with(
-            &[
-                "serve".into(),
-                "--http-addr".into(),
-                "127.0.0.1:0".into(),
-                "--policies".into(),
-                file.display().to_string(),
-                "--grpc-response-headers".into(),
-                kind.into(),
-            ],
-            &[],
-        )
-    };
+    let start_with_headers =
+        |kind: &str| TestServer::serve(Some(&file), &["--grpc-response-headers", kind]);
     let headers = |r: &RateLimitResponse| -> Vec<(String, String)> {
         r.response_headers_to_add
             .iter()
@@ -440,19 +416,14 @@ fn tokio_stream_iter<T: Send + 'static>(
 async fn connections_are_recycled_at_their_maximum_age_without_failing_calls() {
     let dir = TempDir::new("grpc-age");
     let file = dir.write("edge.yaml", ENVOY_CONFIG);
-    let s = TestServer::start_with(
+    let s = TestServer::serve(
+        Some(&file),
         &[
-            "serve".into(),
-            "--http-addr".into(),
-            "127.0.0.1:0".into(),
-            "--policies".into(),
-            file.display().to_string(),
-            "--grpc-max-connection-age".into(),
-            "200ms".into(),
-            "--grpc-max-connection-age-grace".into(),
-            "1s".into(),
+            "--grpc-max-connection-age",
+            "200ms",
+            "--grpc-max-connection-age-grace",
+            "1s",
         ],
-        &[],
     );
     let mut c = RateLimitServiceClient::connect(s.grpc.clone())
         .await
@@ -466,20 +437,8 @@ async fn connections_are_recycled_at_their_maximum_age_without_failing_calls() {
         assert!(r.is_ok(), "call {i}: {r:?}");
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    let metrics = s
-        .client
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let connections: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("tollgate_connections_total{listener=\"grpc\"} "))
-        .and_then(|v| v.parse().ok())
-        .expect("grpc connection count");
+    let metrics = s.metrics().await;
+    let connections = metric(&metrics, "tollgate_connections_total{listener=\"grpc\"}");
     assert!(
         connections >= 2.0,
         "the client had to reconnect: {connections} connection(s)"

@@ -53,6 +53,11 @@ pub struct TestServer {
 impl TestServer {
     /// Starts `tollgate serve` with `policies` (or the built-in examples) on a free port.
     pub fn start(policies: Option<&Path>) -> Self {
+        Self::serve(policies, &[])
+    }
+
+    /// Like [`TestServer::start`], with more `serve` flags.
+    pub fn serve(policies: Option<&Path>, flags: &[&str]) -> Self {
         let mut args = vec![
             "serve".to_owned(),
             "--http-addr".into(),
@@ -62,6 +67,7 @@ impl TestServer {
             args.push("--policies".into());
             args.push(p.display().to_string());
         }
+        args.extend(flags.iter().map(|f| (*f).to_owned()));
         Self::start_with(&args, &[])
     }
 
@@ -154,6 +160,22 @@ impl TestServer {
         panic!("no log line with {text:?}");
     }
 
+    /// POSTs a JSON body to /v1/check and decodes the JSON answer.
+    pub async fn check_json(&self, body: &Value) -> Value {
+        self.check(body).await.json().await.expect("a JSON answer")
+    }
+
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        let r = self
+            .client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics");
+        r.text().await.expect("metrics text")
+    }
+
     /// POSTs `body` to /v1/check as-is, with the given content type.
     pub async fn post_raw(
         &self,
@@ -191,6 +213,16 @@ impl Drop for TestServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The value of one series (name with labels) in Prometheus text.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.trim().parse().ok())
+        })
+        .unwrap_or_else(|| panic!("{series} missing in\n{text}"))
 }
 
 /// A check body with one descriptor per `(key, value)` list.

@@ -4,7 +4,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::helpers::{POLICIES, TempDir, TestServer, binary, body};
+use crate::helpers::{POLICIES, TempDir, TestServer, binary, body, metric};
 
 #[tokio::test]
 async fn health_and_readiness() {
@@ -18,12 +18,9 @@ async fn health_and_readiness() {
 #[tokio::test]
 async fn built_in_example_policies_are_served_by_default() {
     let s = TestServer::start(None);
-    let v: Value = s
-        .check(&body("api", &[&[("remote_address", "10.1.1.1")]], 1))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let v = s
+        .check_json(&body("api", &[&[("remote_address", "10.1.1.1")]], 1))
+        .await;
     assert_eq!(v["statuses"][0]["policy"], "per_ip");
 }
 
@@ -39,23 +36,8 @@ async fn metrics_count_decisions_with_bounded_labels() {
     s.check(&body("random-domain-xyz", &[&[("user", "u")]], 1))
         .await;
     s.check(&body("shop", &[&[("trial", "t")]], 2)).await;
-    let text = s
-        .client
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let value = |series: &str| -> f64 {
-        text.lines()
-            .find_map(|l| {
-                l.strip_prefix(series)
-                    .and_then(|rest| rest.trim().parse().ok())
-            })
-            .unwrap_or_else(|| panic!("{series} missing in\n{text}"))
-    };
+    let text = s.metrics().await;
+    let value = |series: &str| metric(&text, series);
     assert_eq!(
         value("tollgate_decisions_total{domain=\"shop\",result=\"allowed\"}"),
         4.0
@@ -146,12 +128,7 @@ async fn config_file_and_environment_are_layered() {
         &["serve".into(), "--config".into(), cfg.display().to_string()],
         &[("TOLLGATE_HTTP_ADDR", "127.0.0.1:0")],
     );
-    let v: Value = s
-        .check(&body("shop", &[&[("user", "u")]], 1))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let v = s.check_json(&body("shop", &[&[("user", "u")]], 1)).await;
     assert_eq!(v["statuses"][0]["policy"], "per_user");
 }
 
@@ -168,12 +145,9 @@ async fn the_example_configuration_file_works_as_shown() {
         ],
         &[],
     );
-    let v: Value = s
-        .check(&body("api", &[&[("path", "/login"), ("user", "u1")]], 1))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let v = s
+        .check_json(&body("api", &[&[("path", "/login"), ("user", "u1")]], 1))
+        .await;
     assert_eq!(v["statuses"][0]["policy"], "login_per_user");
 }
 

@@ -14,12 +14,7 @@ fn limit(n: u32) -> String {
 }
 
 async fn status(s: &TestServer, user: &str) -> Value {
-    let v: Value = s
-        .check(&body("shop", &[&[("user", user)]], 1))
-        .await
-        .json()
-        .await
-        .expect("a JSON answer");
+    let v = s.check_json(&body("shop", &[&[("user", user)]], 1)).await;
     v["statuses"][0].clone()
 }
 
