@@ -1,7 +1,8 @@
 //! Weighted two-window counter ("sliding window counter").
 //!
 //! Counts are kept per calendar-aligned window; at elapsed time `e` into the current window
-//! of length `P`, the estimate is `prev × (P − e) / P + curr`, compared exactly in integers.
+//! of length `P`, the estimate is `prev × (P − e) / P + curr`, compared exactly in integers,
+//! with `e` rounded down to a thousandth of the period (so the weight rounds up).
 //! Error bound (see `docs/design/rate-limiting.md`): within any aligned window at most `limit`
 //! are admitted; within any rolling interval of length `P`, fewer than `2 × limit`; with
 //! evenly spread traffic in the previous window the estimate is exact.
@@ -39,17 +40,30 @@ pub(super) fn charge(limit: &Limit, state: CounterState, cost: u64, now: Nanos) 
     ])
 }
 
+/// How finely the previous window's weight is measured: a period whose length in nanoseconds
+/// is a multiple of 1 000 (every policy unit) is cut into 1 000 slices; any other period into
+/// slices of one nanosecond. Quantizing keeps every product below 2^53, so a Redis script
+/// working in doubles computes exactly the same decisions.
+fn slices(period: Nanos) -> (u64, Nanos) {
+    if period % 1_000 == 0 {
+        (1_000, period / 1_000)
+    } else {
+        (period, 1)
+    }
+}
+
 pub(super) fn decide(limit: &Limit, state: CounterState, cost: u64, now: Nanos) -> Outcome {
     let p = limit.period;
     let (start, prev, curr) = unpack(state, window_start(now, p), p);
+    let (n, slice) = slices(p);
     let elapsed = now.saturating_sub(start).min(p - 1);
-    let weight = u128::from(p - elapsed);
-    let (p128, l128) = (u128::from(p), u128::from(limit.requests));
+    // Rounded up to whole slices: the estimate never counts less than the exact one.
+    let weight = u128::from(n - elapsed / slice);
+    let (n128, l128) = (u128::from(n), u128::from(limit.requests));
     let weighted_prev = u128::from(prev) * weight;
     let after = curr.saturating_add(cost);
-    let allowed = weighted_prev + u128::from(after) * p128 <= l128 * p128;
-    // Whole requests still available before this one: floor((L·P − prev·w) / P) − curr.
-    let available = (l128 * p128).saturating_sub(weighted_prev) / p128;
+    let allowed = weighted_prev + u128::from(after) * n128 <= l128 * n128;
+    let available = (l128 * n128).saturating_sub(weighted_prev) / n128;
     let available = u64::try_from(available)
         .unwrap_or(u64::MAX)
         .saturating_sub(curr);
@@ -85,7 +99,8 @@ pub(super) fn decide(limit: &Limit, state: CounterState, cost: u64, now: Nanos) 
     }
 }
 
-/// Earliest wait after which `cost` fits, assuming no other traffic.
+/// The first time the same request fits: in this window once enough slices of the previous
+/// one have passed, else in the next window, where today's count becomes the previous one.
 fn retry_after(
     limit: &Limit,
     start: Nanos,
@@ -97,26 +112,30 @@ fn retry_after(
     if cost > limit.requests {
         return None;
     }
-    let p = u128::from(limit.period);
-    // Smallest elapsed time e in a window with weighted count `w_count` and fresh count `fresh`
-    // such that w_count·(P − e) ≤ (L − fresh − cost)·P.
-    let earliest = |w_count: u64, fresh: u64| -> Option<u128> {
+    let p = limit.period;
+    let (n, slice) = slices(p);
+    // Offset into a window at which `w_count` weighted plus `fresh + cost` fits.
+    let earliest = |w_count: u64, fresh: u64| -> Option<Nanos> {
         let room = limit.requests.checked_sub(fresh)?.checked_sub(cost)?;
         if w_count == 0 {
             return Some(0);
         }
-        let q = u128::from(room) * p / u128::from(w_count);
-        Some(p.saturating_sub(q))
+        let max_weight = u128::from(room) * u128::from(n) / u128::from(w_count);
+        let max_weight = u64::try_from(max_weight).unwrap_or(u64::MAX);
+        Some(n.saturating_sub(max_weight).saturating_mul(slice))
     };
-    if let Some(e) = earliest(prev, curr) {
-        let at = u128::from(start) + e;
-        if at < u128::from(start) + p {
-            return Some(u64::try_from(at.saturating_sub(u128::from(now))).unwrap_or(u64::MAX));
-        }
+    if let Some(e) = earliest(prev, curr)
+        && e < p
+    {
+        return Some(start.saturating_add(e).saturating_sub(now));
     }
     let e = earliest(curr, 0)?;
-    let at = u128::from(start) + p + e;
-    Some(u64::try_from(at.saturating_sub(u128::from(now))).unwrap_or(u64::MAX))
+    Some(
+        start
+            .saturating_add(p)
+            .saturating_add(e)
+            .saturating_sub(now),
+    )
 }
 
 #[cfg(test)]

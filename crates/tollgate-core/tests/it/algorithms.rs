@@ -149,11 +149,16 @@ proptest! {
     #[test]
     fn sliding_window_matches_the_weighted_estimate_and_its_bound(
         requests in 1u64..10,
-        period in 1u64..1_000,
+        period in prop_oneof![1u64..1_000, (1u64..40).prop_map(|k| k * 1_000)],
         start in 0u64..1_000_000,
-        events in events(400, 4),
+        gaps in events(400, 4),
     ) {
         let limit = Limit::sliding_window(requests, period).unwrap();
+        // Gaps scale with the period so that long periods see several windows too.
+        let events: Vec<(u64, u64)> =
+            gaps.iter().map(|&(gap, cost)| (gap * period.div_ceil(1_000), cost)).collect();
+        // The weight is measured in slices: 1 000 when the period divides into them.
+        let (n, slice) = if period % 1_000 == 0 { (1_000, period / 1_000) } else { (period, 1) };
         let trace = run(&limit, start, &events);
         check_common(&limit, &trace)?;
         let mut windows: HashMap<u64, u64> = HashMap::new();
@@ -162,10 +167,10 @@ proptest! {
             let prev = windows.get(&w.wrapping_sub(1)).copied().unwrap_or(0);
             let curr = windows.get(&w).copied().unwrap_or(0);
             let elapsed = now % period;
-            // prev·(P − e)/P + curr + cost ≤ L, in integers.
-            let fits = u128::from(prev) * u128::from(period - elapsed)
-                + u128::from(curr + cost) * u128::from(period)
-                <= u128::from(requests) * u128::from(period);
+            // prev·(n − ⌊e/slice⌋)/n + curr + cost ≤ L, in integers.
+            let fits = u128::from(prev) * u128::from(n - elapsed / slice)
+                + u128::from(curr + cost) * u128::from(n)
+                <= u128::from(requests) * u128::from(n);
             prop_assert_eq!(o.allowed, fits, "at {} cost {}", now, cost);
             if fits {
                 *windows.entry(w).or_default() += cost;
