@@ -23,5 +23,8 @@ pub use descriptor::{CheckRequest, Descriptor, Entry, LimitOverride, RequestErro
 pub use key::{CounterKey, KeyHasher};
 pub use limiter::{Decision, DescriptorStatus, Limiter, LimiterConfig, Rule};
 pub use policy::{Consistency, OnStoreError, Policy, PolicyError, PolicyLimit, PolicySet, Unit};
-pub use store::{CommitRule, LimitOp, MemoryStore, MemoryStoreConfig, Store, StoreError};
+pub use store::{
+    Admission, CircuitBreaker, CircuitBreakerConfig, CircuitState, CommitRule, LimitOp,
+    MemoryStore, MemoryStoreConfig, Store, StoreError,
+};
 pub use time::{Clock, ManualClock, Nanos, SECOND, SystemClock};

@@ -164,6 +164,11 @@ impl Limit {
         self.period
     }
 
+    /// GCRA's nanoseconds per request (`period / requests`, rounded up); 0 for a zero limit.
+    pub fn emission(&self) -> Nanos {
+        self.emission
+    }
+
     /// The most requests admitted at once: `burst` for GCRA, the limit for windows.
     pub fn burst(&self) -> u64 {
         self.burst

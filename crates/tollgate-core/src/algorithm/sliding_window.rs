@@ -45,7 +45,7 @@ pub(super) fn charge(limit: &Limit, state: CounterState, cost: u64, now: Nanos) 
 /// slices of one nanosecond. Quantizing keeps every product below 2^53, so a Redis script
 /// working in doubles computes exactly the same decisions.
 fn slices(period: Nanos) -> (u64, Nanos) {
-    if period % 1_000 == 0 {
+    if period.is_multiple_of(1_000) {
         (1_000, period / 1_000)
     } else {
         (period, 1)

@@ -10,11 +10,13 @@
 //! [`CommitRule::EveryRequestCounts`] is envoyproxy/ratelimit's way instead: every op
 //! charges its counter ([`crate::Limit::charge`]) whatever the outcome.
 
+mod breaker;
 mod memory;
 
 use std::future::Future;
 use std::pin::Pin;
 
+pub use breaker::{Admission, CircuitBreaker, CircuitBreakerConfig, CircuitState};
 pub use memory::{MemoryStore, MemoryStoreConfig};
 
 use crate::algorithm::{Limit, Outcome};
@@ -26,6 +28,9 @@ use crate::time::Nanos;
 pub struct LimitOp {
     /// The counter.
     pub key: CounterKey,
+    /// Counters that a shared store must keep together so one decision stays atomic (a
+    /// fingerprint of the domain; Redis Cluster's hash tag). 0 when nobody set it.
+    pub group: u64,
     /// The rule to apply to it.
     pub limit: Limit,
     /// How much this request costs against it.
@@ -41,6 +46,7 @@ impl LimitOp {
     pub fn new(key: CounterKey, limit: Limit, cost: u64, enforce: bool) -> Self {
         Self {
             key,
+            group: 0,
             limit,
             cost,
             enforce,
@@ -103,6 +109,17 @@ pub trait Store: Send + Sync + 'static {
     ) -> Option<Result<(), StoreError>> {
         let _ = (ops, now, rule);
         None
+    }
+
+    /// Whether the store is answering (false while a circuit breaker is open); drives
+    /// `/readyz`.
+    fn is_available(&self) -> bool {
+        true
+    }
+
+    /// Whether ops must carry their [`LimitOp::group`] (stores that shard by it).
+    fn needs_group(&self) -> bool {
+        false
     }
 
     /// A short name for logs and metrics (`memory`, `redis`).

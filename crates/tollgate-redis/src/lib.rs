@@ -1,0 +1,442 @@
+//! Tollgate's counter store on Redis or Valkey: a single node (`redis://`, `rediss://`) or a
+//! Redis Cluster (`redis+cluster://host:port,host:port`).
+//!
+//! Every decision is one atomic server-side script ([`decide.lua`](../src/decide.lua)) that
+//! restates tollgate-core's algorithms and batch rule, run with EVALSHA (loaded again on
+//! NOSCRIPT) on one multiplexed, pipelined connection shared by all requests. The script
+//! reads the store's clock, so nodes with skewed clocks still agree.
+//!
+//! Around each call: a deadline ([`RedisStoreConfig::timeout`]) and a circuit breaker that
+//! stops calling a store that keeps failing and probes it until it answers again. What a
+//! request gets while the store is away is the policy's `on_store_error`, decided by the
+//! [`tollgate_core::Limiter`].
+//!
+//! Keys: `{prefix}:{{group}}:{key}`, both hex. The group is a fingerprint of the domain and
+//! is a Cluster hash tag, so all counters of one domain live in one slot: a multi-limit
+//! decision stays one atomic script, and a Cluster spreads domains, not the keys of one
+//! domain (see `docs/design/consistency.md`).
+
+mod url;
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{Script, ScriptInvocation};
+use tollgate_core::algorithm::Algorithm;
+use tollgate_core::store::{Admission, CircuitState, StoreFuture};
+use tollgate_core::{
+    CircuitBreaker, CircuitBreakerConfig, CommitRule, CounterState, LimitOp, Nanos, Outcome, Store,
+    StoreError,
+};
+
+pub use url::StoreUrl;
+
+/// The decision script; see its header for the calling convention.
+const DECIDE_LUA: &str = include_str!("decide.lua");
+/// Integers the script returns per op.
+const REPLY_WIDTH: usize = 8;
+const NANOS_PER_SECOND: u64 = 1_000_000_000;
+
+/// Whose clock decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StoreClock {
+    /// The store's (`TIME` inside the script): nodes cannot disagree. The default.
+    #[default]
+    Store,
+    /// The `now` the caller passes: for tests on a manual clock.
+    Caller,
+}
+
+/// How to reach the store and how long to wait for it.
+#[derive(Debug, Clone)]
+pub struct RedisStoreConfig {
+    /// Where the store is.
+    pub url: StoreUrl,
+    /// Deadline of one decision, round trip included.
+    pub timeout: Duration,
+    /// Deadline of establishing a connection.
+    pub connect_timeout: Duration,
+    /// Whose clock decides.
+    pub clock: StoreClock,
+    /// When to stop calling a failing store.
+    pub breaker: CircuitBreakerConfig,
+    /// Prefix of every key, so several deployments can share one store.
+    pub prefix: String,
+}
+
+impl RedisStoreConfig {
+    /// Defaults for `url`: a 50 ms deadline, the store's clock, prefix `tollgate`.
+    pub fn new(url: StoreUrl) -> Self {
+        Self {
+            url,
+            timeout: Duration::from_millis(50),
+            connect_timeout: Duration::from_millis(500),
+            clock: StoreClock::Store,
+            breaker: CircuitBreakerConfig::default(),
+            prefix: "tollgate".to_owned(),
+        }
+    }
+}
+
+/// Why the store could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisStoreError {
+    /// The URL is not one this store understands.
+    #[error("invalid store URL '{url}': {reason}")]
+    InvalidUrl {
+        /// The URL, without its password.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The store did not answer.
+    #[error("cannot reach the store at {url}: {source}")]
+    Unreachable {
+        /// The URL, without its password.
+        url: String,
+        /// The client's error.
+        #[source]
+        source: redis::RedisError,
+    },
+}
+
+enum Connection {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+/// Calls made and how they ended, for metrics.
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    /// Scripts that answered.
+    pub calls: AtomicU64,
+    /// Calls that failed with an error from the store or the connection.
+    pub errors: AtomicU64,
+    /// Calls that missed their deadline.
+    pub timeouts: AtomicU64,
+    /// Calls not made because the circuit was open.
+    pub refused: AtomicU64,
+}
+
+/// Counters in Redis or Valkey. See the crate docs.
+pub struct RedisStore {
+    connection: Connection,
+    script: Script,
+    config: RedisStoreConfig,
+    breaker: CircuitBreaker,
+    /// Origin of the breaker's monotonic clock.
+    origin: Instant,
+    stats: StoreStats,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("url", &self.config.url.redacted())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// Connects to the store. A single node is connected lazily and reconnects by itself;
+    /// a Cluster needs one reachable node now to learn its topology.
+    pub async fn connect(config: RedisStoreConfig) -> Result<Self, RedisStoreError> {
+        let redacted = config.url.redacted();
+        let unreachable = |source| RedisStoreError::Unreachable {
+            url: redacted.clone(),
+            source,
+        };
+        if config.url.tls() {
+            // rustls needs a process-wide provider; an earlier one (any) is fine.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        let connection = match &config.url {
+            StoreUrl::Single(url) => {
+                let client = redis::Client::open(url.as_str()).map_err(unreachable)?;
+                let manager = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(config.connect_timeout))
+                    .set_response_timeout(Some(config.timeout))
+                    .set_number_of_retries(1)
+                    .set_min_delay(Duration::from_millis(10))
+                    .set_max_delay(Duration::from_millis(100));
+                Connection::Single(
+                    ConnectionManager::new_lazy_with_config(client, manager)
+                        .map_err(unreachable)?,
+                )
+            }
+            StoreUrl::Cluster(nodes) => {
+                let client = redis::cluster::ClusterClient::builder(nodes.clone())
+                    .connection_timeout(config.connect_timeout)
+                    .response_timeout(config.timeout)
+                    .retries(1)
+                    .build()
+                    .map_err(unreachable)?;
+                let connection =
+                    tokio::time::timeout(config.connect_timeout * 4, client.get_async_connection())
+                        .await
+                        .map_err(|_| {
+                            unreachable(redis::RedisError::from((
+                                redis::ErrorKind::Io,
+                                "no Cluster node answered in time",
+                            )))
+                        })?
+                        .map_err(unreachable)?;
+                Connection::Cluster(connection)
+            }
+        };
+        Ok(Self {
+            connection,
+            script: Script::new(DECIDE_LUA),
+            breaker: CircuitBreaker::new(config.breaker),
+            config,
+            origin: Instant::now(),
+            stats: StoreStats::default(),
+        })
+    }
+
+    /// The 16-byte seed of counter keys that every node sharing this store must use: made
+    /// by the first node that asks, read by the others.
+    pub async fn shared_key_seed(&self) -> Result<[u8; 16], RedisStoreError> {
+        let mut fresh = [0u8; 16];
+        getrandom::fill(&mut fresh).map_err(|e| RedisStoreError::Unreachable {
+            url: self.config.url.redacted(),
+            source: redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "no randomness for the key seed",
+                e.to_string(),
+            )),
+        })?;
+        let key = format!("{}:key-seed", self.config.prefix);
+        let mut set = redis::cmd("SET");
+        set.arg(&key).arg(hex(&fresh)).arg("NX");
+        let mut get = redis::cmd("GET");
+        get.arg(&key);
+        let stored: String = tokio::time::timeout(self.config.connect_timeout * 4, async {
+            let _: redis::Value = self.query(&set).await?;
+            self.query(&get).await
+        })
+        .await
+        .map_err(|_| RedisStoreError::Unreachable {
+            url: self.config.url.redacted(),
+            source: redis::RedisError::from((redis::ErrorKind::Io, "timed out")),
+        })?
+        .map_err(|source| RedisStoreError::Unreachable {
+            url: self.config.url.redacted(),
+            source,
+        })?;
+        parse_seed(&stored).ok_or_else(|| RedisStoreError::InvalidUrl {
+            url: self.config.url.redacted(),
+            reason: format!("the stored key seed '{key}' is not 32 hex digits"),
+        })
+    }
+
+    /// Calls made and how they ended.
+    pub fn stats(&self) -> &StoreStats {
+        &self.stats
+    }
+
+    /// Whether the circuit is closed (the store answered recently).
+    pub fn circuit(&self) -> CircuitState {
+        self.breaker.state()
+    }
+
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> redis::RedisResult<T> {
+        match &self.connection {
+            Connection::Single(c) => cmd.query_async(&mut c.clone()).await,
+            Connection::Cluster(c) => cmd.query_async(&mut c.clone()).await,
+        }
+    }
+
+    async fn invoke(&self, invocation: &ScriptInvocation<'_>) -> redis::RedisResult<Vec<i64>> {
+        match &self.connection {
+            Connection::Single(c) => invocation.invoke_async(&mut c.clone()).await,
+            Connection::Cluster(c) => invocation.invoke_async(&mut c.clone()).await,
+        }
+    }
+
+    fn timeout_ms(&self) -> u64 {
+        u64::try_from(self.config.timeout.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn monotonic(&self) -> Nanos {
+        u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// `{prefix}:{group}:{key}`: the braces make the group Redis Cluster's hash tag.
+    fn key_name(&self, op: &LimitOp) -> String {
+        let mut name = String::with_capacity(self.config.prefix.len() + 38);
+        let _ = write!(
+            name,
+            "{}:{{{:016x}}}:{:016x}",
+            self.config.prefix, op.group, op.key.0
+        );
+        name
+    }
+
+    async fn run(
+        &self,
+        ops: &mut [LimitOp],
+        now: Nanos,
+        rule: CommitRule,
+    ) -> Result<(), StoreError> {
+        let started = self.monotonic();
+        if self.breaker.admit(started) == Admission::Refuse {
+            self.stats.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(StoreError::Unavailable(
+                "circuit open after repeated store failures; probing".to_owned(),
+            ));
+        }
+        let mut invocation = self.script.prepare_invoke();
+        for op in ops.iter() {
+            invocation.key(self.key_name(op));
+        }
+        invocation.arg(u8::from(rule == CommitRule::EveryRequestCounts));
+        match self.config.clock {
+            StoreClock::Store => invocation.arg("server").arg(""),
+            StoreClock::Caller => invocation
+                .arg(now / NANOS_PER_SECOND)
+                .arg(now % NANOS_PER_SECOND),
+        };
+        for op in ops.iter() {
+            let algorithm = match op.limit.algorithm() {
+                Algorithm::FixedWindow => 1u8,
+                Algorithm::Gcra => 2,
+                Algorithm::SlidingWindow => 3,
+            };
+            invocation
+                .arg(algorithm)
+                .arg(op.limit.requests())
+                .arg(op.limit.period())
+                .arg(op.limit.burst())
+                .arg(op.limit.emission())
+                .arg(op.cost)
+                .arg(u8::from(op.enforce));
+        }
+        let answer = tokio::time::timeout(self.config.timeout, self.invoke(&invocation)).await;
+        let reply = match answer {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(e)) if e.is_timeout() => {
+                self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                self.breaker.on_failure(self.monotonic());
+                return Err(StoreError::Timeout(self.timeout_ms()));
+            }
+            Ok(Err(e)) => {
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                // A script error is the same on every retry: a bug or a bad limit, not an
+                // outage, so it does not open the circuit.
+                if e.kind() != redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) {
+                    self.breaker.on_failure(self.monotonic());
+                }
+                return Err(StoreError::Unavailable(e.to_string()));
+            }
+            Err(_) => {
+                self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                self.breaker.on_failure(self.monotonic());
+                return Err(StoreError::Timeout(self.timeout_ms()));
+            }
+        };
+        self.breaker.on_success();
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        if reply.len() != ops.len() * REPLY_WIDTH {
+            return Err(StoreError::Unavailable(format!(
+                "the decision script answered {} values for {} counters",
+                reply.len(),
+                ops.len()
+            )));
+        }
+        for (op, values) in ops.iter_mut().zip(reply.chunks_exact(REPLY_WIDTH)) {
+            op.outcome = Some(outcome_of(op.limit.algorithm(), values));
+        }
+        Ok(())
+    }
+}
+
+impl Store for RedisStore {
+    fn apply<'a>(
+        &'a self,
+        ops: &'a mut [LimitOp],
+        now: Nanos,
+        rule: CommitRule,
+    ) -> StoreFuture<'a> {
+        Box::pin(self.run(ops, now, rule))
+    }
+
+    fn needs_group(&self) -> bool {
+        true
+    }
+
+    fn is_available(&self) -> bool {
+        self.breaker.state() == CircuitState::Closed
+    }
+
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+}
+
+/// One op's reply: allowed, remaining, reset_after, retry_after (-1: none), then the
+/// state as expiry seconds, nanoseconds and the algorithm's two counts.
+fn outcome_of(algorithm: Algorithm, v: &[i64]) -> Outcome {
+    let unsigned = |x: i64| u64::try_from(x).unwrap_or(0);
+    let expiry = unsigned(v[4])
+        .saturating_mul(NANOS_PER_SECOND)
+        .saturating_add(unsigned(v[5]));
+    let (a, b) = (unsigned(v[6]), unsigned(v[7]));
+    let state = match algorithm {
+        Algorithm::FixedWindow => CounterState([expiry, a]),
+        Algorithm::Gcra => CounterState([expiry, 0]),
+        Algorithm::SlidingWindow => CounterState([expiry, (a << 32) | (b & 0xffff_ffff)]),
+    };
+    Outcome {
+        allowed: v[0] == 1,
+        remaining: unsigned(v[1]),
+        reset_after: unsigned(v[2]),
+        retry_after: (v[3] >= 0).then(|| unsigned(v[3])),
+        state,
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+fn parse_seed(text: &str) -> Option<[u8; 16]> {
+    if text.len() != 32 || !text.is_ascii() {
+        return None;
+    }
+    let mut seed = [0u8; 16];
+    for (i, byte) in seed.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(seed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeds_round_trip_through_hex() {
+        let seed: [u8; 16] = std::array::from_fn(|i| (i * 17) as u8);
+        assert_eq!(parse_seed(&hex(&seed)), Some(seed));
+        assert_eq!(parse_seed("zz"), None);
+        assert_eq!(parse_seed(&"g".repeat(32)), None);
+    }
+
+    #[test]
+    fn replies_become_outcomes_with_core_shaped_state() {
+        let o = outcome_of(Algorithm::SlidingWindow, &[1, 4, 10, -1, 2, 5, 3, 7]);
+        assert!(o.allowed);
+        assert_eq!(o.retry_after, None);
+        assert_eq!(o.state, CounterState([2_000_000_005, (3 << 32) | 7]));
+        let o = outcome_of(Algorithm::Gcra, &[0, 0, 10, 3, 0, 0, 0, 0]);
+        assert_eq!(o.retry_after, Some(3));
+        assert_eq!(o.state, CounterState::default());
+    }
+}

@@ -1,0 +1,5 @@
+//! tollgate-redis against real Redis servers started by the test harness.
+
+mod conformance;
+mod failures;
+mod support;

@@ -1,0 +1,20 @@
+//! Test fixtures shared by Tollgate's crates. Tests talk to real servers, never mocks:
+//! these start private ones on free loopback ports and stop them when dropped.
+//!
+//! - [`RedisServer`]: one `redis-server` process.
+//! - [`RedisCluster`]: three `redis-server` masters joined into a Cluster.
+//! - [`FaultProxy`]: a TCP proxy that can add latency, refuse and cut connections.
+
+mod proxy;
+mod redis;
+
+pub use proxy::FaultProxy;
+pub use redis::{RedisCluster, RedisServer};
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free loopback port: {e}"))
+}

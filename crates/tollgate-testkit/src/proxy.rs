@@ -1,0 +1,162 @@
+//! A TCP proxy between a client and a server that tests can make slow or unreachable.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+#[derive(Default)]
+struct Faults {
+    /// Added before each chunk is forwarded, in milliseconds.
+    latency_ms: AtomicU64,
+    /// New connections are closed at once; existing ones are cut.
+    down: AtomicBool,
+}
+
+/// Forwards `127.0.0.1:<port>` to a target; see [`FaultProxy::set_latency`] and
+/// [`FaultProxy::set_down`]. Runs on its own thread; stops when dropped.
+pub struct FaultProxy {
+    addr: SocketAddr,
+    faults: Arc<Faults>,
+    /// Bumped to cut every open connection.
+    cut: watch::Sender<u64>,
+    stop: Option<std::sync::mpsc::Sender<()>>,
+}
+
+impl FaultProxy {
+    /// Starts a proxy to `target` on a free loopback port.
+    pub fn start(target: SocketAddr) -> Self {
+        let faults = Arc::new(Faults::default());
+        let (cut, cut_rx) = watch::channel(0u64);
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let thread_faults = faults.clone();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap_or_else(|e| panic!("proxy runtime: {e}"));
+            runtime.block_on(async move {
+                let listener = TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .unwrap_or_else(|e| panic!("proxy bind: {e}"));
+                let _ = addr_tx.send(listener.local_addr().unwrap_or_else(|e| panic!("{e}")));
+                let stopper = tokio::task::spawn_blocking(move || {
+                    let _ = stop_rx.recv();
+                });
+                tokio::pin!(stopper);
+                loop {
+                    tokio::select! {
+                        _ = &mut stopper => return,
+                        accepted = listener.accept() => {
+                            let Ok((client, _)) = accepted else { continue };
+                            if thread_faults.down.load(Ordering::SeqCst) {
+                                drop(client);
+                                continue;
+                            }
+                            let faults = thread_faults.clone();
+                            let cut = cut_rx.clone();
+                            tokio::spawn(async move {
+                                if let Ok(server) = TcpStream::connect(target).await {
+                                    relay(client, server, faults, cut).await;
+                                }
+                            });
+                        }
+                    }
+                }
+            });
+        });
+        let addr = addr_rx
+            .recv_timeout(Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("proxy did not start: {e}"));
+        Self {
+            addr,
+            faults,
+            cut,
+            stop: Some(stop_tx),
+        }
+    }
+
+    /// Where clients connect.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Delays every forwarded chunk by `latency`.
+    pub fn set_latency(&self, latency: Duration) {
+        let ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
+        self.faults.latency_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// `true`: cut every connection and refuse new ones (the server "dies"); `false`: heal.
+    pub fn set_down(&self, down: bool) {
+        self.faults.down.store(down, Ordering::SeqCst);
+        if down {
+            self.cut.send_modify(|n| *n += 1);
+        }
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.set_down(true);
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+async fn relay(
+    client: TcpStream,
+    server: TcpStream,
+    faults: Arc<Faults>,
+    mut cut: watch::Receiver<u64>,
+) {
+    // Only cuts after this connection was made count.
+    cut.borrow_and_update();
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let up_faults = faults.clone();
+    let up = async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match client_read.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            delay(&up_faults).await;
+            if server_write.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    };
+    let down = async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match server_read.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            delay(&faults).await;
+            if client_write.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = up => {}
+        _ = down => {}
+        _ = cut.changed() => {}
+    }
+}
+
+async fn delay(faults: &Faults) {
+    let ms = faults.latency_ms.load(Ordering::SeqCst);
+    if ms > 0 {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+}
