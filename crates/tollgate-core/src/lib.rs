@@ -24,7 +24,7 @@ pub use key::{CounterKey, KeyHasher};
 pub use limiter::{Decision, DescriptorStatus, Limiter, LimiterConfig, Rule};
 pub use policy::{Consistency, OnStoreError, Policy, PolicyError, PolicyLimit, PolicySet, Unit};
 pub use store::{
-    Admission, CircuitBreaker, CircuitBreakerConfig, CircuitState, CommitRule, LimitOp,
+    Admission, CircuitBreaker, CircuitBreakerConfig, CircuitState, CommitRule, LeaseGrant, LimitOp,
     MemoryStore, MemoryStoreConfig, Store, StoreError,
 };
 pub use time::{Clock, ManualClock, Nanos, SECOND, SystemClock};

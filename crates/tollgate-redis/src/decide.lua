@@ -9,11 +9,13 @@
 -- nanoseconds relative to now, which stay exact for anything within 104 days.
 --
 -- KEYS[i]: the i-th counter.
--- ARGV[1]: 0 = all or nothing, 1 = every request counts.
+-- ARGV[1]: 0 = all or nothing, 1 = every request counts, 2 = lease (one counter: give back
+--          ARGV[11] unused tokens, then take up to `cost`; see Limit::lease).
 -- ARGV[2], ARGV[3]: 'server', '' to use the store's clock, or the caller's seconds and
 --                   nanoseconds (tests on a manual clock).
 -- ARGV[4 + 7(i-1) ..]: algorithm (1 fixed, 2 gcra, 3 sliding), requests, period ns,
 --                   burst, emission ns, cost, enforce (0/1).
+-- Lease reply: granted, remaining, reset_after, retry_after (-1: none), valid_for.
 -- Reply: per counter, 8 integers: allowed, remaining, reset_after, retry_after (-1: none),
 --        then the outcome's state: seconds, nanoseconds, a, b.
 -- Stored value: "seconds nanoseconds a b" (expiry time, then the algorithm's two counts).
@@ -212,11 +214,29 @@ local function charge(op, st, o)
   return sliding_charge(op, st, op.cost)
 end
 
-local ops, outs, staged, view = {}, {}, {}, {}
-local admitted = true
-for i = 1, #KEYS do
-  local base = 4 + 7 * (i - 1)
-  local op = {
+local function refund(op, st, cost)
+  if cost == 0 or st.e == FRESH then return st end
+  if op.algorithm == 1 then
+    local window_end, count = fixed_unpack(op, st)
+    if window_end ~= st.e then return st end
+    return { e = window_end, a = math.max(count - cost, 0), b = 0 }
+  elseif op.algorithm == 2 then
+    return { e = math.max(st.e - cost * op.emission, math.min(0, st.e)), a = 0, b = 0 }
+  end
+  local start, prev, curr = sliding_unpack(op, st)
+  if start + 2 * op.period ~= st.e then return st end
+  return { e = st.e, a = prev, b = math.max(curr - cost, 0) }
+end
+
+local function save(key, st)
+  local s, n = absolute(st.e)
+  -- Kept one second past the moment it is as good as fresh.
+  local ttl = math.max(math.ceil(st.e / 1000000), 0) + 1000
+  redis.call('SET', key, string.format('%d %d %d %d', s, n, st.a, st.b), 'PX', ttl)
+end
+
+local function parse_op(base)
+  return {
     algorithm = tonumber(ARGV[base]),
     requests = tonumber(ARGV[base + 1]),
     period = tonumber(ARGV[base + 2]),
@@ -225,6 +245,34 @@ for i = 1, #KEYS do
     cost = tonumber(ARGV[base + 5]),
     enforce = ARGV[base + 6] == '1',
   }
+end
+
+if ARGV[1] == '2' then
+  local op = parse_op(4)
+  local st = load(KEYS[1])
+  local before = st
+  st = refund(op, st, tonumber(ARGV[11]))
+  local room = decide(op, st, 0).remaining
+  local granted = math.min(op.cost, room)
+  local o
+  if granted > 0 then
+    o = decide(op, st, granted)
+    st = o.state
+  else
+    o = decide(op, st, math.max(math.min(op.cost, math.max(op.burst, 1)), 1))
+  end
+  if st ~= before then save(KEYS[1], st) end
+  local valid_for = op.period
+  if op.algorithm ~= 2 then valid_for = op.period - now_mod(op.period) end
+  local retry = -1
+  if granted == 0 and o.retry then retry = o.retry end
+  return { granted, o.remaining, o.reset, retry, valid_for }
+end
+
+local ops, outs, staged, view = {}, {}, {}, {}
+local admitted = true
+for i = 1, #KEYS do
+  local op = parse_op(4 + 7 * (i - 1))
   ops[i] = op
   local key = KEYS[i]
   local st = view[key] or load(key)
@@ -245,11 +293,7 @@ if not every and not admitted then
 else
   for i = 1, #KEYS do
     if ops[i].cost > 0 and (outs[i].allowed or every) then
-      local st = staged[i]
-      local s, n = absolute(st.e)
-      -- Kept one second past the moment it is as good as fresh.
-      local ttl = math.max(math.ceil(st.e / 1000000), 0) + 1000
-      redis.call('SET', KEYS[i], string.format('%d %d %d %d', s, n, st.a, st.b), 'PX', ttl)
+      save(KEYS[i], staged[i])
     end
   end
 end

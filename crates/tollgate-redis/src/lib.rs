@@ -26,7 +26,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{Script, ScriptInvocation};
 use tollgate_core::algorithm::Algorithm;
-use tollgate_core::store::{Admission, CircuitState, StoreFuture};
+use tollgate_core::store::{Admission, CircuitState, LeaseFuture, LeaseGrant, StoreFuture};
 use tollgate_core::{
     CircuitBreaker, CircuitBreakerConfig, CommitRule, CounterState, LimitOp, Nanos, Outcome, Store,
     StoreError,
@@ -276,31 +276,22 @@ impl RedisStore {
         name
     }
 
-    async fn run(
+    /// Script arguments after the mode: the clock, then each op's limit and cost.
+    fn push_args(
         &self,
-        ops: &mut [LimitOp],
+        invocation: &mut ScriptInvocation<'_>,
+        mode: u8,
         now: Nanos,
-        rule: CommitRule,
-    ) -> Result<(), StoreError> {
-        let started = self.monotonic();
-        if self.breaker.admit(started) == Admission::Refuse {
-            self.stats.refused.fetch_add(1, Ordering::Relaxed);
-            return Err(StoreError::Unavailable(
-                "circuit open after repeated store failures; probing".to_owned(),
-            ));
-        }
-        let mut invocation = self.script.prepare_invoke();
-        for op in ops.iter() {
-            invocation.key(self.key_name(op));
-        }
-        invocation.arg(u8::from(rule == CommitRule::EveryRequestCounts));
+        ops: &[&LimitOp],
+    ) {
+        invocation.arg(mode);
         match self.config.clock {
             StoreClock::Store => invocation.arg("server").arg(""),
             StoreClock::Caller => invocation
                 .arg(now / NANOS_PER_SECOND)
                 .arg(now % NANOS_PER_SECOND),
         };
-        for op in ops.iter() {
+        for op in ops {
             let algorithm = match op.limit.algorithm() {
                 Algorithm::FixedWindow => 1u8,
                 Algorithm::Gcra => 2,
@@ -315,13 +306,27 @@ impl RedisStore {
                 .arg(op.cost)
                 .arg(u8::from(op.enforce));
         }
-        let answer = tokio::time::timeout(self.config.timeout, self.invoke(&invocation)).await;
-        let reply = match answer {
-            Ok(Ok(reply)) => reply,
+    }
+
+    /// Runs the script under the breaker and the deadline.
+    async fn call(&self, invocation: &ScriptInvocation<'_>) -> Result<Vec<i64>, StoreError> {
+        if self.breaker.admit(self.monotonic()) == Admission::Refuse {
+            self.stats.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(StoreError::Unavailable(
+                "circuit open after repeated store failures; probing".to_owned(),
+            ));
+        }
+        let answer = tokio::time::timeout(self.config.timeout, self.invoke(invocation)).await;
+        match answer {
+            Ok(Ok(reply)) => {
+                self.breaker.on_success();
+                self.stats.calls.fetch_add(1, Ordering::Relaxed);
+                Ok(reply)
+            }
             Ok(Err(e)) if e.is_timeout() => {
                 self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
                 self.breaker.on_failure(self.monotonic());
-                return Err(StoreError::Timeout(self.timeout_ms()));
+                Err(StoreError::Timeout(self.timeout_ms()))
             }
             Ok(Err(e)) => {
                 self.stats.errors.fetch_add(1, Ordering::Relaxed);
@@ -330,16 +335,30 @@ impl RedisStore {
                 if e.kind() != redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) {
                     self.breaker.on_failure(self.monotonic());
                 }
-                return Err(StoreError::Unavailable(e.to_string()));
+                Err(StoreError::Unavailable(e.to_string()))
             }
             Err(_) => {
                 self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
                 self.breaker.on_failure(self.monotonic());
-                return Err(StoreError::Timeout(self.timeout_ms()));
+                Err(StoreError::Timeout(self.timeout_ms()))
             }
-        };
-        self.breaker.on_success();
-        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    async fn run(
+        &self,
+        ops: &mut [LimitOp],
+        now: Nanos,
+        rule: CommitRule,
+    ) -> Result<(), StoreError> {
+        let mut invocation = self.script.prepare_invoke();
+        for op in ops.iter() {
+            invocation.key(self.key_name(op));
+        }
+        let mode = u8::from(rule == CommitRule::EveryRequestCounts);
+        let refs: Vec<&LimitOp> = ops.iter().collect();
+        self.push_args(&mut invocation, mode, now, &refs);
+        let reply = self.call(&invocation).await?;
         if reply.len() != ops.len() * REPLY_WIDTH {
             return Err(StoreError::Unavailable(format!(
                 "the decision script answered {} values for {} counters",
@@ -352,6 +371,36 @@ impl RedisStore {
         }
         Ok(())
     }
+
+    async fn run_lease(
+        &self,
+        op: &LimitOp,
+        unused: u64,
+        want: u64,
+        now: Nanos,
+    ) -> Result<LeaseGrant, StoreError> {
+        let mut invocation = self.script.prepare_invoke();
+        invocation.key(self.key_name(op));
+        let mut wanted = *op;
+        wanted.cost = want;
+        self.push_args(&mut invocation, 2, now, &[&wanted]);
+        invocation.arg(unused);
+        let reply = self.call(&invocation).await?;
+        let [granted, remaining, reset_after, retry_after, valid_for] = reply[..] else {
+            return Err(StoreError::Unavailable(format!(
+                "the lease script answered {} values instead of 5",
+                reply.len()
+            )));
+        };
+        let unsigned = |x: i64| u64::try_from(x).unwrap_or(0);
+        Ok(LeaseGrant {
+            granted: unsigned(granted),
+            remaining: unsigned(remaining),
+            reset_after: unsigned(reset_after),
+            retry_after: (retry_after >= 0).then(|| unsigned(retry_after)),
+            valid_for: unsigned(valid_for),
+        })
+    }
 }
 
 impl Store for RedisStore {
@@ -362,6 +411,14 @@ impl Store for RedisStore {
         rule: CommitRule,
     ) -> StoreFuture<'a> {
         Box::pin(self.run(ops, now, rule))
+    }
+
+    fn lease<'a>(&'a self, op: &'a LimitOp, unused: u64, want: u64, now: Nanos) -> LeaseFuture<'a> {
+        Box::pin(self.run_lease(op, unused, want, now))
+    }
+
+    fn is_shared(&self) -> bool {
+        true
     }
 
     fn needs_group(&self) -> bool {

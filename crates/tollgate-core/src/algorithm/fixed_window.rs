@@ -23,6 +23,14 @@ pub(super) fn charge(limit: &Limit, state: CounterState, cost: u64, now: Nanos) 
     CounterState([end, count.saturating_add(cost)])
 }
 
+pub(super) fn refund(limit: &Limit, state: CounterState, cost: u64, now: Nanos) -> CounterState {
+    let (end, count) = unpack(limit, state, now);
+    if end != state.0[0] {
+        return state;
+    }
+    CounterState([end, count.saturating_sub(cost)])
+}
+
 pub(super) fn decide(limit: &Limit, state: CounterState, cost: u64, now: Nanos) -> Outcome {
     let (end, count) = unpack(limit, state, now);
     let reset_after = end - now;

@@ -42,6 +42,12 @@ pub(super) fn decide(limit: &Limit, state: CounterState, cost: u64, now: Nanos) 
 }
 
 /// A refused request empties the bucket, without going into debt.
+pub(super) fn refund(limit: &Limit, state: CounterState, cost: u64, now: Nanos) -> CounterState {
+    let back = state.0[0].saturating_sub(cost.saturating_mul(limit.emission));
+    // Below `now` every value means "full"; keep `now` so the state stays recognisably live.
+    CounterState([back.max(now.min(state.0[0])), 0])
+}
+
 pub(super) fn charge(limit: &Limit, state: CounterState, cost: u64, now: Nanos) -> CounterState {
     let t = limit.emission;
     let full_debt = now.saturating_add(limit.burst.saturating_mul(t));

@@ -216,6 +216,58 @@ impl Limit {
     }
 }
 
+impl Limit {
+    /// The state after giving back `cost` that an earlier decision took (a request admitted
+    /// here but denied by another store, or leased tokens never spent). Never leaves more
+    /// room than the counter had before that decision; a window that has since ended
+    /// keeps nothing to give back.
+    pub fn refund(&self, state: CounterState, cost: u64, now: Nanos) -> CounterState {
+        if cost == 0 || state == CounterState::default() {
+            return state;
+        }
+        match self.algorithm {
+            Algorithm::FixedWindow => fixed_window::refund(self, state, cost, now),
+            Algorithm::Gcra => gcra::refund(self, state, cost, now),
+            Algorithm::SlidingWindow => sliding_window::refund(self, state, cost, now),
+        }
+    }
+
+    /// Takes up to `want` at once for a node to spend locally (`consistency: leased`):
+    /// as much as fits, possibly nothing. With nothing granted the outcome is the denial of
+    /// `want` (capped at the burst), whose `retry_after` says when a full lease fits.
+    pub fn lease(&self, state: CounterState, want: u64, now: Nanos) -> (u64, Outcome) {
+        let room = self.decide(state, 0, now).remaining;
+        let granted = want.min(room);
+        if granted == 0 {
+            return (0, self.decide(state, want.clamp(1, self.burst.max(1)), now));
+        }
+        (granted, self.decide(state, granted, now))
+    }
+
+    /// How long tokens leased at `now` may be spent: to the end of the current window for
+    /// window algorithms (they were counted in it), a whole period for GCRA (they were
+    /// taken from the bucket already; the caller caps it further).
+    pub fn lease_valid_for(&self, now: Nanos) -> Nanos {
+        match self.algorithm {
+            Algorithm::Gcra => self.period,
+            Algorithm::FixedWindow | Algorithm::SlidingWindow => {
+                window_start(now, self.period).saturating_add(self.period) - now
+            }
+        }
+    }
+
+    /// The same limit for one of `nodes` nodes that split it: requests and burst divided,
+    /// at least 1 each (a zero limit stays zero). Used by `on_store_error: local`.
+    pub fn divided(&self, nodes: u64) -> Limit {
+        if nodes <= 1 || self.requests == 0 {
+            return *self;
+        }
+        let requests = (self.requests / nodes).max(1);
+        let burst = (self.burst / nodes).max(1);
+        Self::build(self.algorithm, requests, self.period, burst).unwrap_or(*self)
+    }
+}
+
 /// Start of the calendar-aligned window of length `period` that contains `now`.
 #[inline]
 fn window_start(now: Nanos, period: Nanos) -> Nanos {

@@ -30,6 +30,17 @@ fn unpack(state: CounterState, current: Nanos, period: Nanos) -> (Nanos, u64, u6
 }
 
 /// A refused request counts in the current window (32-bit counts saturate).
+pub(super) fn refund(limit: &Limit, state: CounterState, cost: u64, now: Nanos) -> CounterState {
+    let p = limit.period;
+    let current = window_start(now, p);
+    let (start, prev, curr) = unpack(state, current, p);
+    if start.saturating_add(p.saturating_mul(2)) != state.0[0] {
+        // The counted window is no longer the current one: nothing to give back.
+        return state;
+    }
+    CounterState([state.0[0], (prev << 32) | curr.saturating_sub(cost)])
+}
+
 pub(super) fn charge(limit: &Limit, state: CounterState, cost: u64, now: Nanos) -> CounterState {
     let p = limit.period;
     let (start, prev, curr) = unpack(state, window_start(now, p), p);

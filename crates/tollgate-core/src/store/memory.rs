@@ -15,7 +15,9 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use smallvec::SmallVec;
 
-use super::{CommitRule, LimitOp, Store, StoreError, StoreFuture, batch_admits};
+use super::{
+    CommitRule, LeaseFuture, LeaseGrant, LimitOp, Store, StoreError, StoreFuture, batch_admits,
+};
 use crate::algorithm::CounterState;
 use crate::key::CounterKey;
 use crate::time::Nanos;
@@ -199,6 +201,32 @@ impl MemoryStore {
         }
     }
 
+    /// Gives back `cost` that admitted `ops` took (see [`crate::Limit::refund`]).
+    pub fn refund(&self, ops: &[LimitOp], now: Nanos) {
+        for op in ops.iter().filter(|op| op.cost > 0) {
+            let mut shard = self.lock(self.shard_of(op.key));
+            if let Some(state) = shard.get_mut(&op.key.0) {
+                *state = op.limit.refund(*state, op.cost, now);
+            }
+        }
+    }
+
+    /// [`Store::lease`] without waiting.
+    pub fn lease_sync(&self, op: &LimitOp, unused: u64, want: u64, now: Nanos) -> LeaseGrant {
+        let mut shard = self.lock(self.shard_of(op.key));
+        let mut state = shard.get(&op.key.0).copied().unwrap_or_default();
+        let before = state;
+        state = op.limit.refund(state, unused, now);
+        let (granted, outcome) = op.limit.lease(state, want, now);
+        if granted > 0 {
+            state = outcome.state;
+        }
+        if state != before {
+            self.commit(&mut shard, op.key, state);
+        }
+        LeaseGrant::from_outcome(granted, &outcome, op.limit.lease_valid_for(now))
+    }
+
     #[inline]
     fn commit(&self, shard: &mut Shard, key: CounterKey, state: CounterState) {
         if let Some(existing) = shard.get_mut(&key.0) {
@@ -268,6 +296,11 @@ impl Store for MemoryStore {
     ) -> Option<Result<(), StoreError>> {
         self.apply_with(ops, now, rule);
         Some(Ok(()))
+    }
+
+    fn lease<'a>(&'a self, op: &'a LimitOp, unused: u64, want: u64, now: Nanos) -> LeaseFuture<'a> {
+        let grant = self.lease_sync(op, unused, want, now);
+        Box::pin(std::future::ready(Ok(grant)))
     }
 
     fn kind(&self) -> &'static str {

@@ -89,6 +89,42 @@ impl StoreError {
     }
 }
 
+/// Tokens a store granted to one node for one counter (`consistency: leased`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseGrant {
+    /// Tokens granted, possibly 0.
+    pub granted: u64,
+    /// What the store has left after the grant.
+    pub remaining: u64,
+    /// Nanoseconds until the counter is full again.
+    pub reset_after: Nanos,
+    /// With nothing granted: when a full lease would fit.
+    pub retry_after: Option<Nanos>,
+    /// How long the tokens may be spent, from the store's now.
+    pub valid_for: Nanos,
+}
+
+impl LeaseGrant {
+    /// The grant for a lease decided by [`Limit::lease`].
+    pub fn from_outcome(granted: u64, outcome: &Outcome, valid_for: Nanos) -> Self {
+        Self {
+            granted,
+            remaining: outcome.remaining,
+            reset_after: outcome.reset_after,
+            retry_after: if granted == 0 {
+                outcome.retry_after
+            } else {
+                None
+            },
+            valid_for,
+        }
+    }
+}
+
+/// The future [`Store::lease`] returns.
+pub type LeaseFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<LeaseGrant, StoreError>> + Send + 'a>>;
+
 /// The future a [`Store`] returns.
 pub type StoreFuture<'a> = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 'a>>;
 
@@ -109,6 +145,16 @@ pub trait Store: Send + Sync + 'static {
     ) -> Option<Result<(), StoreError>> {
         let _ = (ops, now, rule);
         None
+    }
+
+    /// Gives back `unused` tokens of an earlier lease on `op`'s counter, then takes up to
+    /// `want` more, atomically ([`Limit::refund`], [`Limit::lease`]).
+    fn lease<'a>(&'a self, op: &'a LimitOp, unused: u64, want: u64, now: Nanos) -> LeaseFuture<'a>;
+
+    /// Whether counters are shared with other nodes (Redis), so that `consistency` matters;
+    /// false for the in-memory store, where every policy is simply exact.
+    fn is_shared(&self) -> bool {
+        false
     }
 
     /// Whether the store is answering (false while a circuit breaker is open); drives

@@ -189,6 +189,46 @@ proptest! {
         }
     }
 
+    /// Giving back what an admitted decision took restores exactly the room there was, and
+    /// a refund never creates room that was not taken.
+    #[test]
+    fn refunds_restore_the_room_a_decision_took(
+        which in 0usize..3,
+        start in 0u64..1_000_000,
+        events in events(300, 4),
+        refund_cost in 1u64..5,
+    ) {
+        let limit = [
+            Limit::fixed_window(5, 1_000).unwrap(),
+            Limit::gcra(3, 1_000, 4).unwrap(),
+            Limit::sliding_window(6, 1_000).unwrap(),
+        ][which];
+        let trace = run(&limit, start, &events);
+        for &(now, cost, o, before) in &trace {
+            let room_before = limit.decide(before, 0, now).remaining;
+            if o.allowed && cost > 0 {
+                let back = limit.refund(o.state, cost, now);
+                prop_assert_eq!(limit.decide(back, 0, now).remaining, room_before);
+            }
+            // Refunding more than was taken stops at a fresh counter's room.
+            let over = limit.refund(before, refund_cost, now);
+            prop_assert!(limit.decide(over, 0, now).remaining <= limit.burst());
+        }
+    }
+
+    #[test]
+    fn divided_limits_split_requests_and_burst(n in 1u64..10, requests in 0u64..100, burst in 1u64..100) {
+        let limit = Limit::gcra(requests, 1_000_000, burst).unwrap();
+        let part = limit.divided(n);
+        if requests == 0 {
+            prop_assert_eq!(part, limit);
+        } else {
+            prop_assert_eq!(part.requests(), (requests / n).max(1));
+            prop_assert_eq!(part.burst(), (burst / n).max(1));
+            prop_assert_eq!(part.period(), limit.period());
+        }
+    }
+
     /// envoyproxy/ratelimit's counting against a naive model: evaluate in order, and every
     /// op charges its counter, admitted or not.
     #[test]

@@ -23,13 +23,19 @@ fn limits() -> Vec<Limit> {
     ]
 }
 
-/// (gap in ns before the batch, [(limit index, key, cost, enforce)]).
-type Batch = (u64, Vec<(usize, u64, u64, bool)>);
+/// (gap in ns before the batch, [(limit index, key, cost, enforce)], then maybe a lease:
+/// (limit index, key, unused tokens given back, tokens wanted)).
+type Batch = (
+    u64,
+    Vec<(usize, u64, u64, bool)>,
+    Option<(usize, u64, u64, u64)>,
+);
 
 fn batches() -> impl Strategy<Value = Vec<Batch>> {
     let gap = prop_oneof![0u64..1_000, 0u64..300_000_000, 0u64..20 * SECOND];
     let op = (0usize..8, 0u64..3, 0u64..4, prop::bool::weighted(0.85));
-    prop::collection::vec((gap, prop::collection::vec(op, 1..4)), 1..40)
+    let lease = prop::option::weighted(0.4, (0usize..8, 0u64..3, 0u64..3, 1u64..6));
+    prop::collection::vec((gap, prop::collection::vec(op, 1..4), lease), 1..40)
 }
 
 fn run_conformance(url: &str, cases: u32) {
@@ -52,7 +58,7 @@ fn run_conformance(url: &str, cases: u32) {
             let group = fresh_group();
             // A realistic wall-clock time (late 2026) plus a random sub-second offset.
             let mut now = 1_795_000_000 * SECOND + offset;
-            for (gap, batch) in batches {
+            for (gap, batch, lease) in batches {
                 now += gap;
                 let make = || -> Vec<LimitOp> {
                     batch
@@ -81,6 +87,15 @@ fn run_conformance(url: &str, cases: u32) {
                         now,
                         rule
                     );
+                }
+                if let Some((l, k, unused, want)) = lease {
+                    let mut op = LimitOp::new(CounterKey((l as u64) << 8 | k), limits[l], 0, true);
+                    op.group = group;
+                    let expected = memory.lease_sync(&op, unused, want, now);
+                    let got = rt
+                        .block_on(redis.lease(&op, unused, want, now))
+                        .map_err(|e| TestCaseError::fail(format!("store error: {e}")))?;
+                    prop_assert_eq!(expected, got, "lease {:?} at {}", (l, k, unused, want), now);
                 }
             }
             Ok(())
