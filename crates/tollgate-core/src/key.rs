@@ -31,6 +31,12 @@ impl KeyHasher {
         }
     }
 
+    /// A fingerprint of `domain` that keeps its counters together in a sharded store
+    /// ([`crate::LimitOp::group`]).
+    pub fn group(&self, domain: &str) -> u64 {
+        self.start(0xfe, domain).finish().0
+    }
+
     pub(crate) fn start(&self, tag: u8, domain: &str) -> KeyBuilder {
         let mut h = SipHasher13::new_with_keys(self.k0, self.k1);
         h.write_u8(tag);

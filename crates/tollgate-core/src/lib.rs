@@ -13,6 +13,7 @@
 pub mod algorithm;
 pub mod descriptor;
 pub mod key;
+pub mod lease;
 mod limiter;
 pub mod policy;
 pub mod store;

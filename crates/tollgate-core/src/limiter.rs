@@ -8,9 +8,10 @@ use smallvec::SmallVec;
 use crate::algorithm::Outcome;
 use crate::descriptor::{CheckRequest, LimitOverride, RequestError, RequestLimits};
 use crate::key::{CounterKey, KeyHasher};
-use crate::policy::{Domain, OnStoreError, Policy, PolicyLimit, PolicySet, Unit};
+use crate::lease::{LeaseTable, Take};
+use crate::policy::{Consistency, Domain, OnStoreError, Policy, PolicyLimit, PolicySet, Unit};
 use crate::store::{CommitRule, LimitOp, MemoryStore, Store, StoreError, batch_admits};
-use crate::time::{Clock, Nanos};
+use crate::time::{Clock, Nanos, SECOND};
 
 /// What decided one descriptor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,6 +117,12 @@ pub struct LimiterConfig {
     /// How counters are charged: Tollgate's all-or-nothing (a denial consumes nothing) or
     /// envoyproxy/ratelimit's "every request counts".
     pub commit_rule: CommitRule,
+    /// How many nodes share the store: `on_store_error: local` enforces `limit / nodes`.
+    pub nodes: u64,
+    /// `consistency: leased` takes `burst / lease_divisor` tokens per round trip.
+    pub lease_divisor: u64,
+    /// Longest time a leased token may wait to be spent.
+    pub lease_ttl: Nanos,
 }
 
 impl Default for LimiterConfig {
@@ -125,6 +132,9 @@ impl Default for LimiterConfig {
             key_seed: [0x5a; 16],
             shadow_mode: false,
             commit_rule: CommitRule::AllOrNothing,
+            nodes: 1,
+            lease_divisor: 10,
+            lease_ttl: SECOND,
         }
     }
 }
@@ -133,13 +143,18 @@ impl Default for LimiterConfig {
 pub struct Limiter {
     policies: ArcSwap<PolicySet>,
     store: Arc<dyn Store>,
-    /// Node-local counters for `on_store_error: local`.
-    fallback: MemoryStore,
+    /// This node's counters: `consistency: local` and `on_store_error: local`.
+    local: MemoryStore,
+    /// Tokens leased from a shared store.
+    leases: LeaseTable,
     clock: Arc<dyn Clock>,
     keys: KeyHasher,
     request_limits: RequestLimits,
     shadow_mode: bool,
     commit_rule: CommitRule,
+    nodes: u64,
+    lease_divisor: u64,
+    lease_ttl: Nanos,
 }
 
 impl std::fmt::Debug for Limiter {
@@ -160,6 +175,10 @@ struct Plan {
     op_of: SmallVec<[Option<usize>; 2]>,
     ops: SmallVec<[LimitOp; 2]>,
     on_error: SmallVec<[OnStoreError; 2]>,
+    consistency: SmallVec<[Consistency; 2]>,
+    /// Per op: the store failed and `on_store_error` answered.
+    failed: SmallVec<[bool; 2]>,
+    store_error: Option<StoreError>,
     domain: Option<Arc<str>>,
     now: Nanos,
 }
@@ -175,12 +194,16 @@ impl Limiter {
         Self {
             policies: ArcSwap::from_pointee(policies),
             store,
-            fallback: MemoryStore::default(),
+            local: MemoryStore::default(),
+            leases: LeaseTable::default(),
             clock,
             keys: KeyHasher::new(config.key_seed),
             request_limits: config.request_limits,
             shadow_mode: config.shadow_mode,
             commit_rule: config.commit_rule,
+            nodes: config.nodes.max(1),
+            lease_divisor: config.lease_divisor.max(1),
+            lease_ttl: config.lease_ttl.max(1),
         }
     }
 
@@ -210,12 +233,161 @@ impl Limiter {
     pub async fn check(&self, request: &CheckRequest<'_>) -> Result<Decision, RequestError> {
         let mut plan = Plan::default();
         self.plan(request, &mut plan)?;
+        if self.store.is_shared() {
+            self.decide_shared(&mut plan).await;
+        } else {
+            // One store for everything: every consistency is simply exact.
+            let rule = self.commit_rule;
+            let result = match self.store.apply_now(&mut plan.ops, plan.now, rule) {
+                Some(result) => result,
+                None => self.store.apply(&mut plan.ops, plan.now, rule).await,
+            };
+            if let Err(e) = result {
+                let all: SmallVec<[usize; 4]> = (0..plan.ops.len()).collect();
+                self.answer_without_store(&mut plan, &all, e);
+            }
+        }
+        Ok(self.finish(&mut plan))
+    }
+
+    /// Leased ops spend local tokens, local ops use this node's memory, global ops make one
+    /// store call; then, if the request is denied, whatever was taken is given back.
+    async fn decide_shared(&self, plan: &mut Plan) {
         let rule = self.commit_rule;
-        let result = match self.store.apply_now(&mut plan.ops, plan.now, rule) {
-            Some(result) => result,
-            None => self.store.apply(&mut plan.ops, plan.now, rule).await,
+        let now = plan.now;
+        let by = |c: Consistency| -> SmallVec<[usize; 4]> {
+            (0..plan.ops.len())
+                .filter(|&i| plan.consistency[i] == c)
+                .collect()
         };
-        Ok(self.finish(&mut plan, result))
+        let (leased, local, global) = (
+            by(Consistency::Leased),
+            by(Consistency::Local),
+            by(Consistency::Global),
+        );
+        // Taken before the verdict, given back if the request is denied.
+        let mut taken_leases: SmallVec<[usize; 2]> = SmallVec::new();
+        let mut taken_local: SmallVec<[LimitOp; 2]> = SmallVec::new();
+
+        for &i in &leased {
+            match self.spend_lease(&plan.ops[i], now).await {
+                Ok(outcome) => {
+                    if outcome.allowed && plan.ops[i].cost > 0 {
+                        taken_leases.push(i);
+                    }
+                    plan.ops[i].outcome = Some(outcome);
+                }
+                Err(e) => {
+                    let fallback = self.answer_without_store(plan, &[i], e);
+                    taken_local.extend(fallback);
+                }
+            }
+        }
+        if !local.is_empty() {
+            let mut ops: SmallVec<[LimitOp; 4]> = local.iter().map(|&i| plan.ops[i]).collect();
+            self.local.apply_with(&mut ops, now, rule);
+            if batch_admits(&ops) {
+                taken_local.extend(
+                    ops.iter()
+                        .copied()
+                        .filter(|o| o.outcome.is_some_and(|x| x.allowed)),
+                );
+            }
+            for (op, &i) in ops.into_iter().zip(&local) {
+                plan.ops[i].outcome = op.outcome;
+            }
+        }
+        if !global.is_empty() {
+            let denied_already = rule == CommitRule::AllOrNothing
+                && plan
+                    .ops
+                    .iter()
+                    .any(|o| o.enforce && o.outcome.is_some_and(|x| !x.allowed));
+            let mut ops: SmallVec<[LimitOp; 4]> = global.iter().map(|&i| plan.ops[i]).collect();
+            if denied_already {
+                // Denied by a lease or a local limit: only ask what is left.
+                for op in ops.iter_mut() {
+                    op.cost = 0;
+                }
+            }
+            match self.store.apply(&mut ops, now, rule).await {
+                Ok(()) => {
+                    for (op, &i) in ops.into_iter().zip(&global) {
+                        plan.ops[i].outcome = op.outcome;
+                    }
+                }
+                Err(e) => {
+                    let fallback = self.answer_without_store(plan, &global, e);
+                    taken_local.extend(fallback);
+                }
+            }
+        }
+        if rule == CommitRule::AllOrNothing && !batch_admits(&plan.ops) {
+            for &i in &taken_leases {
+                self.leases.give_back(plan.ops[i].key, plan.ops[i].cost);
+            }
+            self.local.refund(&taken_local, now);
+        }
+    }
+
+    /// One leased op: spend local tokens, or fetch a lease (giving back an expired one).
+    async fn spend_lease(&self, op: &LimitOp, now: Nanos) -> Result<Outcome, StoreError> {
+        let want = op
+            .limit
+            .burst()
+            .div_ceil(self.lease_divisor)
+            .max(op.cost)
+            .max(1);
+        let low_water = want / 2;
+        let granted = |left: u64, store_remaining: u64, reset_at: Nanos| Outcome {
+            allowed: true,
+            remaining: left.saturating_add(store_remaining),
+            reset_after: reset_at.saturating_sub(now),
+            retry_after: None,
+            state: Default::default(),
+        };
+        let denied = |retry_at: Nanos, reset_at: Nanos| Outcome {
+            allowed: false,
+            remaining: 0,
+            reset_after: reset_at.saturating_sub(now),
+            retry_after: (op.cost <= op.limit.burst()).then(|| retry_at.saturating_sub(now).max(1)),
+            state: Default::default(),
+        };
+        match self.leases.take(op.key, op.limit, op.cost, low_water, now) {
+            Take::Taken {
+                left,
+                store_remaining,
+                reset_at,
+                refill,
+            } => {
+                if refill {
+                    // Fetched ahead of need by the request that crossed the low-water mark,
+                    // so that the others keep spending without a round trip.
+                    match self.store.lease(op, 0, want, now).await {
+                        Ok(grant) => {
+                            self.leases
+                                .fill(op.key, op.limit, &grant, 0, self.lease_ttl, now);
+                        }
+                        Err(_) => self.leases.refill_failed(op.key),
+                    }
+                }
+                Ok(granted(left, store_remaining, reset_at))
+            }
+            Take::Exhausted { retry_at, reset_at } => Ok(denied(retry_at, reset_at)),
+            Take::Fetch { unused } => {
+                let grant = self.store.lease(op, unused, want, now).await?;
+                let (spent, left) =
+                    self.leases
+                        .fill(op.key, op.limit, &grant, op.cost, self.lease_ttl, now);
+                let reset_at = now.saturating_add(grant.reset_after);
+                if spent {
+                    Ok(granted(left, grant.remaining, reset_at))
+                } else {
+                    let wait = grant.retry_after.unwrap_or(grant.valid_for);
+                    Ok(denied(now.saturating_add(wait), reset_at))
+                }
+            }
+        }
     }
 
     fn plan(&self, request: &CheckRequest<'_>, plan: &mut Plan) -> Result<(), RequestError> {
@@ -248,41 +420,53 @@ impl Limiter {
             plan.keys.push(key);
         }
         drop_replaced(&mut plan.statuses);
+        let group = if self.store.needs_group() {
+            self.keys.group(request.domain)
+        } else {
+            0
+        };
         for (i, descriptor) in request.descriptors.iter().enumerate() {
-            let (limit, enforce, on_error) = match &plan.statuses[i].rule {
-                None => (None, true, OnStoreError::default()),
-                Some(Rule::Override(o)) => (Some(o.limit()), true, OnStoreError::default()),
+            let (limit, enforce, on_error, consistency) = match &plan.statuses[i].rule {
+                None => (None, true, OnStoreError::default(), Consistency::default()),
+                Some(Rule::Override(o)) => (
+                    Some(o.limit()),
+                    true,
+                    OnStoreError::default(),
+                    Consistency::default(),
+                ),
                 Some(Rule::Policy(p)) => match &p.limit {
-                    PolicyLimit::Limited { limit, .. } => {
-                        (Some(*limit), !p.shadow_mode, p.on_store_error)
-                    }
-                    PolicyLimit::Unlimited => (None, true, p.on_store_error),
+                    PolicyLimit::Limited { limit, .. } => (
+                        Some(*limit),
+                        !p.shadow_mode,
+                        p.on_store_error,
+                        p.consistency,
+                    ),
+                    PolicyLimit::Unlimited => (None, true, p.on_store_error, p.consistency),
                 },
             };
             let mut op_index = None;
             if let (Some(limit), Some(key)) = (limit, plan.keys[i]) {
                 op_index = Some(plan.ops.len());
                 let cost = request.cost_of(descriptor);
-                plan.ops
-                    .push(LimitOp::new(key, limit, cost, enforce && !self.shadow_mode));
+                let mut op = LimitOp::new(key, limit, cost, enforce && !self.shadow_mode);
+                op.group = group;
+                plan.ops.push(op);
                 plan.on_error.push(on_error);
+                plan.consistency.push(consistency);
+                plan.failed.push(false);
             }
             plan.op_of.push(op_index);
         }
         Ok(())
     }
 
-    fn finish(&self, plan: &mut Plan, result: Result<(), StoreError>) -> Decision {
-        let store_error = result.err();
-        if store_error.is_some() {
-            self.answer_without_store(plan);
-        }
+    fn finish(&self, plan: &mut Plan) -> Decision {
         let admitted = batch_admits(&plan.ops);
         for (status, op_index) in plan.statuses.iter_mut().zip(&plan.op_of) {
             let Some(i) = *op_index else { continue };
             let op = &plan.ops[i];
             let Some(outcome) = op.outcome else { continue };
-            status.store_failed = store_error.is_some();
+            status.store_failed = plan.failed[i];
             status.reset_after = outcome.reset_after;
             status.retry_after = outcome.retry_after;
             status.remaining = outcome.remaining;
@@ -299,30 +483,50 @@ impl Limiter {
             allowed: admitted,
             statuses: std::mem::take(&mut plan.statuses),
             domain: plan.domain.take(),
-            store_error,
+            store_error: plan.store_error.take(),
         }
     }
 
-    /// Fills every op's outcome from its policy's `on_store_error` after a store failure.
-    fn answer_without_store(&self, plan: &mut Plan) {
-        let local: SmallVec<[usize; 4]> = (0..plan.ops.len())
+    /// Fills the outcome of ops `which` from their policies' `on_store_error` after a store
+    /// failure. `local` enforces `limit / nodes` in this node's memory; the ops it admitted
+    /// (and so charged) are returned, to be given back if the request is denied.
+    fn answer_without_store(
+        &self,
+        plan: &mut Plan,
+        which: &[usize],
+        error: StoreError,
+    ) -> SmallVec<[LimitOp; 2]> {
+        let local: SmallVec<[usize; 4]> = which
+            .iter()
+            .copied()
             .filter(|&i| plan.on_error[i] == OnStoreError::Local)
             .collect();
+        let mut charged = SmallVec::new();
         if !local.is_empty() {
-            let mut ops: SmallVec<[LimitOp; 4]> = local.iter().map(|&i| plan.ops[i]).collect();
-            self.fallback
-                .apply_with(&mut ops, plan.now, self.commit_rule);
+            let mut ops: SmallVec<[LimitOp; 4]> = local
+                .iter()
+                .map(|&i| {
+                    let mut op = plan.ops[i];
+                    op.limit = op.limit.divided(self.nodes);
+                    op
+                })
+                .collect();
+            self.local.apply_with(&mut ops, plan.now, self.commit_rule);
+            if batch_admits(&ops) {
+                charged.extend(ops.iter().copied());
+            }
             for (op, &i) in ops.into_iter().zip(&local) {
                 plan.ops[i].outcome = op.outcome;
             }
         }
-        for (op, on_error) in plan.ops.iter_mut().zip(&plan.on_error) {
-            let allowed = match on_error {
+        for &i in which {
+            plan.failed[i] = true;
+            let allowed = match plan.on_error[i] {
                 OnStoreError::Allow => true,
                 OnStoreError::Deny => false,
                 OnStoreError::Local => continue,
             };
-            op.outcome = Some(Outcome {
+            plan.ops[i].outcome = Some(Outcome {
                 allowed,
                 remaining: 0,
                 reset_after: 0,
@@ -330,6 +534,13 @@ impl Limiter {
                 state: Default::default(),
             });
         }
+        plan.store_error = Some(error);
+        charged
+    }
+
+    /// Drops leases that expired; the server calls it with its other housekeeping.
+    pub fn sweep(&self, now: Nanos) -> usize {
+        self.leases.sweep(now) + self.local.sweep(now)
     }
 }
 

@@ -263,6 +263,18 @@ impl tollgate_core::Store for DownStore {
         )))
     }
 
+    fn lease<'a>(
+        &'a self,
+        _op: &'a tollgate_core::LimitOp,
+        _unused: u64,
+        _want: u64,
+        _now: u64,
+    ) -> tollgate_core::store::LeaseFuture<'a> {
+        Box::pin(std::future::ready(Err(
+            tollgate_core::StoreError::Unavailable("connection refused".into()),
+        )))
+    }
+
     fn kind(&self) -> &'static str {
         "down"
     }
@@ -396,4 +408,27 @@ fn envoy_counting_charges_denied_requests_too() {
     // Unlike Tollgate's default, the five denials were charged to the daily plan too.
     let d = check(&l, "api", &[&[("plan", "free")]]);
     assert_eq!(d.statuses[0].remaining, 100 - 16);
+}
+
+#[test]
+fn the_local_fallback_enforces_the_limit_divided_by_the_nodes() {
+    let policies = PolicySet::from_files([(
+        "api.yaml",
+        "domain: api
+descriptors:
+  - key: local
+    rate_limit: {unit: minute, requests_per_unit: 10, on_store_error: local}
+",
+    )])
+    .unwrap();
+    let clock = Arc::new(ManualClock::new(1_000 * SECOND));
+    let config = LimiterConfig {
+        nodes: 4,
+        ..LimiterConfig::default()
+    };
+    let l = Limiter::new(policies, Arc::new(DownStore), clock, config);
+    let admitted = (0..10)
+        .filter(|_| check(&l, "api", &[&[("local", "x")]]).allowed)
+        .count();
+    assert_eq!(admitted, 2, "10 / 4 nodes, rounded down");
 }

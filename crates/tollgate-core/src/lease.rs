@@ -1,0 +1,278 @@
+//! Tokens this node leased from a shared store (`consistency: leased`), spent without a
+//! round trip. Every token was taken from the store's counter before it is spent here, so
+//! nodes together never admit more than the limit; what they can lose is the tokens a node
+//! holds but does not spend (see `docs/design/consistency.md`).
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use crate::algorithm::Limit;
+use crate::key::CounterKey;
+use crate::store::LeaseGrant;
+use crate::time::Nanos;
+
+const SHARDS: usize = 64;
+
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    limit: Limit,
+    tokens: u64,
+    /// The tokens may be spent before this time (node clock).
+    valid_until: Nanos,
+    /// What the store had left at the last grant (reported, not enforced).
+    store_remaining: u64,
+    reset_at: Nanos,
+    /// The store had nothing to lease: deny here until then.
+    exhausted_until: Nanos,
+    /// One request is already fetching the next lease.
+    refilling: bool,
+}
+
+/// What [`LeaseTable::take`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Take {
+    /// Spent locally. `refill`: tokens ran low and this caller should fetch the next lease.
+    Taken {
+        /// Tokens this node still holds.
+        left: u64,
+        /// Tokens the store had left at the last grant.
+        store_remaining: u64,
+        /// When the counter is full again.
+        reset_at: Nanos,
+        /// Whether the caller should fetch more now.
+        refill: bool,
+    },
+    /// The store is known to be out of tokens until `retry_at`.
+    Exhausted {
+        /// When a lease may succeed again.
+        retry_at: Nanos,
+        /// When the counter is full again.
+        reset_at: Nanos,
+    },
+    /// Ask the store: give back `unused` tokens of an expired lease and take more.
+    Fetch {
+        /// Tokens of a lease that may no longer be spent, to give back.
+        unused: u64,
+    },
+}
+
+/// Leases held by this node, per counter.
+#[derive(Debug)]
+pub struct LeaseTable {
+    shards: Box<[Mutex<HashMap<u64, Slot>>]>,
+}
+
+impl Default for LeaseTable {
+    fn default() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+        }
+    }
+}
+
+impl LeaseTable {
+    fn shard(&self, key: CounterKey) -> MutexGuard<'_, HashMap<u64, Slot>> {
+        // Slots are replaced whole; a poisoned lock still guards consistent data.
+        self.shards[(key.0 >> 58) as usize % SHARDS]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Spends `cost` tokens of `key`'s lease if it holds enough; `low_water` is the level
+    /// under which the next lease is fetched ahead of need.
+    pub fn take(
+        &self,
+        key: CounterKey,
+        limit: Limit,
+        cost: u64,
+        low_water: u64,
+        now: Nanos,
+    ) -> Take {
+        let mut shard = self.shard(key);
+        let Some(slot) = shard.get_mut(&key.0) else {
+            return Take::Fetch { unused: 0 };
+        };
+        if slot.limit != limit || slot.valid_until <= now {
+            // A changed policy or an expired lease: give it all back and start over.
+            let unused = if slot.limit == limit { slot.tokens } else { 0 };
+            shard.remove(&key.0);
+            return Take::Fetch { unused };
+        }
+        if slot.tokens >= cost {
+            slot.tokens -= cost;
+            let refill = slot.tokens <= low_water && !slot.refilling;
+            if refill {
+                slot.refilling = true;
+            }
+            return Take::Taken {
+                left: slot.tokens,
+                store_remaining: slot.store_remaining,
+                reset_at: slot.reset_at,
+                refill,
+            };
+        }
+        if now < slot.exhausted_until {
+            return Take::Exhausted {
+                retry_at: slot.exhausted_until,
+                reset_at: slot.reset_at,
+            };
+        }
+        // Not enough here: hand the rest back with the next fetch.
+        let unused = slot.tokens;
+        shard.remove(&key.0);
+        Take::Fetch { unused }
+    }
+
+    /// Adds a grant fetched at `sent_at` (node clock, before the request left) and spends
+    /// `cost` of it if it can. Returns whether `cost` was spent and the tokens left.
+    pub fn fill(
+        &self,
+        key: CounterKey,
+        limit: Limit,
+        grant: &LeaseGrant,
+        cost: u64,
+        ttl: Nanos,
+        sent_at: Nanos,
+    ) -> (bool, u64) {
+        let mut shard = self.shard(key);
+        // The store measured validity from its own now, which is after `sent_at`: counting
+        // from `sent_at` can only end the lease early.
+        let valid_until = sent_at.saturating_add(grant.valid_for.min(ttl));
+        let reset_at = sent_at.saturating_add(grant.reset_after);
+        let slot = shard.entry(key.0).or_insert(Slot {
+            limit,
+            tokens: 0,
+            valid_until,
+            store_remaining: 0,
+            reset_at,
+            exhausted_until: 0,
+            refilling: false,
+        });
+        if slot.limit != limit {
+            slot.limit = limit;
+            slot.tokens = 0;
+        }
+        slot.tokens = slot.tokens.saturating_add(grant.granted);
+        slot.valid_until = slot.valid_until.min(valid_until);
+        slot.store_remaining = grant.remaining;
+        slot.reset_at = reset_at;
+        slot.refilling = false;
+        if grant.granted == 0 {
+            let wait = grant.retry_after.unwrap_or(grant.valid_for).max(1);
+            slot.exhausted_until = sent_at.saturating_add(wait);
+        }
+        let spent = slot.tokens >= cost;
+        if spent {
+            slot.tokens -= cost;
+        }
+        (spent, slot.tokens)
+    }
+
+    /// Gives `cost` back to the lease it was taken from (the request was denied elsewhere).
+    pub fn give_back(&self, key: CounterKey, cost: u64) {
+        if let Some(slot) = self.shard(key).get_mut(&key.0) {
+            slot.tokens = slot.tokens.saturating_add(cost);
+        }
+    }
+
+    /// A refill failed: let the next caller try.
+    pub fn refill_failed(&self, key: CounterKey) {
+        if let Some(slot) = self.shard(key).get_mut(&key.0) {
+            slot.refilling = false;
+        }
+    }
+
+    /// Drops leases that can no longer be spent. Their tokens are lost to this window,
+    /// which is the under-admission leasing trades for fewer round trips.
+    pub fn sweep(&self, now: Nanos) -> usize {
+        let mut dropped = 0;
+        for shard in self.shards.iter() {
+            let mut map = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            let before = map.len();
+            map.retain(|_, s| s.valid_until > now || s.exhausted_until > now);
+            dropped += before - map.len();
+        }
+        dropped
+    }
+
+    /// Tokens held for `key`, for tests and inspection.
+    pub fn tokens(&self, key: CounterKey) -> u64 {
+        self.shard(key).get(&key.0).map_or(0, |s| s.tokens)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::SECOND;
+
+    fn grant(granted: u64) -> LeaseGrant {
+        LeaseGrant {
+            granted,
+            remaining: 50,
+            reset_after: SECOND,
+            retry_after: (granted == 0).then_some(SECOND / 2),
+            valid_for: SECOND,
+        }
+    }
+
+    #[test]
+    fn tokens_are_spent_until_low_water_then_one_caller_refills() {
+        let t = LeaseTable::default();
+        let (k, l) = (CounterKey(1), Limit::fixed_window(100, SECOND).unwrap());
+        assert_eq!(t.take(k, l, 1, 2, 0), Take::Fetch { unused: 0 });
+        assert_eq!(t.fill(k, l, &grant(5), 1, SECOND, 0), (true, 4));
+        assert!(matches!(
+            t.take(k, l, 1, 2, 1),
+            Take::Taken {
+                left: 3,
+                refill: false,
+                ..
+            }
+        ));
+        assert!(matches!(
+            t.take(k, l, 1, 2, 1),
+            Take::Taken {
+                left: 2,
+                refill: true,
+                ..
+            }
+        ));
+        assert!(matches!(
+            t.take(k, l, 1, 2, 1),
+            Take::Taken {
+                left: 1,
+                refill: false,
+                ..
+            }
+        ));
+        t.give_back(k, 1);
+        assert_eq!(t.tokens(k), 2);
+    }
+
+    #[test]
+    fn expired_and_changed_leases_are_handed_back() {
+        let t = LeaseTable::default();
+        let (k, l) = (CounterKey(2), Limit::fixed_window(100, SECOND).unwrap());
+        t.fill(k, l, &grant(5), 0, SECOND / 4, 0);
+        assert_eq!(t.take(k, l, 1, 0, SECOND / 4), Take::Fetch { unused: 5 });
+        t.fill(k, l, &grant(5), 0, SECOND, 0);
+        let other = Limit::fixed_window(10, SECOND).unwrap();
+        assert_eq!(t.take(k, other, 1, 0, 1), Take::Fetch { unused: 0 });
+    }
+
+    #[test]
+    fn an_empty_store_is_remembered_until_its_retry_time() {
+        let t = LeaseTable::default();
+        let (k, l) = (CounterKey(3), Limit::fixed_window(100, SECOND).unwrap());
+        assert_eq!(t.fill(k, l, &grant(0), 1, SECOND, 10), (false, 0));
+        assert!(
+            matches!(t.take(k, l, 1, 0, 11), Take::Exhausted { retry_at, .. } if retry_at == 10 + SECOND / 2)
+        );
+        assert_eq!(
+            t.take(k, l, 1, 0, 10 + SECOND / 2),
+            Take::Fetch { unused: 0 }
+        );
+        assert_eq!(t.sweep(2 * SECOND), 0, "the slot was already handed back");
+    }
+}
