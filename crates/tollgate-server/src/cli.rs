@@ -54,9 +54,22 @@ pub struct ServeArgs {
     /// Port 0 picks a free port; the chosen address is logged.
     #[arg(long, env = "TOLLGATE_GRPC_ADDR", value_name = "ADDR")]
     pub grpc_addr: Option<SocketAddr>,
-    /// Where counters live. Supported: memory:// (this process).
+    /// Where counters live: memory:// (this process, the default), redis://host:port
+    /// (rediss:// for TLS) or redis+cluster://host:port,host:port for a Redis Cluster.
+    /// Valkey works under the same URLs (valkey:// is accepted too).
     #[arg(long, env = "TOLLGATE_STORE", value_name = "URL")]
     pub store: Option<String>,
+    /// Deadline of one call to a shared store (e.g. `50ms`); past it, the policy's
+    /// on_store_error decides.
+    #[arg(long, env = "TOLLGATE_STORE_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub store_timeout: Option<std::time::Duration>,
+    /// Prefix of every key in a shared store, so several deployments can share one Redis.
+    #[arg(long, env = "TOLLGATE_STORE_PREFIX", value_name = "PREFIX")]
+    pub store_prefix: Option<String>,
+    /// How many nodes share the store: with on_store_error: local, each node then enforces
+    /// limit / N on its own while the store is unreachable.
+    #[arg(long, env = "TOLLGATE_NODES", value_name = "N")]
+    pub nodes: Option<u64>,
     /// Most counters the in-memory store keeps (memory stays bounded under key spraying).
     #[arg(long, env = "TOLLGATE_MAX_KEYS", value_name = "N")]
     pub max_keys: Option<usize>,

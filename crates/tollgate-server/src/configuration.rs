@@ -8,6 +8,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
+use tollgate_redis::StoreUrl;
+
 use crate::cli::{LogFormat, ResponseHeaders, ServeArgs};
 use crate::http::listener::MaxAge;
 
@@ -24,7 +26,19 @@ pub enum StoreSettings {
         /// Most counters kept.
         max_keys: usize,
     },
+    /// In Redis or Valkey, shared by every node pointed at it.
+    Redis {
+        /// Where.
+        url: StoreUrl,
+        /// Deadline of one call.
+        timeout: Duration,
+        /// Prefix of every key.
+        prefix: String,
+    },
 }
+
+/// Default deadline of one call to a shared store.
+pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_millis(50);
 
 /// Everything `tollgate serve` needs to start.
 #[derive(Debug, Clone)]
@@ -37,6 +51,8 @@ pub struct Settings {
     pub policies: Option<PathBuf>,
     /// Counter store.
     pub store: StoreSettings,
+    /// Nodes sharing the store (`on_store_error: local` enforces limit / nodes).
+    pub nodes: u64,
     /// Log format.
     pub log_format: LogFormat,
     /// Worker threads, each with its own runtime and listening socket.
@@ -60,6 +76,10 @@ struct FileSettings {
     policies: Option<PathBuf>,
     store: Option<String>,
     max_keys: Option<usize>,
+    #[serde(default, with = "humantime_serde_opt")]
+    store_timeout: Option<Duration>,
+    store_prefix: Option<String>,
+    nodes: Option<u64>,
     log_format: Option<LogFormat>,
     workers: Option<usize>,
     #[serde(default)]
@@ -104,6 +124,22 @@ impl Settings {
             .or(file.store)
             .unwrap_or_else(|| "memory://".into());
         let max_keys = args.max_keys.or(file.max_keys).unwrap_or(16 << 20);
+        let shared = SharedStoreOptions {
+            timeout: args
+                .store_timeout
+                .or(file.store_timeout)
+                .unwrap_or(DEFAULT_STORE_TIMEOUT),
+            prefix: args
+                .store_prefix
+                .clone()
+                .or(file.store_prefix)
+                .unwrap_or_else(|| "tollgate".to_owned()),
+        };
+        let nodes = match args.nodes.or(file.nodes) {
+            Some(0) => bail!("nodes must be at least 1"),
+            Some(n) => n,
+            None => 1,
+        };
         Ok(Self {
             http_addr: match args.http_addr.or(file.http_addr) {
                 Some(addr) => addr,
@@ -114,7 +150,8 @@ impl Settings {
                 None => DEFAULT_GRPC_ADDR.parse()?,
             },
             policies: args.policies.clone().or(file_policies),
-            store: parse_store(&store_url, max_keys)?,
+            store: parse_store(&store_url, max_keys, shared)?,
+            nodes,
             log_format: args.log_format.or(file.log_format).unwrap_or_default(),
             workers: match args.workers.or(file.workers) {
                 Some(0) => bail!("workers must be at least 1"),
@@ -147,19 +184,38 @@ fn read_file(path: &Path) -> anyhow::Result<FileSettings> {
     toml::from_str(&text).with_context(|| format!("invalid configuration file {}", path.display()))
 }
 
-fn parse_store(url: &str, max_keys: usize) -> anyhow::Result<StoreSettings> {
+/// Options that only shared stores use.
+struct SharedStoreOptions {
+    timeout: Duration,
+    prefix: String,
+}
+
+fn parse_store(
+    url: &str,
+    max_keys: usize,
+    shared: SharedStoreOptions,
+) -> anyhow::Result<StoreSettings> {
     let scheme = url.split_once("://").map_or(url, |(scheme, _)| scheme);
-    match scheme {
-        "memory" => {
-            if max_keys == 0 {
-                bail!("max_keys must be at least 1");
-            }
-            Ok(StoreSettings::Memory { max_keys })
+    if scheme == "memory" {
+        if max_keys == 0 {
+            bail!("max_keys must be at least 1");
         }
-        other => bail!(
-            "unsupported store URL '{url}': scheme '{other}' is not supported by this build (use memory://)"
-        ),
+        return Ok(StoreSettings::Memory { max_keys });
     }
+    if shared.timeout.is_zero() {
+        bail!("store_timeout must be longer than zero");
+    }
+    if shared.prefix.is_empty() || shared.prefix.contains(['{', '}']) {
+        bail!("store_prefix must be non-empty and must not contain braces");
+    }
+    let url = StoreUrl::parse(url).map_err(|e| {
+        anyhow::anyhow!("{e} (supported: memory://, redis://, rediss://, redis+cluster://)")
+    })?;
+    Ok(StoreSettings::Redis {
+        url,
+        timeout: shared.timeout,
+        prefix: shared.prefix,
+    })
 }
 
 #[cfg(test)]
@@ -208,8 +264,45 @@ mod tests {
         })
         .unwrap_err();
         assert!(format!("{err:#}").contains("http_adr"), "{err:#}");
-        let err = parse_store("redis://127.0.0.1:6379", 1).unwrap_err();
-        assert!(err.to_string().contains("scheme 'redis'"), "{err}");
+        let err = parse_store("memcached://127.0.0.1:11211", 1, options()).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown scheme 'memcached'"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("redis+cluster://"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn options() -> SharedStoreOptions {
+        SharedStoreOptions {
+            timeout: DEFAULT_STORE_TIMEOUT,
+            prefix: "tollgate".into(),
+        }
+    }
+
+    #[test]
+    fn redis_urls_pick_the_redis_store_with_its_options() {
+        let s = parse_store(
+            "redis+cluster://127.0.0.1:7000,127.0.0.1:7001",
+            1,
+            options(),
+        )
+        .unwrap();
+        let StoreSettings::Redis {
+            url,
+            timeout,
+            prefix,
+        } = s
+        else {
+            panic!("expected Redis, got {s:?}");
+        };
+        assert!(matches!(url, StoreUrl::Cluster(ref nodes) if nodes.len() == 2));
+        assert_eq!(timeout, Duration::from_millis(50));
+        assert_eq!(prefix, "tollgate");
+        let bad_prefix = SharedStoreOptions {
+            prefix: "a{b}".into(),
+            ..options()
+        };
+        assert!(parse_store("redis://h:1", 1, bad_prefix).is_err());
     }
 }

@@ -37,11 +37,53 @@ pub fn descriptors<'a>(
         .collect()
 }
 
+/// Lets one store-error line through per second.
+static STORE_ERROR_LOG: LogThrottle = LogThrottle::new();
+
+/// At most one log line per second; counts the ones it held back.
+struct LogThrottle {
+    last_second: std::sync::atomic::AtomicU64,
+    held_back: std::sync::atomic::AtomicU64,
+}
+
+impl LogThrottle {
+    const fn new() -> Self {
+        Self {
+            last_second: std::sync::atomic::AtomicU64::new(0),
+            held_back: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(lines held back since the last one)` when this line may be written.
+    fn admit(&self) -> Option<u64> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let second = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let last = self.last_second.load(Relaxed);
+        if second != last
+            && self
+                .last_second
+                .compare_exchange(last, second, Relaxed, Relaxed)
+                .is_ok()
+        {
+            return Some(self.held_back.swap(0, Relaxed));
+        }
+        self.held_back.fetch_add(1, Relaxed);
+        None
+    }
+}
+
 /// Counts a decision and logs it at debug level. Descriptor values may be personal data
 /// (user ids, addresses), so they are never logged.
 pub fn record(state: &AppState, id: &RequestId, domain: &str, decision: &Decision) {
     if let Some(e) = &decision.store_error {
-        tracing::warn!(request_id = id.as_str(), error = %e, "store failed; policies' on_store_error decided");
+        metrics::counter!("tollgate_store_fallback_decisions_total").increment(1);
+        // During an outage every request fails the same way: one line per second, with
+        // how many were not logged, instead of a line per request.
+        if let Some(suppressed) = STORE_ERROR_LOG.admit() {
+            tracing::warn!(request_id = id.as_str(), error = %e, suppressed, "store failed; policies' on_store_error decided");
+        }
     }
     let shadow = decision.statuses.iter().filter(|s| s.shadow_denied).count() as u64;
     state

@@ -15,8 +15,9 @@ use anyhow::Context;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::watch;
 use tollgate_core::{
-    CommitRule, Limiter, LimiterConfig, MemoryStore, MemoryStoreConfig, SystemClock,
+    CommitRule, Limiter, LimiterConfig, MemoryStore, MemoryStoreConfig, Store, SystemClock,
 };
+use tollgate_redis::{RedisStore, RedisStoreConfig};
 
 use crate::configuration::{Settings, StoreSettings};
 use crate::grpc::GrpcOptions;
@@ -38,6 +39,78 @@ pub struct Application {
     policies: Option<(std::path::PathBuf, Option<crate::reload::Fingerprint>)>,
     /// Settings of the gRPC listeners.
     grpc: GrpcOptions,
+    /// Runs a shared store's connections (one thread), apart from the request workers,
+    /// whose runtimes come and go with their listeners.
+    store_runtime: Option<tokio::runtime::Runtime>,
+}
+
+/// The store chosen by the settings, and the key seed to use with it.
+struct BuiltStore {
+    store: Arc<dyn Store>,
+    memory: Option<Arc<MemoryStore>>,
+    redis: Option<Arc<RedisStore>>,
+    key_seed: [u8; 16],
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+fn build_store(settings: &StoreSettings) -> anyhow::Result<BuiltStore> {
+    match settings {
+        StoreSettings::Memory { max_keys } => {
+            let memory = Arc::new(MemoryStore::new(MemoryStoreConfig {
+                max_keys: *max_keys,
+                ..MemoryStoreConfig::default()
+            }));
+            let mut key_seed = [0u8; 16];
+            getrandom::fill(&mut key_seed)
+                .map_err(|e| anyhow::anyhow!("cannot read random bytes for the key seed: {e}"))?;
+            tracing::info!(store = "memory", max_keys, "counter store ready");
+            Ok(BuiltStore {
+                store: memory.clone(),
+                memory: Some(memory),
+                redis: None,
+                key_seed,
+                runtime: None,
+            })
+        }
+        StoreSettings::Redis {
+            url,
+            timeout,
+            prefix,
+        } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("tollgate-store")
+                .enable_all()
+                .build()
+                .context("cannot start the store's runtime")?;
+            let mut config = RedisStoreConfig::new(url.clone());
+            config.timeout = *timeout;
+            config.prefix = prefix.clone();
+            let redacted = url.redacted();
+            let (redis, key_seed) = runtime
+                .block_on(async {
+                    let redis = RedisStore::connect(config).await?;
+                    // Nodes sharing a store must build the same counter keys.
+                    let seed = redis.shared_key_seed().await?;
+                    Ok::<_, tollgate_redis::RedisStoreError>((redis, seed))
+                })
+                .with_context(|| {
+                    format!(
+                        "cannot use the store at {redacted}: is Redis running there? \
+                         (start one with `redis-server --port 6379`, or pick another with --store)"
+                    )
+                })?;
+            tracing::info!(store = "redis", url = %redacted, timeout_ms = timeout.as_millis() as u64, %prefix, "counter store ready");
+            let redis = Arc::new(redis);
+            Ok(BuiltStore {
+                store: redis.clone(),
+                memory: None,
+                redis: Some(redis),
+                key_seed,
+                runtime: Some(runtime),
+            })
+        }
+    }
 }
 
 /// Binds one listening socket with `SO_REUSEPORT`, so several can share `addr`.
@@ -71,16 +144,10 @@ impl Application {
         let metrics = Metrics::install().context("cannot install the metrics recorder")?;
         metrics.set_domains(&policies);
 
-        let StoreSettings::Memory { max_keys } = settings.store;
-        let memory = Arc::new(MemoryStore::new(MemoryStoreConfig {
-            max_keys,
-            ..MemoryStoreConfig::default()
-        }));
-        let mut key_seed = [0u8; 16];
-        getrandom::fill(&mut key_seed)
-            .map_err(|e| anyhow::anyhow!("cannot read random bytes for the key seed: {e}"))?;
+        let built = build_store(&settings.store)?;
         let config = LimiterConfig {
-            key_seed,
+            key_seed: built.key_seed,
+            nodes: settings.nodes,
             shadow_mode: settings.shadow_mode,
             commit_rule: if settings.count_denied_requests {
                 CommitRule::EveryRequestCounts
@@ -96,7 +163,7 @@ impl Application {
         );
         let limiter = Arc::new(Limiter::new(
             policies,
-            memory.clone(),
+            built.store,
             Arc::new(SystemClock),
             config,
         ));
@@ -106,7 +173,8 @@ impl Application {
         let listeners = http.into_iter().zip(grpc).collect();
         let state = Arc::new(AppState {
             limiter,
-            memory: Some(memory),
+            memory: built.memory,
+            redis: built.redis,
             metrics,
             shutting_down: AtomicBool::new(false),
         });
@@ -119,6 +187,7 @@ impl Application {
                 headers: settings.grpc_response_headers,
                 max_age: settings.grpc_max_connection_age,
             },
+            store_runtime: built.runtime,
         })
     }
 
@@ -178,6 +247,9 @@ impl Application {
                 Err(_) => anyhow::bail!("a worker thread panicked"),
             }
         }
+        if let Some(store_runtime) = self.store_runtime {
+            store_runtime.shutdown_timeout(Duration::from_secs(1));
+        }
         result?;
         tracing::info!("stopped");
         Ok(())
@@ -234,9 +306,7 @@ fn spawn_housekeeping(state: &Arc<AppState>) {
             metrics.upkeep();
         }
     });
-    let Some(memory) = state.memory.clone() else {
-        return;
-    };
+    let memory = state.memory.clone();
     let limiter = state.limiter.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(SWEEP_EVERY);
@@ -245,8 +315,12 @@ fn spawn_housekeeping(state: &Arc<AppState>) {
             tick.tick().await;
             let now = limiter.clock().now();
             let memory = memory.clone();
+            let limiter = limiter.clone();
             // Sweeping walks every shard: keep it off the serving thread.
-            match tokio::task::spawn_blocking(move || memory.sweep(now)).await {
+            let swept = tokio::task::spawn_blocking(move || {
+                limiter.sweep(now) + memory.map_or(0, |m| m.sweep(now))
+            });
+            match swept.await {
                 Ok(dropped) if dropped > 0 => tracing::debug!(dropped, "expired counters dropped"),
                 Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "counter sweep failed"),

@@ -27,6 +27,8 @@ pub struct AppState {
     pub limiter: Arc<Limiter>,
     /// The in-memory store, when that is the store (for its gauges).
     pub memory: Option<Arc<MemoryStore>>,
+    /// The Redis store, when that is the store (for its call counters).
+    pub redis: Option<Arc<tollgate_redis::RedisStore>>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Set once shutdown starts: `/readyz` then answers 503 so balancers drain this node.
@@ -34,9 +36,17 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Whether this node should receive traffic.
-    pub fn ready(&self) -> bool {
-        !self.shutting_down.load(Ordering::Relaxed)
+    /// Whether this node should receive traffic: not shutting down, and its store
+    /// answering (a node cut off from a shared store that others still reach should lose
+    /// its traffic to them).
+    pub fn ready(&self) -> Result<(), &'static str> {
+        if self.shutting_down.load(Ordering::Relaxed) {
+            return Err("shutting down");
+        }
+        if !self.limiter.store().is_available() {
+            return Err("store unavailable");
+        }
+        Ok(())
     }
 }
 
@@ -84,6 +94,7 @@ mod tests {
         Arc::new(AppState {
             limiter: Arc::new(limiter),
             memory: Some(memory),
+            redis: None,
             metrics,
             shutting_down: AtomicBool::new(false),
         })

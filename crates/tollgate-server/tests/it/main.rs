@@ -2,6 +2,7 @@
 
 mod check_api;
 mod cli;
+mod distributed;
 mod envoy_examples;
 mod grpc;
 mod helpers;

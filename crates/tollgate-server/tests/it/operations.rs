@@ -94,23 +94,46 @@ fn invalid_policies_stop_startup_with_file_and_line() {
     );
 }
 
-#[test]
-fn an_unsupported_store_is_refused_clearly() {
+fn serve_with_store(store: &str) -> String {
     let out = Command::new(binary())
         .args([
             "serve",
             "--http-addr",
             "127.0.0.1:0",
+            "--grpc-addr",
+            "127.0.0.1:0",
             "--store",
-            "redis://127.0.0.1:6379",
+            store,
         ])
         .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+        .expect("run tollgate");
+    assert!(!out.status.success(), "started with --store {store}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn an_unsupported_store_is_refused_clearly() {
+    let stderr = serve_with_store("memcached://127.0.0.1:11211");
+    assert!(stderr.contains("unknown scheme 'memcached'"), "{stderr}");
     assert!(
-        stderr.contains("scheme 'redis' is not supported"),
-        "{stderr}"
+        stderr.contains("redis://"),
+        "names the supported schemes: {stderr}"
+    );
+}
+
+#[test]
+fn an_unreachable_redis_is_refused_with_what_to_do() {
+    // Nothing listens on a port that was just free.
+    let port = tollgate_testkit::free_port();
+    let stderr = serve_with_store(&format!("redis://:secret@127.0.0.1:{port}"));
+    assert!(stderr.contains("cannot use the store at"), "{stderr}");
+    assert!(
+        stderr.contains("redis-server"),
+        "says how to get one: {stderr}"
+    );
+    assert!(
+        !stderr.contains("secret"),
+        "never prints the password: {stderr}"
     );
 }
 
