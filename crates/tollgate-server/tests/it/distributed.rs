@@ -191,3 +191,20 @@ async fn a_redis_outage_is_answered_by_on_store_error_and_recovery_is_quick() {
     }
     assert_eq!(readyz(node).await, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn global_is_exact_on_a_redis_cluster_too() {
+    let cluster = tollgate_testkit::RedisCluster::start();
+    let dir = TempDir::new("cluster");
+    let nodes = nodes(2, &cluster.url(), &dir);
+    let admitted = hammer(&nodes, "global", 3, 50).await;
+    assert_eq!(admitted, 100, "300 requests over 2 nodes on a 3-master Cluster");
+    // A request charging two limits of the domain is still one atomic script: both keys
+    // share the domain's hash tag, so the Cluster routes them to one slot.
+    let node = &nodes[0];
+    let v = node
+        .check_json(&body("shared", &[&[("open", "a")], &[("closed", "b")]], 1))
+        .await;
+    assert_eq!(v["statuses"][0]["store_failed"], false, "{v}");
+    assert_eq!(v["statuses"][1]["store_failed"], false, "{v}");
+}
