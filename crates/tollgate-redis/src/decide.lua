@@ -5,50 +5,50 @@
 -- conformance tests in crates/tollgate-redis/tests hold the two to identical answers.
 --
 -- Lua numbers are doubles, exact up to 2^53. Absolute times (about 2^61 ns since 1970) do
--- not fit, so a time is stored as "seconds nanoseconds" and every computation runs on
+-- not fit, so a time is kept as seconds and nanoseconds and every computation runs on
 -- nanoseconds relative to now, which stay exact for anything within 104 days.
 --
+-- Arguments, replies and stored values are little-endian doubles packed with `struct`:
+-- converting numbers to and from text costs more than the decision itself. This script
+-- runs on every decision, so it is written for the interpreter: few closures (each
+-- `local function` is rebuilt on every call), no text formatting, the TTL rewritten only
+-- when it must grow.
+--
 -- KEYS[i]: the i-th counter.
--- ARGV[1]: 0 = all or nothing, 1 = every request counts, 2 = lease (one counter: give back
---          ARGV[11] unused tokens, then take up to `cost`; see Limit::lease).
--- ARGV[2], ARGV[3]: 'server', '' to use the store's clock, or the caller's seconds and
---                   nanoseconds (tests on a manual clock).
--- ARGV[4 + 7(i-1) ..]: algorithm (1 fixed, 2 gcra, 3 sliding), requests, period ns,
---                   burst, emission ns, cost, enforce (0/1).
--- Lease reply: granted, remaining, reset_after, retry_after (-1: none), valid_for.
--- Reply: per counter, 8 integers: allowed, remaining, reset_after, retry_after (-1: none),
---        then the outcome's state: seconds, nanoseconds, a, b.
--- Stored value: "seconds nanoseconds a b" (expiry time, then the algorithm's two counts).
+-- ARGV[1]: '0' all or nothing, '1' every request counts, '2' lease (one counter).
+-- ARGV[2]: '' for the store's clock (TIME), or <seconds, nanoseconds> of the caller's.
+-- ARGV[3]: per counter <algorithm (1 fixed, 2 gcra, 3 sliding), requests, period ns,
+--          burst, emission ns, cost, enforce (0/1)>; for a lease, cost is the tokens
+--          wanted and an 8th double is the unused tokens to give back first.
+-- Reply: per counter <allowed, remaining, reset_after, retry_after (-1: none), state
+--        seconds, nanoseconds, a, b>; for a lease <granted, remaining, reset_after,
+--        retry_after, valid_for>.
+-- Stored: <expiry seconds, nanoseconds, a, b, TTL end seconds>.
 
 local E9 = 1000000000
 local FRESH = -math.huge
-local every = ARGV[1] == '1'
+local KEEP_EXTRA_MS = 60000
+local pack, unpack = struct.pack, struct.unpack
+local floor, max, min = math.floor, math.max, math.min
+local mode = ARGV[1]
 local now_s, now_n
-if ARGV[2] == 'server' then
+if ARGV[2] == '' then
   local t = redis.call('TIME')
   now_s = tonumber(t[1])
   now_n = tonumber(t[2]) * 1000
 else
-  now_s = tonumber(ARGV[2])
-  now_n = tonumber(ARGV[3])
+  now_s, now_n = unpack('<dd', ARGV[2])
 end
 
--- floor(a / b) for non-negative integers, exact where a double division may round.
+-- floor(a / b) for integers, exact where a double division may round.
 local function idiv(a, b)
-  local q = math.floor(a / b)
+  local q = floor(a / b)
   if q * b > a then
     q = q - 1
   elseif (q + 1) * b <= a then
     q = q + 1
   end
   return q
-end
-
--- Relative nanoseconds back to absolute seconds and nanoseconds.
-local function absolute(r)
-  local t = now_n + r
-  local carry = idiv(t - (t % E9), E9)
-  return now_s + carry, t - carry * E9
 end
 
 -- now mod period: periods are whole seconds (every policy unit) or divide one second.
@@ -61,74 +61,33 @@ local function now_mod(p)
   error({ err = 'tollgate: a period of ' .. p .. ' ns is neither whole seconds nor a divisor of one second' })
 end
 
+-- A stored counter as {e = expiry relative to now, a, b, ttl = TTL end in seconds}.
 local function load(key)
   local v = redis.call('GET', key)
-  if not v then
-    return { e = FRESH, a = 0, b = 0 }
+  if not v or #v ~= 40 then
+    return { e = FRESH, a = 0, b = 0, ttl = 0 }
   end
-  local s, n, a, b = string.match(v, '^(%d+) (%d+) (%d+) (%d+)$')
-  if not s then
-    return { e = FRESH, a = 0, b = 0 }
+  local s, n, a, b, ttl = unpack('<ddddd', v)
+  return { e = (s - now_s) * E9 + (n - now_n), a = a, b = b, ttl = ttl }
+end
+
+local function save(key, st, old_ttl)
+  local t = now_n + st.e
+  local carry = idiv(t - (t % E9), E9)
+  local s, n = now_s + carry, t - carry * E9
+  -- Kept a while past the moment it is as good as fresh; the TTL is only rewritten when it
+  -- must grow, which for a busy counter is rarely.
+  local needed = s + 2
+  if old_ttl >= needed then
+    redis.call('SET', key, pack('<ddddd', s, n, st.a, st.b, old_ttl), 'KEEPTTL')
+  else
+    local ms = max(st.e / 1000000, 0) + KEEP_EXTRA_MS
+    redis.call('SET', key, pack('<ddddd', s, n, st.a, st.b, now_s + floor(ms / 1000)), 'PX', floor(ms))
   end
-  return { e = (tonumber(s) - now_s) * E9 + (tonumber(n) - now_n), a = tonumber(a), b = tonumber(b) }
 end
 
-local function outcome(allowed, remaining, reset, retry, state)
-  return { allowed = allowed, remaining = remaining, reset = reset, retry = retry, state = state }
-end
-
--- Fixed window -------------------------------------------------------------------------
-local function fixed_unpack(op, st)
-  local current = -now_mod(op.period)
-  if st.e > current and st.a > 0 then
-    return st.e, st.a
-  end
-  return current + op.period, 0
-end
-
-local function fixed_decide(op, st, cost)
-  local window_end, count = fixed_unpack(op, st)
-  local after = count + cost
-  if after <= op.requests then
-    local state = st
-    if cost > 0 then state = { e = window_end, a = after, b = 0 } end
-    return outcome(true, op.requests - after, window_end, nil, state)
-  end
-  local retry = nil
-  if cost <= op.requests then retry = window_end end
-  return outcome(false, math.max(op.requests - count, 0), window_end, retry, st)
-end
-
-local function fixed_charge(op, st, cost)
-  local window_end, count = fixed_unpack(op, st)
-  return { e = window_end, a = count + cost, b = 0 }
-end
-
--- GCRA -----------------------------------------------------------------------------------
-local function gcra_decide(op, st, cost)
-  local t = op.emission
-  local capacity = op.burst * t
-  local tat = math.max(st.e, 0)
-  local new_tat = tat + cost * t
-  if new_tat <= capacity then
-    local state = st
-    if cost > 0 then state = { e = new_tat, a = 0, b = 0 } end
-    return outcome(true, idiv(capacity - new_tat, t), new_tat, nil, state)
-  end
-  local retry = nil
-  if cost <= op.burst then retry = new_tat - capacity end
-  return outcome(false, idiv(math.max(capacity - tat, 0), t), tat, retry, st)
-end
-
-local function gcra_charge(op, st, cost)
-  local t = op.emission
-  local tat = math.min(math.max(st.e, 0) + cost * t, op.burst * t)
-  return { e = math.max(tat, st.e), a = 0, b = 0 }
-end
-
--- Sliding window -------------------------------------------------------------------------
-local function sliding_unpack(op, st)
-  local p = op.period
+-- (window start, previous count, current count) of a sliding window.
+local function sliding(p, st)
   local current = -now_mod(p)
   if (st.a == 0 and st.b == 0) or st.e <= current then
     return current, 0, 0
@@ -142,41 +101,50 @@ local function sliding_unpack(op, st)
   return current, 0, 0
 end
 
-local function slices(p)
-  if p % 1000 == 0 then return 1000, p / 1000 end
-  return p, 1
-end
-
-local function sliding_retry(op, start, prev, curr, cost)
-  if cost > op.requests then return nil end
-  local p = op.period
-  local n, slice = slices(p)
-  local function earliest(w_count, fresh)
-    local room = op.requests - fresh - cost
-    if room < 0 then return nil end
-    if w_count == 0 then return 0 end
-    local max_weight = idiv(room * n, w_count)
-    return math.max(n - max_weight, 0) * slice
+-- An op's outcome for `cost`: allowed, remaining, reset_after, retry_after (nil: none) and
+-- the state to keep if it commits. Mirrors Limit::decide.
+local function decide(op, st, cost)
+  local requests = op[2]
+  if requests == 0 and cost > 0 then
+    return { false, 0, 0, nil, st }
   end
-  local e = earliest(prev, curr)
-  if e and e < p then
-    return math.max(start + e, 0)
+  local algorithm, p = op[1], op[3]
+  if algorithm == 1 then
+    local window_end, count = -now_mod(p) + p, 0
+    if st.e > window_end - p and st.a > 0 then
+      window_end, count = st.e, st.a
+    end
+    local after = count + cost
+    if after <= requests then
+      local state = st
+      if cost > 0 then state = { e = window_end, a = after, b = 0, ttl = st.ttl } end
+      return { true, requests - after, window_end, nil, state }
+    end
+    local retry = nil
+    if cost <= requests then retry = window_end end
+    return { false, max(requests - count, 0), window_end, retry, st }
+  elseif algorithm == 2 then
+    local t, burst = op[5], op[4]
+    local capacity = burst * t
+    local tat = max(st.e, 0)
+    local new_tat = tat + cost * t
+    if new_tat <= capacity then
+      local state = st
+      if cost > 0 then state = { e = new_tat, a = 0, b = 0, ttl = st.ttl } end
+      return { true, idiv(capacity - new_tat, t), new_tat, nil, state }
+    end
+    local retry = nil
+    if cost <= burst then retry = new_tat - capacity end
+    return { false, idiv(max(capacity - tat, 0), t), tat, retry, st }
   end
-  e = earliest(curr, 0)
-  if not e then return nil end
-  return math.max(start + p + e, 0)
-end
-
-local function sliding_decide(op, st, cost)
-  local p = op.period
-  local start, prev, curr = sliding_unpack(op, st)
-  local n, slice = slices(p)
-  local elapsed = math.min(math.max(-start, 0), p - 1)
-  local weight = n - idiv(elapsed, slice)
-  local weighted_prev = prev * weight
+  local start, prev, curr = sliding(p, st)
+  local n, slice = p, 1
+  if p % 1000 == 0 then n, slice = 1000, p / 1000 end
+  local elapsed = min(max(-start, 0), p - 1)
+  local weighted_prev = prev * (n - idiv(elapsed, slice))
   local after = curr + cost
-  local allowed = weighted_prev + after * n <= op.requests * n
-  local available = math.max(idiv(math.max(op.requests * n - weighted_prev, 0), n) - curr, 0)
+  local allowed = weighted_prev + after * n <= requests * n
+  local available = max(idiv(max(requests * n - weighted_prev, 0), n) - curr, 0)
   local window_end = start + p
   local reset = 0
   if curr > 0 or (allowed and cost > 0) then
@@ -186,114 +154,125 @@ local function sliding_decide(op, st, cost)
   end
   if allowed then
     local state = st
-    if cost > 0 then state = { e = window_end + p, a = prev, b = after } end
-    return outcome(true, available - cost, reset, nil, state)
+    if cost > 0 then state = { e = window_end + p, a = prev, b = after, ttl = st.ttl } end
+    return { true, available - cost, reset, nil, state }
   end
-  return outcome(false, available, reset, sliding_retry(op, start, prev, curr, cost), st)
-end
-
-local function sliding_charge(op, st, cost)
-  local start, prev, curr = sliding_unpack(op, st)
-  return { e = start + 2 * op.period, a = prev, b = math.min(curr + cost, 4294967295) }
-end
-
--- The batch ------------------------------------------------------------------------------
-local function decide(op, st, cost)
-  if op.requests == 0 and cost > 0 then
-    return outcome(false, 0, 0, nil, st)
+  -- When the same request fits: in this window once enough slices of the previous one
+  -- have passed, else in the next, where today's count becomes the previous one.
+  local retry = nil
+  if cost <= requests then
+    local room = requests - curr - cost
+    local e = nil
+    if room >= 0 then
+      e = 0
+      if prev > 0 then e = max(n - idiv(room * n, prev), 0) * slice end
+    end
+    if e and e < p then
+      retry = max(start + e, 0)
+    else
+      room = requests - cost
+      e = 0
+      if curr > 0 then e = max(n - idiv(room * n, curr), 0) * slice end
+      retry = max(start + p + e, 0)
+    end
   end
-  if op.algorithm == 1 then return fixed_decide(op, st, cost) end
-  if op.algorithm == 2 then return gcra_decide(op, st, cost) end
-  return sliding_decide(op, st, cost)
+  return { false, available, reset, retry, st }
 end
 
-local function charge(op, st, o)
-  if o.allowed or op.cost == 0 then return o.state end
-  if op.algorithm == 1 then return fixed_charge(op, st, op.cost) end
-  if op.algorithm == 2 then return gcra_charge(op, st, op.cost) end
-  return sliding_charge(op, st, op.cost)
-end
-
-local function refund(op, st, cost)
-  if cost == 0 or st.e == FRESH then return st end
-  if op.algorithm == 1 then
-    local window_end, count = fixed_unpack(op, st)
-    if window_end ~= st.e then return st end
-    return { e = window_end, a = math.max(count - cost, 0), b = 0 }
-  elseif op.algorithm == 2 then
-    return { e = math.max(st.e - cost * op.emission, math.min(0, st.e)), a = 0, b = 0 }
+-- The state after counting `cost` whether it fits or not (Limit::charge).
+local function charge(op, st, o, cost)
+  if o[1] or cost == 0 then return o[5] end
+  local algorithm, p = op[1], op[3]
+  if algorithm == 1 then
+    local window_end, count = -now_mod(p) + p, 0
+    if st.e > window_end - p and st.a > 0 then
+      window_end, count = st.e, st.a
+    end
+    return { e = window_end, a = count + cost, b = 0, ttl = st.ttl }
+  elseif algorithm == 2 then
+    local capacity = op[4] * op[5]
+    local tat = min(max(st.e, 0) + cost * op[5], capacity)
+    return { e = max(tat, st.e), a = 0, b = 0, ttl = st.ttl }
   end
-  local start, prev, curr = sliding_unpack(op, st)
-  if start + 2 * op.period ~= st.e then return st end
-  return { e = st.e, a = prev, b = math.max(curr - cost, 0) }
+  local start, prev, curr = sliding(p, st)
+  return { e = start + 2 * p, a = prev, b = min(curr + cost, 4294967295), ttl = st.ttl }
 end
 
-local function save(key, st)
-  local s, n = absolute(st.e)
-  -- Kept one second past the moment it is as good as fresh.
-  local ttl = math.max(math.ceil(st.e / 1000000), 0) + 1000
-  redis.call('SET', key, string.format('%d %d %d %d', s, n, st.a, st.b), 'PX', ttl)
+local ops = {}
+local width = 7
+if mode == '2' then width = 8 end
+for i = 1, #KEYS do
+  ops[i] = { unpack('<ddddddd', ARGV[3], (i - 1) * width * 8 + 1) }
 end
 
-local function parse_op(base)
-  return {
-    algorithm = tonumber(ARGV[base]),
-    requests = tonumber(ARGV[base + 1]),
-    period = tonumber(ARGV[base + 2]),
-    burst = tonumber(ARGV[base + 3]),
-    emission = tonumber(ARGV[base + 4]),
-    cost = tonumber(ARGV[base + 5]),
-    enforce = ARGV[base + 6] == '1',
-  }
-end
-
-if ARGV[1] == '2' then
-  local op = parse_op(4)
+if mode == '2' then
+  -- Lease: give back unused tokens (Limit::refund), then take what fits (Limit::lease).
+  local op = ops[1]
+  local back = unpack('<d', ARGV[3], 57)
   local st = load(KEYS[1])
   local before = st
-  st = refund(op, st, tonumber(ARGV[11]))
-  local room = decide(op, st, 0).remaining
-  local granted = math.min(op.cost, room)
+  local algorithm, p = op[1], op[3]
+  if back > 0 and st.e ~= FRESH then
+    if algorithm == 1 then
+      if st.e > now_mod(p) * -1 and st.a > 0 then
+        st = { e = st.e, a = max(st.a - back, 0), b = 0, ttl = st.ttl }
+      end
+    elseif algorithm == 2 then
+      st = { e = max(st.e - back * op[5], min(0, st.e)), a = 0, b = 0, ttl = st.ttl }
+    else
+      local start, prev, curr = sliding(p, st)
+      if start + 2 * p == st.e then
+        st = { e = st.e, a = prev, b = max(curr - back, 0), ttl = st.ttl }
+      end
+    end
+  end
+  local want = op[6]
+  local granted = min(want, decide(op, st, 0)[2])
   local o
   if granted > 0 then
     o = decide(op, st, granted)
-    st = o.state
+    st = o[5]
   else
-    o = decide(op, st, math.max(math.min(op.cost, math.max(op.burst, 1)), 1))
+    o = decide(op, st, max(min(want, max(op[4], 1)), 1))
   end
-  if st ~= before then save(KEYS[1], st) end
-  local valid_for = op.period
-  if op.algorithm ~= 2 then valid_for = op.period - now_mod(op.period) end
+  if st ~= before then save(KEYS[1], st, before.ttl) end
+  local valid_for = p
+  if algorithm ~= 2 then valid_for = p - now_mod(p) end
   local retry = -1
-  if granted == 0 and o.retry then retry = o.retry end
-  return { granted, o.remaining, o.reset, retry, valid_for }
+  if granted == 0 and o[4] then retry = o[4] end
+  return pack('<ddddd', granted, o[2], o[3], retry, valid_for)
 end
 
-local ops, outs, staged, view = {}, {}, {}, {}
+local every = mode == '1'
+local outs, staged, view, loaded = {}, {}, {}, {}
 local admitted = true
 for i = 1, #KEYS do
-  local op = parse_op(4 + 7 * (i - 1))
-  ops[i] = op
-  local key = KEYS[i]
-  local st = view[key] or load(key)
-  local o = decide(op, st, op.cost)
+  local op, key = ops[i], KEYS[i]
+  local st = view[key]
+  if not st then
+    st = load(key)
+    loaded[key] = st
+  end
+  local cost = op[6]
+  local o = decide(op, st, cost)
   outs[i] = o
-  if every then staged[i] = charge(op, st, o) else staged[i] = o.state end
+  if every then staged[i] = charge(op, st, o, cost) else staged[i] = o[5] end
   view[key] = staged[i]
-  if op.enforce and not o.allowed then admitted = false end
+  if op[7] == 1 and not o[1] then admitted = false end
 end
 
 if not every and not admitted then
   -- Nothing is consumed: ops that would have admitted report the counter as it is.
   for i = 1, #KEYS do
-    if outs[i].allowed then
-      outs[i] = decide(ops[i], load(KEYS[i]), 0)
+    if outs[i][1] then
+      outs[i] = decide(ops[i], loaded[KEYS[i]] or load(KEYS[i]), 0)
     end
   end
 else
   for i = 1, #KEYS do
-    if ops[i].cost > 0 and (outs[i].allowed or every) then
-      save(KEYS[i], staged[i])
+    if ops[i][6] > 0 and (outs[i][1] or every) then
+      local key = KEYS[i]
+      save(key, staged[i], loaded[key] and loaded[key].ttl or 0)
     end
   end
 end
@@ -301,20 +280,13 @@ end
 local reply = {}
 for i = 1, #KEYS do
   local o = outs[i]
+  local state = o[5]
   local s, n = 0, 0
-  if o.state.e ~= FRESH then s, n = absolute(o.state.e) end
-  local retry = -1
-  if o.retry then retry = o.retry end
-  local allowed = 0
-  if o.allowed then allowed = 1 end
-  local base = 8 * (i - 1)
-  reply[base + 1] = allowed
-  reply[base + 2] = o.remaining
-  reply[base + 3] = o.reset
-  reply[base + 4] = retry
-  reply[base + 5] = s
-  reply[base + 6] = n
-  reply[base + 7] = o.state.a
-  reply[base + 8] = o.state.b
+  if state.e ~= FRESH then
+    local t = now_n + state.e
+    local carry = idiv(t - (t % E9), E9)
+    s, n = now_s + carry, t - carry * E9
+  end
+  reply[i] = pack('<dddddddd', o[1] and 1 or 0, o[2], o[3], o[4] or -1, s, n, state.a, state.b)
 end
-return reply
+return table.concat(reply)

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{Script, ScriptInvocation};
+use smallvec::SmallVec;
 use tollgate_core::algorithm::Algorithm;
 use tollgate_core::store::{Admission, CircuitState, LeaseFuture, LeaseGrant, StoreFuture};
 use tollgate_core::{
@@ -103,9 +104,61 @@ pub enum RedisStoreError {
     },
 }
 
+#[derive(Clone)]
 enum Connection {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
+}
+
+/// Opens a connection: lazily for a single node (it connects on first use and reconnects by
+/// itself), at once for a Cluster (to learn its topology). Its I/O runs on the runtime
+/// this is called from.
+async fn open(config: &RedisStoreConfig) -> Result<Connection, RedisStoreError> {
+    let redacted = config.url.redacted();
+    let unreachable = |source| RedisStoreError::Unreachable {
+        url: redacted.clone(),
+        source,
+    };
+    let connection = match &config.url {
+        StoreUrl::Single(url) => {
+            let client = redis::Client::open(url.as_str()).map_err(unreachable)?;
+            let manager = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(config.connect_timeout))
+                .set_response_timeout(Some(config.timeout))
+                .set_number_of_retries(1)
+                .set_min_delay(Duration::from_millis(10))
+                .set_max_delay(Duration::from_millis(100));
+            Connection::Single(
+                ConnectionManager::new_lazy_with_config(client, manager).map_err(unreachable)?,
+            )
+        }
+        StoreUrl::Cluster(nodes) => {
+            let client = redis::cluster::ClusterClient::builder(nodes.clone())
+                .connection_timeout(config.connect_timeout)
+                .response_timeout(config.timeout)
+                .retries(1)
+                .build()
+                .map_err(unreachable)?;
+            let connection =
+                tokio::time::timeout(config.connect_timeout * 4, client.get_async_connection())
+                    .await
+                    .map_err(|_| {
+                        unreachable(redis::RedisError::from((
+                            redis::ErrorKind::Io,
+                            "no Cluster node answered in time",
+                        )))
+                    })?
+                    .map_err(unreachable)?;
+            Connection::Cluster(connection)
+        }
+    };
+    Ok(connection)
+}
+
+thread_local! {
+    /// Connections opened for the calling thread's runtime, by store id.
+    static THREAD_CONNECTIONS: std::cell::RefCell<Vec<(u64, Connection)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Calls made and how they ended, for metrics.
@@ -123,6 +176,9 @@ pub struct StoreStats {
 
 /// Counters in Redis or Valkey. See the crate docs.
 pub struct RedisStore {
+    /// Tells this store's per-thread connections from another store's.
+    id: u64,
+    /// The connection of the runtime that connected; used by threads without their own.
     connection: Connection,
     script: Script,
     config: RedisStoreConfig,
@@ -144,50 +200,14 @@ impl RedisStore {
     /// Connects to the store. A single node is connected lazily and reconnects by itself;
     /// a Cluster needs one reachable node now to learn its topology.
     pub async fn connect(config: RedisStoreConfig) -> Result<Self, RedisStoreError> {
-        let redacted = config.url.redacted();
-        let unreachable = |source| RedisStoreError::Unreachable {
-            url: redacted.clone(),
-            source,
-        };
         if config.url.tls() {
             // rustls needs a process-wide provider; an earlier one (any) is fine.
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
-        let connection = match &config.url {
-            StoreUrl::Single(url) => {
-                let client = redis::Client::open(url.as_str()).map_err(unreachable)?;
-                let manager = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(config.connect_timeout))
-                    .set_response_timeout(Some(config.timeout))
-                    .set_number_of_retries(1)
-                    .set_min_delay(Duration::from_millis(10))
-                    .set_max_delay(Duration::from_millis(100));
-                Connection::Single(
-                    ConnectionManager::new_lazy_with_config(client, manager)
-                        .map_err(unreachable)?,
-                )
-            }
-            StoreUrl::Cluster(nodes) => {
-                let client = redis::cluster::ClusterClient::builder(nodes.clone())
-                    .connection_timeout(config.connect_timeout)
-                    .response_timeout(config.timeout)
-                    .retries(1)
-                    .build()
-                    .map_err(unreachable)?;
-                let connection =
-                    tokio::time::timeout(config.connect_timeout * 4, client.get_async_connection())
-                        .await
-                        .map_err(|_| {
-                            unreachable(redis::RedisError::from((
-                                redis::ErrorKind::Io,
-                                "no Cluster node answered in time",
-                            )))
-                        })?
-                        .map_err(unreachable)?;
-                Connection::Cluster(connection)
-            }
-        };
+        let connection = open(&config).await?;
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Ok(Self {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             connection,
             script: Script::new(DECIDE_LUA),
             breaker: CircuitBreaker::new(config.breaker),
@@ -243,15 +263,40 @@ impl RedisStore {
         self.breaker.state()
     }
 
+    /// Gives the calling thread its own connection, driven by the runtime it runs in, for
+    /// every call this store makes from this thread. A server calls it once in each worker
+    /// thread: requests then never hop to another thread to reach Redis.
+    pub async fn attach_current_thread(&self) -> Result<(), RedisStoreError> {
+        let connection = open(&self.config).await?;
+        THREAD_CONNECTIONS.with(|c| {
+            let mut c = c.borrow_mut();
+            c.retain(|(id, _)| *id != self.id);
+            c.push((self.id, connection));
+        });
+        Ok(())
+    }
+
+    /// This thread's connection if it has one, else the shared one.
+    fn connection(&self) -> Connection {
+        THREAD_CONNECTIONS
+            .with(|c| {
+                c.borrow()
+                    .iter()
+                    .find(|(id, _)| *id == self.id)
+                    .map(|(_, conn)| conn.clone())
+            })
+            .unwrap_or_else(|| self.connection.clone())
+    }
+
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> redis::RedisResult<T> {
-        match &self.connection {
+        match &self.connection() {
             Connection::Single(c) => cmd.query_async(&mut c.clone()).await,
             Connection::Cluster(c) => cmd.query_async(&mut c.clone()).await,
         }
     }
 
-    async fn invoke(&self, invocation: &ScriptInvocation<'_>) -> redis::RedisResult<Vec<i64>> {
-        match &self.connection {
+    async fn invoke(&self, invocation: &ScriptInvocation<'_>) -> redis::RedisResult<Vec<u8>> {
+        match &self.connection() {
             Connection::Single(c) => invocation.invoke_async(&mut c.clone()).await,
             Connection::Cluster(c) => invocation.invoke_async(&mut c.clone()).await,
         }
@@ -276,40 +321,50 @@ impl RedisStore {
         name
     }
 
-    /// Script arguments after the mode: the clock, then each op's limit and cost.
+    /// Script arguments: the mode, the clock, then each op packed as doubles (see the
+    /// script's header), plus `extra` doubles after the last op.
     fn push_args(
         &self,
         invocation: &mut ScriptInvocation<'_>,
-        mode: u8,
+        mode: &'static str,
         now: Nanos,
-        ops: &[&LimitOp],
+        ops: &[LimitOp],
+        extra: &[u64],
     ) {
         invocation.arg(mode);
         match self.config.clock {
-            StoreClock::Store => invocation.arg("server").arg(""),
-            StoreClock::Caller => invocation
-                .arg(now / NANOS_PER_SECOND)
-                .arg(now % NANOS_PER_SECOND),
+            StoreClock::Store => invocation.arg(""),
+            StoreClock::Caller => {
+                invocation.arg(pack(&[now / NANOS_PER_SECOND, now % NANOS_PER_SECOND]))
+            }
         };
+        let mut packed = Vec::with_capacity((ops.len() * 7 + extra.len()) * 8);
         for op in ops {
             let algorithm = match op.limit.algorithm() {
-                Algorithm::FixedWindow => 1u8,
+                Algorithm::FixedWindow => 1,
                 Algorithm::Gcra => 2,
                 Algorithm::SlidingWindow => 3,
             };
-            invocation
-                .arg(algorithm)
-                .arg(op.limit.requests())
-                .arg(op.limit.period())
-                .arg(op.limit.burst())
-                .arg(op.limit.emission())
-                .arg(op.cost)
-                .arg(u8::from(op.enforce));
+            for x in [
+                algorithm,
+                op.limit.requests(),
+                op.limit.period(),
+                op.limit.burst(),
+                op.limit.emission(),
+                op.cost,
+                u64::from(op.enforce),
+            ] {
+                packed.extend_from_slice(&(x as f64).to_le_bytes());
+            }
         }
+        for &x in extra {
+            packed.extend_from_slice(&(x as f64).to_le_bytes());
+        }
+        invocation.arg(packed);
     }
 
     /// Runs the script under the breaker and the deadline.
-    async fn call(&self, invocation: &ScriptInvocation<'_>) -> Result<Vec<i64>, StoreError> {
+    async fn call(&self, invocation: &ScriptInvocation<'_>) -> Result<Vec<u8>, StoreError> {
         if self.breaker.admit(self.monotonic()) == Admission::Refuse {
             self.stats.refused.fetch_add(1, Ordering::Relaxed);
             return Err(StoreError::Unavailable(
@@ -355,10 +410,13 @@ impl RedisStore {
         for op in ops.iter() {
             invocation.key(self.key_name(op));
         }
-        let mode = u8::from(rule == CommitRule::EveryRequestCounts);
-        let refs: Vec<&LimitOp> = ops.iter().collect();
-        self.push_args(&mut invocation, mode, now, &refs);
-        let reply = self.call(&invocation).await?;
+        let mode = if rule == CommitRule::EveryRequestCounts {
+            "1"
+        } else {
+            "0"
+        };
+        self.push_args(&mut invocation, mode, now, ops, &[]);
+        let reply = unpack(&self.call(&invocation).await?);
         if reply.len() != ops.len() * REPLY_WIDTH {
             return Err(StoreError::Unavailable(format!(
                 "the decision script answered {} values for {} counters",
@@ -383,21 +441,19 @@ impl RedisStore {
         invocation.key(self.key_name(op));
         let mut wanted = *op;
         wanted.cost = want;
-        self.push_args(&mut invocation, 2, now, &[&wanted]);
-        invocation.arg(unused);
-        let reply = self.call(&invocation).await?;
+        self.push_args(&mut invocation, "2", now, &[wanted], &[unused]);
+        let reply = unpack(&self.call(&invocation).await?);
         let [granted, remaining, reset_after, retry_after, valid_for] = reply[..] else {
             return Err(StoreError::Unavailable(format!(
                 "the lease script answered {} values instead of 5",
                 reply.len()
             )));
         };
-        let unsigned = |x: i64| u64::try_from(x).unwrap_or(0);
         Ok(LeaseGrant {
             granted: unsigned(granted),
             remaining: unsigned(remaining),
             reset_after: unsigned(reset_after),
-            retry_after: (retry_after >= 0).then(|| unsigned(retry_after)),
+            retry_after: (retry_after >= 0.0).then(|| unsigned(retry_after)),
             valid_for: unsigned(valid_for),
         })
     }
@@ -436,8 +492,7 @@ impl Store for RedisStore {
 
 /// One op's reply: allowed, remaining, reset_after, retry_after (-1: none), then the
 /// state as expiry seconds, nanoseconds and the algorithm's two counts.
-fn outcome_of(algorithm: Algorithm, v: &[i64]) -> Outcome {
-    let unsigned = |x: i64| u64::try_from(x).unwrap_or(0);
+fn outcome_of(algorithm: Algorithm, v: &[f64]) -> Outcome {
     let expiry = unsigned(v[4])
         .saturating_mul(NANOS_PER_SECOND)
         .saturating_add(unsigned(v[5]));
@@ -448,12 +503,35 @@ fn outcome_of(algorithm: Algorithm, v: &[i64]) -> Outcome {
         Algorithm::SlidingWindow => CounterState([expiry, (a << 32) | (b & 0xffff_ffff)]),
     };
     Outcome {
-        allowed: v[0] == 1,
+        allowed: v[0] == 1.0,
         remaining: unsigned(v[1]),
         reset_after: unsigned(v[2]),
-        retry_after: (v[3] >= 0).then(|| unsigned(v[3])),
+        retry_after: (v[3] >= 0.0).then(|| unsigned(v[3])),
         state,
     }
+}
+
+/// A whole non-negative double from the script as an integer (negatives become 0).
+fn unsigned(x: f64) -> u64 {
+    // `as` saturates and maps NaN to 0: exactly the clamping wanted here.
+    x as u64
+}
+
+/// Integers as little-endian doubles, the script's `struct` format `<d`. Exact below 2^53,
+/// which bounds every quantity the script works with (see its header).
+fn pack(values: &[u64]) -> Vec<u8> {
+    values
+        .iter()
+        .flat_map(|&x| (x as f64).to_le_bytes())
+        .collect()
+}
+
+/// The script's packed reply as doubles; a trailing partial double is ignored.
+fn unpack(bytes: &[u8]) -> SmallVec<[f64; 8]> {
+    bytes
+        .chunks_exact(8)
+        .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+        .collect()
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -488,11 +566,14 @@ mod tests {
 
     #[test]
     fn replies_become_outcomes_with_core_shaped_state() {
-        let o = outcome_of(Algorithm::SlidingWindow, &[1, 4, 10, -1, 2, 5, 3, 7]);
+        let o = outcome_of(
+            Algorithm::SlidingWindow,
+            &[1.0, 4.0, 10.0, -1.0, 2.0, 5.0, 3.0, 7.0],
+        );
         assert!(o.allowed);
         assert_eq!(o.retry_after, None);
         assert_eq!(o.state, CounterState([2_000_000_005, (3 << 32) | 7]));
-        let o = outcome_of(Algorithm::Gcra, &[0, 0, 10, 3, 0, 0, 0, 0]);
+        let o = outcome_of(Algorithm::Gcra, &[0.0, 0.0, 10.0, 3.0, 0.0, 0.0, 0.0, 0.0]);
         assert_eq!(o.retry_after, Some(3));
         assert_eq!(o.state, CounterState::default());
     }

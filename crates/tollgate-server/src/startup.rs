@@ -275,6 +275,12 @@ async fn serve(
     grpc_options: GrpcOptions,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    if let Some(redis) = &state.redis
+        && let Err(e) = redis.attach_current_thread().await
+    {
+        // The shared connection still works; this worker just takes a thread hop per call.
+        tracing::warn!(error = %e, "no store connection of this worker's own; using the shared one");
+    }
     let http = tokio::net::TcpListener::from_std(http)?;
     let grpc = tokio::net::TcpListener::from_std(grpc)?;
     let router = router(state.clone());

@@ -198,7 +198,10 @@ async fn global_is_exact_on_a_redis_cluster_too() {
     let dir = TempDir::new("cluster");
     let nodes = nodes(2, &cluster.url(), &dir);
     let admitted = hammer(&nodes, "global", 3, 50).await;
-    assert_eq!(admitted, 100, "300 requests over 2 nodes on a 3-master Cluster");
+    assert_eq!(
+        admitted, 100,
+        "300 requests over 2 nodes on a 3-master Cluster"
+    );
     // A request charging two limits of the domain is still one atomic script: both keys
     // share the domain's hash tag, so the Cluster routes them to one slot.
     let node = &nodes[0];
