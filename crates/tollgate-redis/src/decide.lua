@@ -184,6 +184,8 @@ local function charge(op, st, o, cost)
   if o[1] or cost == 0 then return o[5] end
   local algorithm, p = op[1], op[3]
   if algorithm == 1 then
+    -- The window lookup of `decide`, repeated rather than shared: a helper would be one
+    -- more closure rebuilt on every call.
     local window_end, count = -now_mod(p) + p, 0
     if st.e > window_end - p and st.a > 0 then
       window_end, count = st.e, st.a

@@ -3,6 +3,7 @@
 //! exact and deterministic; the same scenarios run over Redis in tollgate-server's tests.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use proptest::prelude::*;
 use tollgate_core::store::{LeaseFuture, StoreFuture};
@@ -13,8 +14,10 @@ use tollgate_core::{
 
 use crate::support::{check, check_hits, now_or_never};
 
-/// An in-memory store that says it is shared, so limiters treat it like Redis.
-struct Shared(MemoryStore);
+/// An in-memory store that says it is shared, so limiters treat it like Redis; it counts
+/// the calls that would be round trips.
+#[derive(Default)]
+struct Shared(MemoryStore, AtomicU64);
 
 impl Store for Shared {
     fn apply<'a>(
@@ -23,9 +26,11 @@ impl Store for Shared {
         now: Nanos,
         rule: CommitRule,
     ) -> StoreFuture<'a> {
+        self.1.fetch_add(1, Ordering::Relaxed);
         self.0.apply(ops, now, rule)
     }
     fn lease<'a>(&'a self, op: &'a LimitOp, unused: u64, want: u64, now: Nanos) -> LeaseFuture<'a> {
+        self.1.fetch_add(1, Ordering::Relaxed);
         self.0.lease(op, unused, want, now)
     }
     fn is_shared(&self) -> bool {
@@ -52,7 +57,7 @@ descriptors:
 
 /// `n` limiters sharing one store and one clock.
 fn nodes(n: usize) -> (Vec<Limiter>, Arc<ManualClock>) {
-    let store: Arc<dyn Store> = Arc::new(Shared(MemoryStore::default()));
+    let store: Arc<dyn Store> = Arc::new(Shared::default());
     // Mid-window, so one minute's window holds the whole test.
     let clock = Arc::new(ManualClock::new(1_700_000_000 * SECOND + 10 * SECOND));
     let limiters = (0..n)
@@ -118,35 +123,7 @@ proptest! {
 
 #[test]
 fn leases_cost_one_round_trip_per_lease_not_per_request() {
-    struct Counting(MemoryStore, std::sync::atomic::AtomicU64);
-    impl Store for Counting {
-        fn apply<'a>(
-            &'a self,
-            ops: &'a mut [LimitOp],
-            now: Nanos,
-            rule: CommitRule,
-        ) -> StoreFuture<'a> {
-            self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            self.0.apply(ops, now, rule)
-        }
-        fn lease<'a>(
-            &'a self,
-            op: &'a LimitOp,
-            unused: u64,
-            want: u64,
-            now: Nanos,
-        ) -> LeaseFuture<'a> {
-            self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            self.0.lease(op, unused, want, now)
-        }
-        fn is_shared(&self) -> bool {
-            true
-        }
-        fn kind(&self) -> &'static str {
-            "counting"
-        }
-    }
-    let store = Arc::new(Counting(MemoryStore::default(), 0.into()));
+    let store = Arc::new(Shared::default());
     let clock = Arc::new(ManualClock::new(1_700_000_000 * SECOND));
     let policies = PolicySet::from_files([(
         "hot.yaml",
@@ -166,7 +143,7 @@ fn leases_cost_one_round_trip_per_lease_not_per_request() {
         }
         admitted += u64::from(check(&l, "hot", &[&[("k", "x")]]).allowed);
     }
-    let trips = store.1.load(std::sync::atomic::Ordering::Relaxed);
+    let trips = store.1.load(Ordering::Relaxed);
     assert_eq!(admitted, 50_000);
     // 10 000 tokens per lease: a handful of round trips for 50 000 decisions.
     assert!(trips * 1_000 <= 50_000, "{trips} round trips");
