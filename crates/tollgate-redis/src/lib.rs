@@ -66,6 +66,9 @@ pub struct RedisStoreConfig {
     pub breaker: CircuitBreakerConfig,
     /// Prefix of every key, so several deployments can share one store.
     pub prefix: String,
+    /// With `rediss://`: certificates (PEM) to trust instead of the system's roots, for a
+    /// store whose certificate a private CA signed.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 impl RedisStoreConfig {
@@ -78,6 +81,7 @@ impl RedisStoreConfig {
             clock: StoreClock::Store,
             breaker: CircuitBreakerConfig::default(),
             prefix: "tollgate".to_owned(),
+            ca_pem: None,
         }
     }
 }
@@ -121,7 +125,17 @@ async fn open(config: &RedisStoreConfig) -> Result<Connection, RedisStoreError> 
     };
     let connection = match &config.url {
         StoreUrl::Single(url) => {
-            let client = redis::Client::open(url.as_str()).map_err(unreachable)?;
+            let client = match &config.ca_pem {
+                Some(pem) if config.url.tls() => redis::Client::build_with_tls(
+                    url.as_str(),
+                    redis::TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(pem.clone()),
+                    },
+                ),
+                _ => redis::Client::open(url.as_str()),
+            }
+            .map_err(unreachable)?;
             let manager = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(config.connect_timeout))
                 .set_response_timeout(Some(config.timeout))
@@ -133,7 +147,16 @@ async fn open(config: &RedisStoreConfig) -> Result<Connection, RedisStoreError> 
             )
         }
         StoreUrl::Cluster(nodes) => {
-            let client = redis::cluster::ClusterClient::builder(nodes.clone())
+            let mut builder = redis::cluster::ClusterClient::builder(nodes.clone());
+            if let Some(pem) = &config.ca_pem
+                && config.url.tls()
+            {
+                builder = builder.certs(redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                });
+            }
+            let client = builder
                 .connection_timeout(config.connect_timeout)
                 .response_timeout(config.timeout)
                 .retries(1)

@@ -63,6 +63,10 @@ pub struct ServeArgs {
     /// on_store_error decides.
     #[arg(long, env = "TOLLGATE_STORE_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub store_timeout: Option<std::time::Duration>,
+    /// With rediss://: a PEM file of CA certificates to trust instead of the system's, for
+    /// a Redis whose certificate a private CA signed.
+    #[arg(long, env = "TOLLGATE_STORE_CA_FILE", value_name = "PATH")]
+    pub store_ca_file: Option<PathBuf>,
     /// Prefix of every key in a shared store, so several deployments can share one Redis.
     #[arg(long, env = "TOLLGATE_STORE_PREFIX", value_name = "PREFIX")]
     pub store_prefix: Option<String>,

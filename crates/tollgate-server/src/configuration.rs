@@ -34,6 +34,8 @@ pub enum StoreSettings {
         timeout: Duration,
         /// Prefix of every key.
         prefix: String,
+        /// CA certificates (PEM file) to trust for `rediss://`.
+        ca_file: Option<PathBuf>,
     },
 }
 
@@ -79,6 +81,7 @@ struct FileSettings {
     #[serde(default, with = "humantime_serde_opt")]
     store_timeout: Option<Duration>,
     store_prefix: Option<String>,
+    store_ca_file: Option<PathBuf>,
     nodes: Option<u64>,
     log_format: Option<LogFormat>,
     workers: Option<usize>,
@@ -134,6 +137,7 @@ impl Settings {
                 .clone()
                 .or(file.store_prefix)
                 .unwrap_or_else(|| "tollgate".to_owned()),
+            ca_file: args.store_ca_file.clone().or(file.store_ca_file),
         };
         let nodes = match args.nodes.or(file.nodes) {
             Some(0) => bail!("nodes must be at least 1"),
@@ -188,6 +192,7 @@ fn read_file(path: &Path) -> anyhow::Result<FileSettings> {
 struct SharedStoreOptions {
     timeout: Duration,
     prefix: String,
+    ca_file: Option<PathBuf>,
 }
 
 fn parse_store(
@@ -211,10 +216,14 @@ fn parse_store(
     let url = StoreUrl::parse(url).map_err(|e| {
         anyhow::anyhow!("{e} (supported: memory://, redis://, rediss://, redis+cluster://)")
     })?;
+    if shared.ca_file.is_some() && !url.tls() {
+        bail!("store_ca_file is only used with rediss:// (TLS) store URLs");
+    }
     Ok(StoreSettings::Redis {
         url,
         timeout: shared.timeout,
         prefix: shared.prefix,
+        ca_file: shared.ca_file,
     })
 }
 
@@ -277,6 +286,7 @@ mod tests {
         SharedStoreOptions {
             timeout: DEFAULT_STORE_TIMEOUT,
             prefix: "tollgate".into(),
+            ca_file: None,
         }
     }
 
@@ -292,6 +302,7 @@ mod tests {
             url,
             timeout,
             prefix,
+            ca_file: None,
         } = s
         else {
             panic!("expected Redis, got {s:?}");

@@ -76,6 +76,7 @@ fn build_store(settings: &StoreSettings) -> anyhow::Result<BuiltStore> {
             url,
             timeout,
             prefix,
+            ca_file,
         } => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
@@ -86,6 +87,14 @@ fn build_store(settings: &StoreSettings) -> anyhow::Result<BuiltStore> {
             let mut config = RedisStoreConfig::new(url.clone());
             config.timeout = *timeout;
             config.prefix = prefix.clone();
+            if let Some(path) = ca_file {
+                config.ca_pem = Some(std::fs::read(path).with_context(|| {
+                    format!(
+                        "cannot read the store's CA file {} (--store-ca-file)",
+                        path.display()
+                    )
+                })?);
+            }
             let redacted = url.redacted();
             let (redis, key_seed) = runtime
                 .block_on(async {

@@ -17,6 +17,7 @@ pub struct RedisServer {
     child: Child,
     port: u16,
     dir: PathBuf,
+    tls: bool,
 }
 
 impl RedisServer {
@@ -28,6 +29,105 @@ impl RedisServer {
     /// Starts a server with extra `redis-server` arguments.
     pub fn start_with(extra: &[&str]) -> Self {
         Self::start_on(free_port(), extra)
+    }
+
+    /// Starts a server that accepts only TLS, with a certificate for `127.0.0.1` signed by
+    /// a throwaway CA; returns it with the CA's PEM, which clients must trust.
+    pub fn start_tls() -> (Self, Vec<u8>) {
+        let port = free_port();
+        let dir =
+            std::env::temp_dir().join(format!("tollgate-redis-tls-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+        let path = |name: &str| dir.join(name).display().to_string();
+        let (ca_key, ca_crt, key, csr, crt, ext) = (
+            path("ca.key"),
+            path("ca.crt"),
+            path("server.key"),
+            path("server.csr"),
+            path("server.crt"),
+            path("san.ext"),
+        );
+        std::fs::write(&ext, "subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+            .unwrap_or_else(|e| panic!("cannot write {ext}: {e}"));
+        let steps: [&[&str]; 3] = [
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                &ca_key,
+                "-out",
+                &ca_crt,
+                "-days",
+                "2",
+                "-subj",
+                "/CN=tollgate test CA",
+            ],
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                &key,
+                "-out",
+                &csr,
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                &ca_crt,
+                "-CAkey",
+                &ca_key,
+                "-CAcreateserial",
+                "-out",
+                &crt,
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
+            ],
+        ];
+        for args in steps {
+            let out = Command::new("openssl")
+                .args(args)
+                .output()
+                .unwrap_or_else(|e| {
+                    panic!("cannot run openssl: {e}; TLS tests need it (apt-get install openssl)")
+                });
+            assert!(
+                out.status.success(),
+                "openssl {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let server = Self::start_on(
+            port,
+            &[
+                "--port",
+                "0",
+                "--tls-port",
+                &port.to_string(),
+                "--tls-cert-file",
+                &crt,
+                "--tls-key-file",
+                &key,
+                "--tls-ca-cert-file",
+                &ca_crt,
+                "--tls-auth-clients",
+                "no",
+            ],
+        );
+        let ca = std::fs::read(&ca_crt).unwrap_or_else(|e| panic!("cannot read {ca_crt}: {e}"));
+        (server, ca)
     }
 
     /// Starts a server on `port` (to restart one where clients expect it).
@@ -61,9 +161,19 @@ impl RedisServer {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start redis-server: {e}; {HOW_TO_GET_REDIS}"));
-        let server = Self { child, port, dir };
+        let tls = extra.contains(&"--tls-port");
+        let server = Self {
+            child,
+            port,
+            dir,
+            tls,
+        };
         server.wait_until_answering();
         server
+    }
+
+    fn tls_only(&self) -> bool {
+        self.tls
     }
 
     /// The port it listens on.
@@ -71,9 +181,10 @@ impl RedisServer {
         self.port
     }
 
-    /// `redis://127.0.0.1:PORT`.
+    /// `redis://127.0.0.1:PORT` (`rediss://` for a TLS server).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// Runs one command and returns its raw RESP reply.
@@ -94,6 +205,11 @@ impl RedisServer {
             if let Ok(reply) = command(self.port, &["PING"])
                 && reply.starts_with("+PONG")
             {
+                return;
+            }
+            // A TLS-only server does not speak plain RESP: accepting connections is the
+            // sign of life there, and the client under test does the rest.
+            if self.tls_only() && TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
                 return;
             }
             assert!(

@@ -3,3 +3,4 @@
 mod conformance;
 mod failures;
 mod support;
+mod tls;

@@ -211,3 +211,22 @@ async fn global_is_exact_on_a_redis_cluster_too() {
     assert_eq!(v["statuses"][0]["store_failed"], false, "{v}");
     assert_eq!(v["statuses"][1]["store_failed"], false, "{v}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_store_is_used_with_its_ca_file() {
+    let (redis, ca) = RedisServer::start_tls();
+    let dir = TempDir::new("tls-store");
+    let policies = dir.write("shared.yaml", POLICIES);
+    let ca_file = dir.write("ca.pem", &String::from_utf8(ca).expect("PEM is text"));
+    let node = TestServer::serve(
+        Some(&policies),
+        &[
+            "--store",
+            &redis.url(),
+            "--store-ca-file",
+            &ca_file.display().to_string(),
+        ],
+    );
+    let admitted = hammer(std::slice::from_ref(&node), "global", 2, 60).await;
+    assert_eq!(admitted, 100, "exact over TLS too");
+}
