@@ -230,3 +230,105 @@ async fn a_tls_store_is_used_with_its_ca_file() {
     let admitted = hammer(std::slice::from_ref(&node), "global", 2, 60).await;
     assert_eq!(admitted, 100, "exact over TLS too");
 }
+
+/// One answer seen by the load of `redis_killed_mid_load_…`: when it was asked, which key,
+/// whether it passed, whether the store failed.
+struct Seen {
+    at: Instant,
+    key: &'static str,
+    allowed: bool,
+    store_failed: bool,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_mid_load_and_restarted() {
+    let mut redis = RedisServer::start();
+    let port = redis.port();
+    let dir = TempDir::new("kill");
+    let nodes = nodes(1, &redis.url(), &dir);
+    let node = &nodes[0];
+    let start = Instant::now();
+    // Four clients, bounded in time (4 s) and count (5 000 requests each).
+    let mut clients = Vec::new();
+    for i in 0..4 {
+        let key: &'static str = if i % 2 == 0 { "open" } else { "closed" };
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .expect("client");
+        let url = node.url("/v1/check");
+        clients.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let body = body("shared", &[&[(key, "m")]], 1);
+            for _ in 0..5_000 {
+                if start.elapsed() > Duration::from_secs(4) {
+                    break;
+                }
+                let at = Instant::now();
+                let r = client
+                    .post(&url)
+                    .json(&body)
+                    .send()
+                    .await
+                    .expect("answered, no hang");
+                let v: Value = r.json().await.expect("JSON");
+                seen.push(Seen {
+                    at,
+                    key,
+                    allowed: v["allowed"] == true,
+                    store_failed: v["statuses"][0]["store_failed"] == true,
+                });
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            seen
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    redis.kill();
+    let killed = Instant::now();
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let _restarted = RedisServer::start_on(port, &[]);
+    let restarted = Instant::now();
+    let mut seen = Vec::new();
+    for c in clients {
+        seen.extend(c.await.expect("client task"));
+    }
+    // While Redis was gone, every answer came from on_store_error, open or closed.
+    let during: Vec<&Seen> = seen
+        .iter()
+        .filter(|s| s.at > killed + Duration::from_millis(100) && s.at < restarted)
+        .collect();
+    assert!(
+        during.len() > 20,
+        "load kept flowing: {} answers",
+        during.len()
+    );
+    for s in &during {
+        assert!(
+            s.store_failed,
+            "{} answered from the store while it was dead",
+            s.key
+        );
+        assert_eq!(
+            s.allowed,
+            s.key == "open",
+            "{} must fail {}",
+            s.key,
+            if s.key == "open" { "open" } else { "closed" }
+        );
+    }
+    // Back on the store within a second of its return, for every key.
+    for key in ["open", "closed"] {
+        let back = seen
+            .iter()
+            .filter(|s| s.key == key && s.at > restarted && !s.store_failed)
+            .map(|s| s.at)
+            .min()
+            .unwrap_or_else(|| panic!("{key} never came back to the store"));
+        assert!(
+            back - restarted < Duration::from_secs(1),
+            "{key} back after {:?}",
+            back - restarted
+        );
+    }
+}
