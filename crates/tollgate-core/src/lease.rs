@@ -13,6 +13,10 @@ use crate::time::Nanos;
 
 const SHARDS: usize = 64;
 
+/// A full lease request older than this is presumed lost (its request was dropped) and
+/// another may start.
+const FETCH_STALE: Nanos = crate::time::SECOND;
+
 #[derive(Debug, Clone, Copy)]
 struct Slot {
     limit: Limit,
@@ -24,8 +28,27 @@ struct Slot {
     reset_at: Nanos,
     /// The store had nothing to lease: deny here until then.
     exhausted_until: Nanos,
-    /// One request is already fetching the next lease.
-    refilling: bool,
+    /// When the full lease now in flight was asked for (initial fetch or refill).
+    fetching_since: Option<Nanos>,
+}
+
+impl Slot {
+    fn empty(limit: Limit) -> Self {
+        Self {
+            limit,
+            tokens: 0,
+            valid_until: 0,
+            store_remaining: 0,
+            reset_at: 0,
+            exhausted_until: 0,
+            fetching_since: None,
+        }
+    }
+
+    fn fetching(&self, now: Nanos) -> bool {
+        self.fetching_since
+            .is_some_and(|since| now.saturating_sub(since) < FETCH_STALE)
+    }
 }
 
 /// What [`LeaseTable::take`] found.
@@ -39,7 +62,7 @@ pub enum Take {
         store_remaining: u64,
         /// When the counter is full again.
         reset_at: Nanos,
-        /// Whether the caller should fetch more now.
+        /// Whether the caller should fetch a full lease now.
         refill: bool,
     },
     /// The store is known to be out of tokens until `retry_at`.
@@ -49,11 +72,15 @@ pub enum Take {
         /// When the counter is full again.
         reset_at: Nanos,
     },
-    /// Ask the store: give back `unused` tokens of an expired lease and take more.
+    /// Ask the store: give back `unused` tokens and take a full lease, which this caller
+    /// is now the one fetching.
     Fetch {
         /// Tokens of a lease that may no longer be spent, to give back.
         unused: u64,
     },
+    /// Another request is fetching the full lease: take just this request's cost, so that
+    /// concurrent misses never pile up tokens on one node.
+    FetchCost,
 }
 
 /// Leases held by this node, per counter.
@@ -89,20 +116,27 @@ impl LeaseTable {
         now: Nanos,
     ) -> Take {
         let mut shard = self.shard(key);
-        let Some(slot) = shard.get_mut(&key.0) else {
-            return Take::Fetch { unused: 0 };
-        };
-        if slot.limit != limit || slot.valid_until <= now {
-            // A changed policy or an expired lease: give it all back and start over.
-            let unused = if slot.limit == limit { slot.tokens } else { 0 };
-            shard.remove(&key.0);
+        let slot = shard.entry(key.0).or_insert_with(|| Slot::empty(limit));
+        if slot.limit != limit {
+            // A changed policy: the old tokens belong to another limit; start over.
+            *slot = Slot::empty(limit);
+        }
+        let fetching = slot.fetching(now);
+        if slot.valid_until <= now && slot.tokens > 0 {
+            // Expired: these tokens may no longer be spent here; they go back to the store
+            // with the next full fetch.
+            if fetching {
+                return Take::FetchCost;
+            }
+            let unused = std::mem::take(&mut slot.tokens);
+            slot.fetching_since = Some(now);
             return Take::Fetch { unused };
         }
-        if slot.tokens >= cost {
+        if slot.tokens >= cost && slot.valid_until > now {
             slot.tokens -= cost;
-            let refill = slot.tokens <= low_water && !slot.refilling;
+            let refill = slot.tokens <= low_water && !fetching;
             if refill {
-                slot.refilling = true;
+                slot.fetching_since = Some(now);
             }
             return Take::Taken {
                 left: slot.tokens,
@@ -117,14 +151,19 @@ impl LeaseTable {
                 reset_at: slot.reset_at,
             };
         }
-        // Not enough here: hand the rest back with the next fetch.
-        let unused = slot.tokens;
-        shard.remove(&key.0);
+        if fetching {
+            return Take::FetchCost;
+        }
+        // Not enough here: hand the rest back with a full fetch.
+        let unused = std::mem::take(&mut slot.tokens);
+        slot.fetching_since = Some(now);
         Take::Fetch { unused }
     }
 
     /// Adds a grant fetched at `sent_at` (node clock, before the request left) and spends
-    /// `cost` of it if it can. Returns whether `cost` was spent and the tokens left.
+    /// `cost` of it if it can. `full`: this was the full lease [`Take::Fetch`] or a refill
+    /// asked for. Returns whether `cost` was spent and the tokens left.
+    #[allow(clippy::too_many_arguments)]
     pub fn fill(
         &self,
         key: CounterKey,
@@ -133,30 +172,28 @@ impl LeaseTable {
         cost: u64,
         ttl: Nanos,
         sent_at: Nanos,
+        full: bool,
     ) -> (bool, u64) {
         let mut shard = self.shard(key);
         // The store measured validity from its own now, which is after `sent_at`: counting
         // from `sent_at` can only end the lease early.
         let valid_until = sent_at.saturating_add(grant.valid_for.min(ttl));
-        let reset_at = sent_at.saturating_add(grant.reset_after);
-        let slot = shard.entry(key.0).or_insert(Slot {
-            limit,
-            tokens: 0,
-            valid_until,
-            store_remaining: 0,
-            reset_at,
-            exhausted_until: 0,
-            refilling: false,
-        });
+        let slot = shard.entry(key.0).or_insert_with(|| Slot::empty(limit));
         if slot.limit != limit {
-            slot.limit = limit;
-            slot.tokens = 0;
+            *slot = Slot::empty(limit);
         }
+        if full {
+            slot.fetching_since = None;
+        }
+        // Tokens already held keep their own (earlier) end: the merged lease ends first.
+        slot.valid_until = if slot.tokens == 0 {
+            valid_until
+        } else {
+            slot.valid_until.min(valid_until)
+        };
         slot.tokens = slot.tokens.saturating_add(grant.granted);
-        slot.valid_until = slot.valid_until.min(valid_until);
         slot.store_remaining = grant.remaining;
-        slot.reset_at = reset_at;
-        slot.refilling = false;
+        slot.reset_at = sent_at.saturating_add(grant.reset_after);
         if grant.granted == 0 {
             let wait = grant.retry_after.unwrap_or(grant.valid_for).max(1);
             slot.exhausted_until = sent_at.saturating_add(wait);
@@ -175,10 +212,10 @@ impl LeaseTable {
         }
     }
 
-    /// A refill failed: let the next caller try.
-    pub fn refill_failed(&self, key: CounterKey) {
+    /// A full fetch failed: let the next caller try.
+    pub fn fetch_failed(&self, key: CounterKey) {
         if let Some(slot) = self.shard(key).get_mut(&key.0) {
-            slot.refilling = false;
+            slot.fetching_since = None;
         }
     }
 
@@ -189,7 +226,7 @@ impl LeaseTable {
         for shard in self.shards.iter() {
             let mut map = shard.lock().unwrap_or_else(PoisonError::into_inner);
             let before = map.len();
-            map.retain(|_, s| s.valid_until > now || s.exhausted_until > now);
+            map.retain(|_, s| s.valid_until > now || s.exhausted_until > now || s.fetching(now));
             dropped += before - map.len();
         }
         dropped
@@ -221,7 +258,12 @@ mod tests {
         let t = LeaseTable::default();
         let (k, l) = (CounterKey(1), Limit::fixed_window(100, SECOND).unwrap());
         assert_eq!(t.take(k, l, 1, 2, 0), Take::Fetch { unused: 0 });
-        assert_eq!(t.fill(k, l, &grant(5), 1, SECOND, 0), (true, 4));
+        assert_eq!(
+            t.take(k, l, 1, 2, 0),
+            Take::FetchCost,
+            "one full fetch at a time"
+        );
+        assert_eq!(t.fill(k, l, &grant(5), 1, SECOND, 0, true), (true, 4));
         assert!(matches!(
             t.take(k, l, 1, 2, 1),
             Take::Taken {
@@ -254,18 +296,21 @@ mod tests {
     fn expired_and_changed_leases_are_handed_back() {
         let t = LeaseTable::default();
         let (k, l) = (CounterKey(2), Limit::fixed_window(100, SECOND).unwrap());
-        t.fill(k, l, &grant(5), 0, SECOND / 4, 0);
+        t.fill(k, l, &grant(5), 0, SECOND / 4, 0, true);
         assert_eq!(t.take(k, l, 1, 0, SECOND / 4), Take::Fetch { unused: 5 });
-        t.fill(k, l, &grant(5), 0, SECOND, 0);
+        t.fill(k, l, &grant(5), 0, SECOND, SECOND / 4, true);
         let other = Limit::fixed_window(10, SECOND).unwrap();
-        assert_eq!(t.take(k, other, 1, 0, 1), Take::Fetch { unused: 0 });
+        assert_eq!(
+            t.take(k, other, 1, 0, SECOND / 2),
+            Take::Fetch { unused: 0 }
+        );
     }
 
     #[test]
     fn an_empty_store_is_remembered_until_its_retry_time() {
         let t = LeaseTable::default();
         let (k, l) = (CounterKey(3), Limit::fixed_window(100, SECOND).unwrap());
-        assert_eq!(t.fill(k, l, &grant(0), 1, SECOND, 10), (false, 0));
+        assert_eq!(t.fill(k, l, &grant(0), 1, SECOND, 10, true), (false, 0));
         assert!(
             matches!(t.take(k, l, 1, 0, 11), Take::Exhausted { retry_at, .. } if retry_at == 10 + SECOND / 2)
         );
@@ -273,6 +318,16 @@ mod tests {
             t.take(k, l, 1, 0, 10 + SECOND / 2),
             Take::Fetch { unused: 0 }
         );
-        assert_eq!(t.sweep(2 * SECOND), 0, "the slot was already handed back");
+        t.fetch_failed(k);
+        assert_eq!(t.sweep(3 * SECOND), 1, "nothing left to spend");
+    }
+
+    #[test]
+    fn a_lost_fetch_does_not_block_the_next_one_for_ever() {
+        let t = LeaseTable::default();
+        let (k, l) = (CounterKey(4), Limit::fixed_window(100, SECOND).unwrap());
+        assert_eq!(t.take(k, l, 1, 0, 0), Take::Fetch { unused: 0 });
+        assert_eq!(t.take(k, l, 1, 0, SECOND / 2), Take::FetchCost);
+        assert_eq!(t.take(k, l, 1, 0, SECOND), Take::Fetch { unused: 0 });
     }
 }

@@ -353,7 +353,8 @@ impl Limiter {
             retry_after: (op.cost <= op.limit.burst()).then(|| retry_at.saturating_sub(now).max(1)),
             state: Default::default(),
         };
-        match self.leases.take(op.key, op.limit, op.cost, low_water, now) {
+        let taken = self.leases.take(op.key, op.limit, op.cost, low_water, now);
+        match taken {
             Take::Taken {
                 left,
                 store_remaining,
@@ -365,20 +366,41 @@ impl Limiter {
                     // so that the others keep spending without a round trip.
                     match self.store.lease(op, 0, want, now).await {
                         Ok(grant) => {
-                            self.leases
-                                .fill(op.key, op.limit, &grant, 0, self.lease_ttl, now);
+                            self.leases.fill(
+                                op.key,
+                                op.limit,
+                                &grant,
+                                0,
+                                self.lease_ttl,
+                                now,
+                                true,
+                            );
                         }
-                        Err(_) => self.leases.refill_failed(op.key),
+                        Err(_) => self.leases.fetch_failed(op.key),
                     }
                 }
                 Ok(granted(left, store_remaining, reset_at))
             }
             Take::Exhausted { retry_at, reset_at } => Ok(denied(retry_at, reset_at)),
-            Take::Fetch { unused } => {
-                let grant = self.store.lease(op, unused, want, now).await?;
+            Take::Fetch { .. } | Take::FetchCost => {
+                // A full lease for the caller that fetches it; just this request's cost for
+                // those that arrive while it is in flight.
+                let (unused, ask, full) = match taken {
+                    Take::Fetch { unused } => (unused, want, true),
+                    _ => (0, op.cost, false),
+                };
+                let grant = match self.store.lease(op, unused, ask, now).await {
+                    Ok(grant) => grant,
+                    Err(e) => {
+                        if full {
+                            self.leases.fetch_failed(op.key);
+                        }
+                        return Err(e);
+                    }
+                };
                 let (spent, left) =
                     self.leases
-                        .fill(op.key, op.limit, &grant, op.cost, self.lease_ttl, now);
+                        .fill(op.key, op.limit, &grant, op.cost, self.lease_ttl, now, full);
                 let reset_at = now.saturating_add(grant.reset_after);
                 if spent {
                     Ok(granted(left, grant.remaining, reset_at))

@@ -181,3 +181,93 @@ fn without_a_shared_store_every_consistency_is_exact() {
     assert_eq!(leased, 100);
     assert!(now_or_never(async { true }));
 }
+
+/// Waits one poll, so that several checks are in flight at the same time.
+struct YieldOnce(bool);
+
+impl std::future::Future for YieldOnce {
+    type Output = ();
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
+}
+
+/// A shared store whose leases take one extra poll, and which sums what it granted.
+#[derive(Default)]
+struct SlowLeases(MemoryStore, AtomicU64);
+
+impl Store for SlowLeases {
+    fn apply<'a>(
+        &'a self,
+        ops: &'a mut [LimitOp],
+        now: Nanos,
+        rule: CommitRule,
+    ) -> StoreFuture<'a> {
+        self.0.apply(ops, now, rule)
+    }
+    fn lease<'a>(&'a self, op: &'a LimitOp, unused: u64, want: u64, now: Nanos) -> LeaseFuture<'a> {
+        Box::pin(async move {
+            YieldOnce(false).await;
+            let grant = self.0.lease_sync(op, unused, want, now);
+            self.1.fetch_add(grant.granted, Ordering::Relaxed);
+            Ok(grant)
+        })
+    }
+    fn is_shared(&self) -> bool {
+        true
+    }
+    fn kind(&self) -> &'static str {
+        "slow-leases"
+    }
+}
+
+#[test]
+fn concurrent_misses_fetch_one_lease_not_one_each() {
+    let store = Arc::new(SlowLeases::default());
+    let clock = Arc::new(ManualClock::new(1_700_000_000 * SECOND + 10 * SECOND));
+    let policies = PolicySet::from_files([(
+        "api.yaml",
+        "domain: api\ndescriptors:\n  - key: k\n    rate_limit: {unit: minute, requests_per_unit: 1000, consistency: leased}\n",
+    )])
+    .expect("valid policy");
+    let l = Limiter::new(policies, store.clone(), clock, LimiterConfig::default());
+    let entries = [tollgate_core::Entry { key: "k", value: "x" }];
+    let descriptors = [tollgate_core::Descriptor {
+        entries: &entries,
+        hits: None,
+        limit_override: None,
+    }];
+    let request = tollgate_core::CheckRequest {
+        domain: "api",
+        descriptors: &descriptors,
+        hits: 1,
+    };
+    // 16 checks in flight at once, all finding no lease: polled round robin until done.
+    let mut checks: Vec<_> = (0..16).map(|_| Some(Box::pin(l.check(&request)))).collect();
+    let mut admitted = 0u64;
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    for _ in 0..10 {
+        for slot in checks.iter_mut() {
+            if let Some(check) = slot
+                && let std::task::Poll::Ready(d) = check.as_mut().poll(&mut cx)
+            {
+                admitted += u64::from(d.expect("valid request").allowed);
+                *slot = None;
+            }
+        }
+    }
+    assert!(checks.iter().all(Option::is_none), "every check finished");
+    assert_eq!(admitted, 16);
+    // One full lease (1000 / 10) for the first, one token each for the other 15: the node
+    // holds at most one lease, not sixteen.
+    let held = store.1.load(Ordering::Relaxed) - admitted;
+    assert!(held <= 100, "{held} tokens stranded on the node");
+}
