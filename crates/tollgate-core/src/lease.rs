@@ -20,6 +20,8 @@ const FETCH_STALE: Nanos = crate::time::SECOND;
 #[derive(Debug, Clone, Copy)]
 struct Slot {
     limit: Limit,
+    /// The counter's group ([`crate::LimitOp::group`]), to hand tokens back on expiry.
+    group: u64,
     tokens: u64,
     /// The tokens may be spent before this time (node clock).
     valid_until: Nanos,
@@ -36,6 +38,7 @@ impl Slot {
     fn empty(limit: Limit) -> Self {
         Self {
             limit,
+            group: 0,
             tokens: 0,
             valid_until: 0,
             store_remaining: 0,
@@ -81,6 +84,19 @@ pub enum Take {
     /// Another request is fetching the full lease: take just this request's cost, so that
     /// concurrent misses never pile up tokens on one node.
     FetchCost,
+}
+
+/// A lease that ran out of time with tokens left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExpiredLease {
+    /// The counter.
+    pub key: CounterKey,
+    /// Its group.
+    pub group: u64,
+    /// Its limit.
+    pub limit: Limit,
+    /// Tokens never spent.
+    pub unused: u64,
 }
 
 /// Leases held by this node, per counter.
@@ -167,6 +183,7 @@ impl LeaseTable {
     pub fn fill(
         &self,
         key: CounterKey,
+        group: u64,
         limit: Limit,
         grant: &LeaseGrant,
         cost: u64,
@@ -182,6 +199,7 @@ impl LeaseTable {
         if slot.limit != limit {
             *slot = Slot::empty(limit);
         }
+        slot.group = group;
         if full {
             slot.fetching_since = None;
         }
@@ -219,17 +237,26 @@ impl LeaseTable {
         }
     }
 
-    /// Drops leases that can no longer be spent. Their tokens are lost to this window,
-    /// which is the under-admission leasing trades for fewer round trips.
-    pub fn sweep(&self, now: Nanos) -> usize {
-        let mut dropped = 0;
+    /// Removes leases that can no longer be spent and returns those that still hold
+    /// tokens, for the caller to hand back to the store (`Store::lease` with `unused`).
+    pub fn drain_expired(&self, now: Nanos) -> Vec<ExpiredLease> {
+        let mut expired = Vec::new();
         for shard in self.shards.iter() {
             let mut map = shard.lock().unwrap_or_else(PoisonError::into_inner);
-            let before = map.len();
-            map.retain(|_, s| s.valid_until > now || s.exhausted_until > now || s.fetching(now));
-            dropped += before - map.len();
+            map.retain(|&key, s| {
+                let live = s.valid_until > now || s.exhausted_until > now || s.fetching(now);
+                if !live && s.tokens > 0 {
+                    expired.push(ExpiredLease {
+                        key: CounterKey(key),
+                        group: s.group,
+                        limit: s.limit,
+                        unused: s.tokens,
+                    });
+                }
+                live
+            });
         }
-        dropped
+        expired
     }
 
     /// Tokens held for `key`, for tests and inspection.
@@ -263,7 +290,7 @@ mod tests {
             Take::FetchCost,
             "one full fetch at a time"
         );
-        assert_eq!(t.fill(k, l, &grant(5), 1, SECOND, 0, true), (true, 4));
+        assert_eq!(t.fill(k, 0, l, &grant(5), 1, SECOND, 0, true), (true, 4));
         assert!(matches!(
             t.take(k, l, 1, 2, 1),
             Take::Taken {
@@ -296,9 +323,9 @@ mod tests {
     fn expired_and_changed_leases_are_handed_back() {
         let t = LeaseTable::default();
         let (k, l) = (CounterKey(2), Limit::fixed_window(100, SECOND).unwrap());
-        t.fill(k, l, &grant(5), 0, SECOND / 4, 0, true);
+        t.fill(k, 0, l, &grant(5), 0, SECOND / 4, 0, true);
         assert_eq!(t.take(k, l, 1, 0, SECOND / 4), Take::Fetch { unused: 5 });
-        t.fill(k, l, &grant(5), 0, SECOND, SECOND / 4, true);
+        t.fill(k, 0, l, &grant(5), 0, SECOND, SECOND / 4, true);
         let other = Limit::fixed_window(10, SECOND).unwrap();
         assert_eq!(
             t.take(k, other, 1, 0, SECOND / 2),
@@ -310,7 +337,7 @@ mod tests {
     fn an_empty_store_is_remembered_until_its_retry_time() {
         let t = LeaseTable::default();
         let (k, l) = (CounterKey(3), Limit::fixed_window(100, SECOND).unwrap());
-        assert_eq!(t.fill(k, l, &grant(0), 1, SECOND, 10, true), (false, 0));
+        assert_eq!(t.fill(k, 0, l, &grant(0), 1, SECOND, 10, true), (false, 0));
         assert!(
             matches!(t.take(k, l, 1, 0, 11), Take::Exhausted { retry_at, .. } if retry_at == 10 + SECOND / 2)
         );
@@ -319,7 +346,36 @@ mod tests {
             Take::Fetch { unused: 0 }
         );
         t.fetch_failed(k);
-        assert_eq!(t.sweep(3 * SECOND), 1, "nothing left to spend");
+        assert_eq!(
+            t.drain_expired(3 * SECOND),
+            vec![],
+            "nothing left to hand back"
+        );
+        assert_eq!(
+            t.take(k, l, 1, 0, 3 * SECOND),
+            Take::Fetch { unused: 0 },
+            "slot gone"
+        );
+    }
+
+    #[test]
+    fn expired_leases_with_tokens_are_drained_for_hand_back() {
+        let t = LeaseTable::default();
+        let (k, l) = (CounterKey(5), Limit::gcra(100, SECOND, 100).unwrap());
+        t.take(k, l, 1, 0, 0);
+        t.fill(k, 42, l, &grant(10), 1, SECOND / 2, 0, true);
+        assert_eq!(t.drain_expired(SECOND / 4), vec![]);
+        let drained = t.drain_expired(SECOND / 2);
+        assert_eq!(
+            drained,
+            vec![ExpiredLease {
+                key: k,
+                group: 42,
+                limit: l,
+                unused: 9
+            }]
+        );
+        assert_eq!(t.tokens(k), 0);
     }
 
     #[test]

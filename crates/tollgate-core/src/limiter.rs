@@ -368,6 +368,7 @@ impl Limiter {
                         Ok(grant) => {
                             self.leases.fill(
                                 op.key,
+                                op.group,
                                 op.limit,
                                 &grant,
                                 0,
@@ -398,9 +399,16 @@ impl Limiter {
                         return Err(e);
                     }
                 };
-                let (spent, left) =
-                    self.leases
-                        .fill(op.key, op.limit, &grant, op.cost, self.lease_ttl, now, full);
+                let (spent, left) = self.leases.fill(
+                    op.key,
+                    op.group,
+                    op.limit,
+                    &grant,
+                    op.cost,
+                    self.lease_ttl,
+                    now,
+                    full,
+                );
                 let reset_at = now.saturating_add(grant.reset_after);
                 if spent {
                     Ok(granted(left, grant.remaining, reset_at))
@@ -560,9 +568,26 @@ impl Limiter {
         charged
     }
 
-    /// Drops leases that expired; the server calls it with its other housekeeping.
+    /// Drops this node's expired local counters; the server calls it with its other
+    /// housekeeping.
     pub fn sweep(&self, now: Nanos) -> usize {
-        self.leases.sweep(now) + self.local.sweep(now)
+        self.local.sweep(now)
+    }
+
+    /// Hands the unspent tokens of expired leases back to the shared store, so that other
+    /// nodes can use them; returns how many tokens went back. The server calls it every few
+    /// seconds. A failed hand-back only loses those tokens for the rest of their window.
+    pub async fn return_expired_leases(&self) -> u64 {
+        let now = self.clock.now();
+        let mut returned = 0;
+        for lease in self.leases.drain_expired(now) {
+            let mut op = LimitOp::new(lease.key, lease.limit, 0, true);
+            op.group = lease.group;
+            if self.store.lease(&op, lease.unused, 0, now).await.is_ok() {
+                returned += lease.unused;
+            }
+        }
+        returned
     }
 }
 

@@ -321,6 +321,22 @@ fn spawn_housekeeping(state: &Arc<AppState>) {
             metrics.upkeep();
         }
     });
+    if state.limiter.store().is_shared() {
+        let limiter = state.limiter.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(UPKEEP_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                // Leased tokens nobody spent in time go back to the store for other nodes.
+                let returned = limiter.return_expired_leases().await;
+                if returned > 0 {
+                    metrics::counter!("tollgate_lease_tokens_returned_total").increment(returned);
+                    tracing::debug!(returned, "unspent leased tokens handed back");
+                }
+            }
+        });
+    }
     let memory = state.memory.clone();
     let limiter = state.limiter.clone();
     tokio::spawn(async move {

@@ -239,7 +239,10 @@ fn concurrent_misses_fetch_one_lease_not_one_each() {
     )])
     .expect("valid policy");
     let l = Limiter::new(policies, store.clone(), clock, LimiterConfig::default());
-    let entries = [tollgate_core::Entry { key: "k", value: "x" }];
+    let entries = [tollgate_core::Entry {
+        key: "k",
+        value: "x",
+    }];
     let descriptors = [tollgate_core::Descriptor {
         entries: &entries,
         hits: None,
@@ -270,4 +273,22 @@ fn concurrent_misses_fetch_one_lease_not_one_each() {
     // holds at most one lease, not sixteen.
     let held = store.1.load(Ordering::Relaxed) - admitted;
     assert!(held <= 100, "{held} tokens stranded on the node");
+}
+
+#[test]
+fn expired_leases_go_back_to_the_store_for_other_nodes() {
+    let store: Arc<dyn Store> = Arc::new(Shared::default());
+    let clock = Arc::new(ManualClock::new(1_700_000_000 * SECOND));
+    // 100 per day: nothing refills while the test runs.
+    let yaml = "domain: api\ndescriptors:\n  - key: k\n    rate_limit: {unit: day, requests_per_unit: 100, algorithm: gcra, consistency: leased}\n";
+    let node = || {
+        let policies = PolicySet::from_files([("api.yaml", yaml)]).expect("valid policy");
+        Limiter::new(policies, store.clone(), clock.clone(), LimiterConfig::default())
+    };
+    let (a, b) = (node(), node());
+    assert!(admitted(&a, "k"), "a leases 10 and spends 1");
+    clock.advance(2 * SECOND);
+    assert_eq!(now_or_never(a.return_expired_leases()), 9);
+    let by_b = (0..200).filter(|_| admitted(&b, "k")).count();
+    assert_eq!(by_b, 99, "everything a did not spend");
 }
