@@ -283,7 +283,12 @@ fn expired_leases_go_back_to_the_store_for_other_nodes() {
     let yaml = "domain: api\ndescriptors:\n  - key: k\n    rate_limit: {unit: day, requests_per_unit: 100, algorithm: gcra, consistency: leased}\n";
     let node = || {
         let policies = PolicySet::from_files([("api.yaml", yaml)]).expect("valid policy");
-        Limiter::new(policies, store.clone(), clock.clone(), LimiterConfig::default())
+        Limiter::new(
+            policies,
+            store.clone(),
+            clock.clone(),
+            LimiterConfig::default(),
+        )
     };
     let (a, b) = (node(), node());
     assert!(admitted(&a, "k"), "a leases 10 and spends 1");
