@@ -450,7 +450,8 @@ impl Limiter {
             plan.keys.push(key);
         }
         drop_replaced(&mut plan.statuses);
-        let group = if self.store.needs_group() {
+        // Shared stores keep a domain's counters together by it (Redis Cluster hash tags).
+        let group = if self.store.is_shared() {
             self.keys.group(request.domain)
         } else {
             0

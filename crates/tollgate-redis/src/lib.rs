@@ -500,10 +500,6 @@ impl Store for RedisStore {
         true
     }
 
-    fn needs_group(&self) -> bool {
-        true
-    }
-
     fn is_available(&self) -> bool {
         self.breaker.state() == CircuitState::Closed
     }

@@ -29,7 +29,8 @@ pub struct LimitOp {
     /// The counter.
     pub key: CounterKey,
     /// Counters that a shared store must keep together so one decision stays atomic (a
-    /// fingerprint of the domain; Redis Cluster's hash tag). 0 when nobody set it.
+    /// fingerprint of the domain; Redis Cluster's hash tag). Set by the limiter for
+    /// shared stores ([`Store::is_shared`]); 0 otherwise.
     pub group: u64,
     /// The rule to apply to it.
     pub limit: Limit,
@@ -161,11 +162,6 @@ pub trait Store: Send + Sync + 'static {
     /// `/readyz`.
     fn is_available(&self) -> bool {
         true
-    }
-
-    /// Whether ops must carry their [`LimitOp::group`] (stores that shard by it).
-    fn needs_group(&self) -> bool {
-        false
     }
 
     /// A short name for logs and metrics (`memory`, `redis`).
