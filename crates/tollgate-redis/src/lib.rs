@@ -3,8 +3,9 @@
 //!
 //! Every decision is one atomic server-side script ([`decide.lua`](../src/decide.lua)) that
 //! restates tollgate-core's algorithms and batch rule, run with EVALSHA (loaded again on
-//! NOSCRIPT) on one multiplexed, pipelined connection shared by all requests. The script
-//! reads the store's clock, so nodes with skewed clocks still agree.
+//! NOSCRIPT) on a multiplexed, pipelined connection: one shared by all requests, or one per
+//! worker thread after [`RedisStore::attach_current_thread`]. The script reads the store's
+//! clock, so nodes with skewed clocks still agree.
 //!
 //! Around each call: a deadline ([`RedisStoreConfig::timeout`]) and a circuit breaker that
 //! stops calling a store that keeps failing and probes it until it answers again. What a
@@ -37,7 +38,7 @@ pub use url::StoreUrl;
 
 /// The decision script; see its header for the calling convention.
 const DECIDE_LUA: &str = include_str!("decide.lua");
-/// Integers the script returns per op.
+/// Numbers (packed doubles) the script returns per op.
 const REPLY_WIDTH: usize = 8;
 const NANOS_PER_SECOND: u64 = 1_000_000_000;
 
