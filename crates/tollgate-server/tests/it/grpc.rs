@@ -459,3 +459,38 @@ async fn connections_are_recycled_at_their_maximum_age_without_failing_calls() {
         "the client had to reconnect: {connections} connection(s)"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_on_one_redis_share_the_limit_over_grpc() {
+    let redis = tollgate_testkit::RedisServer::start();
+    let dir = TempDir::new("grpc-redis");
+    let file = dir.write(
+        "shared.yaml",
+        "domain: shared\ndescriptors:\n  - key: user\n    rate_limit: {unit: day, requests_per_unit: 10, algorithm: gcra}\n",
+    );
+    let nodes: Vec<TestServer> = (0..2)
+        .map(|_| TestServer::serve(Some(&file), &["--store", &redis.url()]))
+        .collect();
+    let mut clients = Vec::new();
+    for node in &nodes {
+        clients.push(
+            RateLimitServiceClient::connect(node.grpc.clone())
+                .await
+                .expect("connect"),
+        );
+    }
+    let (mut ok, mut over) = (0, 0);
+    for i in 0..30 {
+        let r = ask(
+            &mut clients[i % 2],
+            request("shared", vec![descriptor(&[("user", "u1")])], 1),
+        )
+        .await;
+        if r.overall_code == Code::Ok as i32 {
+            ok += 1;
+        } else if r.overall_code == Code::OverLimit as i32 {
+            over += 1;
+        }
+    }
+    assert_eq!((ok, over), (10, 20), "one limit of 10 shared by both nodes");
+}
