@@ -150,7 +150,9 @@ impl LeaseTable {
         }
         if slot.tokens >= cost && slot.valid_until > now {
             slot.tokens -= cost;
-            let refill = slot.tokens <= low_water && !fetching;
+            // Not while the store is known to be empty: that would cost a round trip per
+            // request for nothing.
+            let refill = slot.tokens <= low_water && !fetching && now >= slot.exhausted_until;
             if refill {
                 slot.fetching_since = Some(now);
             }
@@ -376,6 +378,23 @@ mod tests {
             }]
         );
         assert_eq!(t.tokens(k), 0);
+    }
+
+    #[test]
+    fn no_refill_while_the_store_is_known_to_be_empty() {
+        let t = LeaseTable::default();
+        let (k, l) = (CounterKey(6), Limit::fixed_window(100, SECOND).unwrap());
+        t.take(k, l, 1, 2, 0);
+        t.fill(k, 0, l, &grant(3), 0, SECOND, 0, true);
+        assert!(matches!(
+            t.take(k, l, 1, 2, 1),
+            Take::Taken { refill: true, .. }
+        ));
+        t.fill(k, 0, l, &grant(0), 0, SECOND, 1, true);
+        assert!(matches!(
+            t.take(k, l, 1, 2, 2),
+            Take::Taken { refill: false, .. }
+        ));
     }
 
     #[test]

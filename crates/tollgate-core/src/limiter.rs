@@ -176,6 +176,8 @@ struct Plan {
     ops: SmallVec<[LimitOp; 2]>,
     on_error: SmallVec<[OnStoreError; 2]>,
     consistency: SmallVec<[Consistency; 2]>,
+    /// Per op: the policy's tokens per lease, if it sets one.
+    lease: SmallVec<[Option<u64>; 2]>,
     /// Per op: the store failed and `on_store_error` answered.
     failed: SmallVec<[bool; 2]>,
     store_error: Option<StoreError>,
@@ -270,7 +272,7 @@ impl Limiter {
         let mut taken_local: SmallVec<[LimitOp; 2]> = SmallVec::new();
 
         for &i in &leased {
-            match self.spend_lease(&plan.ops[i], now).await {
+            match self.spend_lease(&plan.ops[i], plan.lease[i], now).await {
                 Ok(outcome) => {
                     if outcome.allowed && plan.ops[i].cost > 0 {
                         taken_leases.push(i);
@@ -331,11 +333,14 @@ impl Limiter {
     }
 
     /// One leased op: spend local tokens, or fetch a lease (giving back an expired one).
-    async fn spend_lease(&self, op: &LimitOp, now: Nanos) -> Result<Outcome, StoreError> {
-        let want = op
-            .limit
-            .burst()
-            .div_ceil(self.lease_divisor)
+    async fn spend_lease(
+        &self,
+        op: &LimitOp,
+        lease: Option<u64>,
+        now: Nanos,
+    ) -> Result<Outcome, StoreError> {
+        let want = lease
+            .unwrap_or_else(|| op.limit.burst().div_ceil(self.lease_divisor))
             .max(op.cost)
             .max(1);
         let low_water = want / 2;
@@ -457,13 +462,20 @@ impl Limiter {
             0
         };
         for (i, descriptor) in request.descriptors.iter().enumerate() {
-            let (limit, enforce, on_error, consistency) = match &plan.statuses[i].rule {
-                None => (None, true, OnStoreError::default(), Consistency::default()),
+            let (limit, enforce, on_error, consistency, lease) = match &plan.statuses[i].rule {
+                None => (
+                    None,
+                    true,
+                    OnStoreError::default(),
+                    Consistency::default(),
+                    None,
+                ),
                 Some(Rule::Override(o)) => (
                     Some(o.limit()),
                     true,
                     OnStoreError::default(),
                     Consistency::default(),
+                    None,
                 ),
                 Some(Rule::Policy(p)) => match &p.limit {
                     PolicyLimit::Limited { limit, .. } => (
@@ -471,8 +483,9 @@ impl Limiter {
                         !p.shadow_mode,
                         p.on_store_error,
                         p.consistency,
+                        p.lease,
                     ),
-                    PolicyLimit::Unlimited => (None, true, p.on_store_error, p.consistency),
+                    PolicyLimit::Unlimited => (None, true, p.on_store_error, p.consistency, None),
                 },
             };
             let mut op_index = None;
@@ -484,6 +497,7 @@ impl Limiter {
                 plan.ops.push(op);
                 plan.on_error.push(on_error);
                 plan.consistency.push(consistency);
+                plan.lease.push(lease);
                 plan.failed.push(false);
             }
             plan.op_of.push(op_index);

@@ -138,6 +138,8 @@ struct RateLimitFields {
     consistency: Option<ConsistencyName>,
     #[serde(default)]
     on_store_error: Option<OnStoreErrorName>,
+    #[serde(default)]
+    lease: Option<u64>,
     #[serde(default, rename = "quota_mode")]
     _quota_mode: Option<IgnoredAny>,
     #[serde(default, rename = "metadata")]
@@ -160,6 +162,7 @@ struct RawRateLimit {
     share_threshold: bool,
     consistency: Consistency,
     on_store_error: OnStoreError,
+    lease: Option<u64>,
 }
 
 impl TryFrom<RateLimitFields> for RawRateLimit {
@@ -216,13 +219,29 @@ impl RawRateLimit {
                 requests_per_unit: requests,
             }
         };
+        let consistency = f.consistency.map_or_else(Consistency::default, |c| c.0);
+        if let Some(lease) = f.lease {
+            if consistency != Consistency::Leased {
+                return Err("lease applies only to consistency: leased".into());
+            }
+            let burst = match &limit {
+                PolicyLimit::Limited { limit, .. } => limit.burst(),
+                PolicyLimit::Unlimited => 0,
+            };
+            if lease == 0 || lease > burst {
+                return Err(format!(
+                    "lease must be between 1 and the limit's burst ({burst}), got {lease}"
+                ));
+            }
+        }
         Ok(Self {
             limit,
             name: f.name.filter(|n| !n.is_empty()),
             replaces: f.replaces.into_iter().map(|r| r.name.0).collect(),
             share_threshold: f.share_threshold,
-            consistency: f.consistency.map_or_else(Consistency::default, |c| c.0),
+            consistency,
             on_store_error: f.on_store_error.map_or_else(OnStoreError::default, |o| o.0),
+            lease: f.lease,
         })
     }
 }
@@ -365,6 +384,7 @@ impl Builder<'_> {
                     replaces: r.replaces.iter().map(|s| Arc::from(s.as_str())).collect(),
                     consistency: r.consistency,
                     on_store_error: r.on_store_error,
+                    lease: r.lease,
                 }
             });
             let index = self

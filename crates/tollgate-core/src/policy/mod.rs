@@ -154,6 +154,8 @@ pub struct Policy {
     pub consistency: Consistency,
     /// Behaviour when the store fails.
     pub on_store_error: OnStoreError,
+    /// With `consistency: leased`: tokens per lease (default: a tenth of the burst).
+    pub lease: Option<u64>,
 }
 
 /// All policies of one domain, as a descriptor tree.

@@ -150,6 +150,36 @@ fn leases_cost_one_round_trip_per_lease_not_per_request() {
 }
 
 #[test]
+fn a_policy_sets_its_own_lease_size() {
+    let store = Arc::new(Shared::default());
+    let clock = Arc::new(ManualClock::new(1_700_000_000 * SECOND + 10 * SECOND));
+    let trips = |key: &str, lease: &str| {
+        let yaml = format!(
+            "domain: api\ndescriptors:\n  - key: {key}\n    rate_limit: {{unit: minute, requests_per_unit: 1000, consistency: leased{lease}}}\n"
+        );
+        let policies = PolicySet::from_files([("api.yaml", yaml.as_str())]).expect("valid policy");
+        let l = Limiter::new(
+            policies,
+            store.clone(),
+            clock.clone(),
+            LimiterConfig::default(),
+        );
+        let before = store.1.load(Ordering::Relaxed);
+        let admitted = (0..1_000)
+            .filter(|_| check(&l, "api", &[&[(key, "x")]]).allowed)
+            .count();
+        assert_eq!(admitted, 1_000);
+        store.1.load(Ordering::Relaxed) - before
+    };
+    // The default lease is a tenth of the burst: about 10 round trips for 1 000 decisions
+    // (plus refills); a lease of 500 needs about 2.
+    let default = trips("a", "");
+    let large = trips("b", ", lease: 500");
+    assert!((10..=15).contains(&default), "{default}");
+    assert!(large <= 3, "{large}");
+}
+
+#[test]
 fn a_denial_elsewhere_gives_leased_and_local_tokens_back() {
     let (nodes, _) = nodes(1);
     let l = &nodes[0];

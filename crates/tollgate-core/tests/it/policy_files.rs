@@ -93,6 +93,40 @@ descriptors:
 }
 
 #[test]
+fn a_lease_size_is_read_for_leased_policies_and_checked() {
+    let set = load(
+        "domain: ext
+descriptors:
+  - key: user
+    rate_limit: {unit: minute, requests_per_unit: 600, consistency: leased, lease: 50}
+",
+    )
+    .unwrap();
+    let p = &set.domain("ext").unwrap().policies()[0];
+    assert_eq!(p.lease, Some(50));
+    for (rate_limit, expected) in [
+        (
+            "{unit: minute, requests_per_unit: 600, lease: 50}",
+            "lease applies only to consistency: leased",
+        ),
+        (
+            "{unit: minute, requests_per_unit: 600, consistency: leased, lease: 0}",
+            "lease must be between 1 and the limit's burst (600), got 0",
+        ),
+        (
+            "{unit: minute, requests_per_unit: 60, algorithm: gcra, burst: 5, consistency: leased, lease: 6}",
+            "lease must be between 1 and the limit's burst (5), got 6",
+        ),
+    ] {
+        let e = error(&format!(
+            "domain: api\ndescriptors:\n  - key: user\n    rate_limit: {rate_limit}\n"
+        ));
+        assert!(e.message.contains(expected), "{e}");
+        assert!(e.message.contains("rate_limit"), "names the block: {e}");
+    }
+}
+
+#[test]
 fn an_unknown_field_is_named_with_its_line() {
     let e = error(
         "domain: api
