@@ -1,5 +1,5 @@
 //! Policy files: envoyproxy/ratelimit's YAML format, loaded unchanged, plus Tollgate's
-//! extensions inside `rate_limit` (`algorithm`, `burst`, `consistency`, `on_store_error`).
+//! extensions inside `rate_limit` (`algorithm`, `burst`, `consistency`, `on_store_error`, `lease`).
 //!
 //! Fields envoyproxy/ratelimit knows but Tollgate has no use for (`detailed_metric`,
 //! `value_to_metric`, `quota_mode`, `metadata`) are accepted and ignored; any other field is
