@@ -14,10 +14,16 @@ use tollgate_core::{
 
 use crate::support::{check, check_hits, now_or_never};
 
-/// An in-memory store that says it is shared, so limiters treat it like Redis; it counts
-/// the calls that would be round trips.
+/// An in-memory store that says it is shared, so limiters treat it like Redis. It counts
+/// the calls that would be round trips and the tokens it leased; a `slow` one makes every
+/// lease wait one poll, so that several checks can be in flight at once.
 #[derive(Default)]
-struct Shared(MemoryStore, AtomicU64);
+struct Shared {
+    store: MemoryStore,
+    calls: AtomicU64,
+    granted: AtomicU64,
+    slow: bool,
+}
 
 impl Store for Shared {
     fn apply<'a>(
@@ -26,12 +32,19 @@ impl Store for Shared {
         now: Nanos,
         rule: CommitRule,
     ) -> StoreFuture<'a> {
-        self.1.fetch_add(1, Ordering::Relaxed);
-        self.0.apply(ops, now, rule)
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.store.apply(ops, now, rule)
     }
     fn lease<'a>(&'a self, op: &'a LimitOp, unused: u64, want: u64, now: Nanos) -> LeaseFuture<'a> {
-        self.1.fetch_add(1, Ordering::Relaxed);
-        self.0.lease(op, unused, want, now)
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        Box::pin(async move {
+            if self.slow {
+                YieldOnce(false).await;
+            }
+            let grant = self.store.lease_sync(op, unused, want, now);
+            self.granted.fetch_add(grant.granted, Ordering::Relaxed);
+            Ok(grant)
+        })
     }
     fn is_shared(&self) -> bool {
         true
@@ -143,7 +156,7 @@ fn leases_cost_one_round_trip_per_lease_not_per_request() {
         }
         admitted += u64::from(check(&l, "hot", &[&[("k", "x")]]).allowed);
     }
-    let trips = store.1.load(Ordering::Relaxed);
+    let trips = store.calls.load(Ordering::Relaxed);
     assert_eq!(admitted, 50_000);
     // 10 000 tokens per lease: a handful of round trips for 50 000 decisions.
     assert!(trips * 1_000 <= 50_000, "{trips} round trips");
@@ -164,12 +177,12 @@ fn a_policy_sets_its_own_lease_size() {
             clock.clone(),
             LimiterConfig::default(),
         );
-        let before = store.1.load(Ordering::Relaxed);
+        let before = store.calls.load(Ordering::Relaxed);
         let admitted = (0..1_000)
             .filter(|_| check(&l, "api", &[&[(key, "x")]]).allowed)
             .count();
         assert_eq!(admitted, 1_000);
-        store.1.load(Ordering::Relaxed) - before
+        store.calls.load(Ordering::Relaxed) - before
     };
     // The default lease is a tenth of the burst: about 10 round trips for 1 000 decisions
     // (plus refills); a lease of 500 needs about 2.
@@ -230,38 +243,12 @@ impl std::future::Future for YieldOnce {
     }
 }
 
-/// A shared store whose leases take one extra poll, and which sums what it granted.
-#[derive(Default)]
-struct SlowLeases(MemoryStore, AtomicU64);
-
-impl Store for SlowLeases {
-    fn apply<'a>(
-        &'a self,
-        ops: &'a mut [LimitOp],
-        now: Nanos,
-        rule: CommitRule,
-    ) -> StoreFuture<'a> {
-        self.0.apply(ops, now, rule)
-    }
-    fn lease<'a>(&'a self, op: &'a LimitOp, unused: u64, want: u64, now: Nanos) -> LeaseFuture<'a> {
-        Box::pin(async move {
-            YieldOnce(false).await;
-            let grant = self.0.lease_sync(op, unused, want, now);
-            self.1.fetch_add(grant.granted, Ordering::Relaxed);
-            Ok(grant)
-        })
-    }
-    fn is_shared(&self) -> bool {
-        true
-    }
-    fn kind(&self) -> &'static str {
-        "slow-leases"
-    }
-}
-
 #[test]
 fn concurrent_misses_fetch_one_lease_not_one_each() {
-    let store = Arc::new(SlowLeases::default());
+    let store = Arc::new(Shared {
+        slow: true,
+        ..Shared::default()
+    });
     let clock = Arc::new(ManualClock::new(1_700_000_000 * SECOND + 10 * SECOND));
     let policies = PolicySet::from_files([(
         "api.yaml",
@@ -301,7 +288,7 @@ fn concurrent_misses_fetch_one_lease_not_one_each() {
     assert_eq!(admitted, 16);
     // One full lease (1000 / 10) for the first, one token each for the other 15: the node
     // holds at most one lease, not sixteen.
-    let held = store.1.load(Ordering::Relaxed) - admitted;
+    let held = store.granted.load(Ordering::Relaxed) - admitted;
     assert!(held <= 100, "{held} tokens stranded on the node");
 }
 
