@@ -10,7 +10,9 @@ use crate::descriptor::{CheckRequest, LimitOverride, RequestError, RequestLimits
 use crate::key::{CounterKey, KeyHasher};
 use crate::lease::{LeaseTable, Take};
 use crate::policy::{Consistency, Domain, OnStoreError, Policy, PolicyLimit, PolicySet, Unit};
-use crate::store::{CommitRule, LimitOp, MemoryStore, Store, StoreError, batch_admits};
+use crate::store::{
+    CommitRule, LimitOp, MemoryStore, MemoryStoreConfig, Store, StoreError, batch_admits,
+};
 use crate::time::{Clock, Nanos, SECOND};
 
 /// What decided one descriptor.
@@ -123,6 +125,8 @@ pub struct LimiterConfig {
     pub lease_divisor: u64,
     /// Longest time a leased token may wait to be spent.
     pub lease_ttl: Nanos,
+    /// Most counters this node keeps for `consistency: local` and `on_store_error: local`.
+    pub local_max_keys: usize,
 }
 
 impl Default for LimiterConfig {
@@ -135,6 +139,7 @@ impl Default for LimiterConfig {
             nodes: 1,
             lease_divisor: 10,
             lease_ttl: SECOND,
+            local_max_keys: MemoryStoreConfig::default().max_keys,
         }
     }
 }
@@ -196,7 +201,10 @@ impl Limiter {
         Self {
             policies: ArcSwap::from_pointee(policies),
             store,
-            local: MemoryStore::default(),
+            local: MemoryStore::new(MemoryStoreConfig {
+                max_keys: config.local_max_keys,
+                ..MemoryStoreConfig::default()
+            }),
             leases: LeaseTable::default(),
             clock,
             keys: KeyHasher::new(config.key_seed),

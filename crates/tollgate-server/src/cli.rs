@@ -74,7 +74,9 @@ pub struct ServeArgs {
     /// limit / N on its own while the store is unreachable.
     #[arg(long, env = "TOLLGATE_NODES", value_name = "N")]
     pub nodes: Option<u64>,
-    /// Most counters the in-memory store keeps (memory stays bounded under key spraying).
+    /// Most counters kept in this process: the in-memory store's, or with a shared store
+    /// the node-local ones (consistency: local, on_store_error: local). Memory stays
+    /// bounded under key spraying.
     #[arg(long, env = "TOLLGATE_MAX_KEYS", value_name = "N")]
     pub max_keys: Option<usize>,
     /// Global shadow mode: every policy is evaluated and counted, none ever denies

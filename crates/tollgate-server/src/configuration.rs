@@ -55,6 +55,9 @@ pub struct Settings {
     pub store: StoreSettings,
     /// Nodes sharing the store (`on_store_error: local` enforces limit / nodes).
     pub nodes: u64,
+    /// Most counters kept in this process (the in-memory store, or the node-local counters
+    /// next to a shared store).
+    pub max_keys: usize,
     /// Log format.
     pub log_format: LogFormat,
     /// Worker threads, each with its own runtime and listening socket.
@@ -127,6 +130,9 @@ impl Settings {
             .or(file.store)
             .unwrap_or_else(|| "memory://".into());
         let max_keys = args.max_keys.or(file.max_keys).unwrap_or(16 << 20);
+        if max_keys == 0 {
+            bail!("max_keys must be at least 1");
+        }
         let shared = SharedStoreOptions {
             timeout: args
                 .store_timeout
@@ -156,6 +162,7 @@ impl Settings {
             policies: args.policies.clone().or(file_policies),
             store: parse_store(&store_url, max_keys, shared)?,
             nodes,
+            max_keys,
             log_format: args.log_format.or(file.log_format).unwrap_or_default(),
             workers: match args.workers.or(file.workers) {
                 Some(0) => bail!("workers must be at least 1"),

@@ -157,6 +157,7 @@ impl Application {
         let config = LimiterConfig {
             key_seed: built.key_seed,
             nodes: settings.nodes,
+            local_max_keys: settings.max_keys,
             shadow_mode: settings.shadow_mode,
             commit_rule: if settings.count_denied_requests {
                 CommitRule::EveryRequestCounts
