@@ -62,11 +62,12 @@ async fn a_dead_store_opens_the_circuit_and_recovery_closes_it() {
         );
     }
     assert!(!store.is_available());
-    // Open: refused at once, without touching the network.
+    // Open: refused without waiting for the network (well inside the 50 ms deadline; the
+    // margin is for a loaded machine, not a speed claim).
     let started = Instant::now();
     let refused = decide(&store).await;
     assert!(matches!(refused, Err(StoreError::Unavailable(ref m)) if m.contains("circuit open")));
-    assert!(started.elapsed() < Duration::from_millis(5));
+    assert!(started.elapsed() < Duration::from_millis(40));
 
     proxy.set_down(false);
     let healed = Instant::now();
