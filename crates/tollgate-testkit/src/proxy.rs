@@ -118,39 +118,32 @@ async fn relay(
 ) {
     // Only cuts after this connection was made count.
     cut.borrow_and_update();
-    let (mut client_read, mut client_write) = client.into_split();
-    let (mut server_read, mut server_write) = server.into_split();
-    let up_faults = faults.clone();
-    let up = async move {
-        let mut buf = vec![0u8; 16 * 1024];
-        loop {
-            let n = match client_read.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => n,
-            };
-            delay(&up_faults).await;
-            if server_write.write_all(&buf[..n]).await.is_err() {
-                return;
-            }
-        }
-    };
-    let down = async move {
-        let mut buf = vec![0u8; 16 * 1024];
-        loop {
-            let n = match server_read.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => n,
-            };
-            delay(&faults).await;
-            if client_write.write_all(&buf[..n]).await.is_err() {
-                return;
-            }
-        }
-    };
+    let (client_read, client_write) = client.into_split();
+    let (server_read, server_write) = server.into_split();
     tokio::select! {
-        _ = up => {}
-        _ = down => {}
+        _ = pump(client_read, server_write, &faults) => {}
+        _ = pump(server_read, client_write, &faults) => {}
         _ = cut.changed() => {}
+    }
+}
+
+/// Copies one direction of a connection, each chunk after the configured latency, until
+/// either side closes.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    faults: &Faults,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        delay(faults).await;
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
     }
 }
 

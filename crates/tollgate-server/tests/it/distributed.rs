@@ -124,13 +124,7 @@ async fn decide(node: &TestServer, key: &str) -> (Value, Duration) {
 }
 
 async fn readyz(node: &TestServer) -> u16 {
-    let r = node
-        .client
-        .get(node.url("/readyz"))
-        .send()
-        .await
-        .expect("GET /readyz");
-    r.status().as_u16()
+    node.get("/readyz").await.status().as_u16()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

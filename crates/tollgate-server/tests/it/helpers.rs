@@ -165,15 +165,22 @@ impl TestServer {
         self.check(body).await.json().await.expect("a JSON answer")
     }
 
-    /// The Prometheus text of `/metrics`.
-    pub async fn metrics(&self) -> String {
-        let r = self
-            .client
-            .get(self.url("/metrics"))
+    /// GETs `path` from the HTTP listener.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
             .send()
             .await
-            .expect("GET /metrics");
-        r.text().await.expect("metrics text")
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        self.get("/metrics")
+            .await
+            .text()
+            .await
+            .expect("metrics text")
     }
 
     /// POSTs `body` to /v1/check as-is, with the given content type.

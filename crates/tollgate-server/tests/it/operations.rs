@@ -9,9 +9,9 @@ use crate::helpers::{POLICIES, TempDir, TestServer, binary, body, metric};
 #[tokio::test]
 async fn health_and_readiness() {
     let s = TestServer::start(None);
-    let r = s.client.get(s.url("/healthz")).send().await.unwrap();
+    let r = s.get("/healthz").await;
     assert_eq!(r.status(), 200);
-    let r = s.client.get(s.url("/readyz")).send().await.unwrap();
+    let r = s.get("/readyz").await;
     assert_eq!(r.status(), 200);
 }
 
@@ -66,7 +66,7 @@ async fn metrics_count_decisions_with_bounded_labels() {
 #[tokio::test]
 async fn sigterm_drains_and_exits_cleanly() {
     let mut s = TestServer::start(None);
-    let r = s.client.get(s.url("/healthz")).send().await.unwrap();
+    let r = s.get("/healthz").await;
     assert_eq!(r.status(), 200);
     let status = s.terminate();
     assert!(status.success(), "{status:?}");
