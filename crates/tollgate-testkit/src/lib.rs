@@ -4,10 +4,13 @@
 //! - [`RedisServer`]: one `redis-server` process.
 //! - [`RedisCluster`]: three `redis-server` masters joined into a Cluster.
 //! - [`FaultProxy`]: a TCP proxy that can add latency, refuse and cut connections.
+//! - [`PostgresDatabase`]: a database of its own on the test PostgreSQL server.
 
+mod postgres;
 mod proxy;
 mod redis;
 
+pub use postgres::{PostgresDatabase, server_url as postgres_server_url};
 pub use proxy::FaultProxy;
 pub use redis::{RedisCluster, RedisServer};
 

@@ -1,0 +1,78 @@
+//! Tollgate's control plane: the policy store on SQL (SQLite by default, PostgreSQL for
+//! many nodes), its versioned migrations, and [`ControlPlane`], the one domain service the
+//! REST and GraphQL admin APIs and the CLI go through.
+//!
+//! - [`model`]: the resources (domains, policies, history) as the APIs show them.
+//! - [`document`]: policies ⇄ envoyproxy/ratelimit policy documents; validation by the core.
+//! - [`db`]: connecting to SQLite or PostgreSQL.
+//! - [`migrations`]: embedded migrations, status, `up`, `--dry-run`.
+//! - [`service`]: [`ControlPlane`]: reads, writes, optimistic concurrency, history.
+//! - [`follow`]: learning of other nodes' changes (PostgreSQL `LISTEN/NOTIFY`).
+
+pub mod db;
+pub mod document;
+pub mod follow;
+pub mod migrations;
+pub mod model;
+pub mod service;
+
+pub use db::{Backend, Database};
+pub use document::{FieldError, PolicyDocument};
+pub use service::{Actor, ApplyReport, ControlPlane, Precondition, Snapshot, Written};
+
+/// Everything that can go wrong in the control plane.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The request is malformed; each error names its field.
+    #[error("invalid request: {}", summary(.errors))]
+    Invalid {
+        /// What is wrong, field by field.
+        errors: Vec<FieldError>,
+    },
+    /// The named thing does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The request conflicts with the current state (exists already, owned by a file,
+    /// collides with another policy).
+    #[error("{0}")]
+    Conflict(String),
+    /// `If-Match` named a revision that is no longer current.
+    #[error("{what} changed: it is at revision {}, not the one given", current.map_or_else(|| "(deleted)".to_owned(), |c| c.to_string()))]
+    PreconditionFailed {
+        /// The resource.
+        what: String,
+        /// Its current revision (none if it no longer exists).
+        current: Option<i64>,
+    },
+    /// Bad configuration (database URL).
+    #[error("{0}")]
+    Config(String),
+    /// The database cannot be reached.
+    #[error("cannot connect to the policy database at {url}: {source}")]
+    Connect {
+        /// The URL, password redacted.
+        url: String,
+        /// Why.
+        source: sqlx::Error,
+    },
+    /// The schema is not the one this release expects.
+    #[error("{0}")]
+    Schema(String),
+    /// Stored data this release cannot read.
+    #[error("policy store holds data this release cannot read: {0}")]
+    Corrupt(String),
+    /// A database call failed.
+    #[error("policy database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A migration failed.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+fn summary(errors: &[FieldError]) -> String {
+    errors
+        .iter()
+        .map(|e| format!("{}: {}", e.field, e.message))
+        .collect::<Vec<_>>()
+        .join("; ")
+}

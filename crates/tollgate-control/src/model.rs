@@ -1,0 +1,325 @@
+//! The resources of the admin APIs, as clients read and write them. REST (JSON, OpenAPI
+//! schemas from `utoipa`) and GraphQL (`async-graphql`) share these types, so the two APIs
+//! cannot drift apart.
+//!
+//! A **policy** is one rule of a domain: the descriptor it matches (a path of `key[=value]`
+//! entries, one per level of envoyproxy/ratelimit's descriptor tree) and its `rate_limit`.
+//! A domain's policies together form the descriptor tree of a policy file; see
+//! [`crate::document`] for the translation both ways.
+
+use async_graphql::{Enum, InputObject, SimpleObject};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Longest domain or policy name accepted by the admin API.
+pub const MAX_NAME_LEN: usize = 128;
+/// Longest free-text description.
+pub const MAX_DESCRIPTION_LEN: usize = 1024;
+/// Most entries in one policy's descriptor (envoy trees are a handful of levels deep).
+pub const MAX_DESCRIPTOR_ENTRIES: usize = 16;
+/// Longest descriptor key or value.
+pub const MAX_ENTRY_LEN: usize = 256;
+/// Most policies `replaces` may name.
+pub const MAX_REPLACES: usize = 16;
+
+/// One level of the descriptor a policy matches.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, SimpleObject, InputObject,
+)]
+#[graphql(input_name = "MatchEntryInput")]
+#[serde(deny_unknown_fields)]
+pub struct MatchEntry {
+    /// The descriptor entry's key.
+    #[schema(min_length = 1, max_length = 256)]
+    pub key: String,
+    /// The value to match; `*` is a wildcard. Absent: any value, each value counted apart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 256)]
+    pub value: Option<String>,
+}
+
+/// Time unit of `requests_per_unit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Enum)]
+#[serde(rename_all = "snake_case")]
+#[allow(missing_docs)]
+pub enum UnitName {
+    Second,
+    Minute,
+    Hour,
+    Day,
+    Week,
+    Month,
+    Year,
+}
+
+/// Decision algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Enum)]
+#[serde(rename_all = "snake_case")]
+#[allow(missing_docs)]
+pub enum AlgorithmName {
+    FixedWindow,
+    SlidingWindow,
+    Gcra,
+}
+
+/// Where counters live (the CAP choice).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Enum)]
+#[serde(rename_all = "snake_case")]
+#[allow(missing_docs)]
+pub enum ConsistencyName {
+    Local,
+    Global,
+    Leased,
+}
+
+/// What a policy does when its store fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Enum)]
+#[serde(rename_all = "snake_case")]
+#[allow(missing_docs)]
+pub enum OnStoreErrorName {
+    Allow,
+    Deny,
+    Local,
+}
+
+/// A `rate_limit` block: envoyproxy/ratelimit's fields plus Tollgate's extensions.
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Default,
+    Serialize,
+    Deserialize,
+    ToSchema,
+    SimpleObject,
+    InputObject,
+)]
+#[graphql(input_name = "RateLimitInput")]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSpec {
+    /// Required unless `unlimited`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<UnitName>,
+    /// Requests per unit; 0 always denies (as in envoyproxy/ratelimit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 4294967295_u64)]
+    pub requests_per_unit: Option<u32>,
+    /// Matched and counted, never limited.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[graphql(default)]
+    pub unlimited: bool,
+    /// Default `fixed_window`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<AlgorithmName>,
+    /// With `gcra`: requests admitted at once (default: `requests_per_unit`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 4294967295_u64)]
+    pub burst: Option<u64>,
+    /// Default `global`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistency: Option<ConsistencyName>,
+    /// Default `allow`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_store_error: Option<OnStoreErrorName>,
+    /// With `consistency: leased`: tokens per lease, between 1 and the burst.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 4294967295_u64)]
+    pub lease: Option<u64>,
+    /// Names of policies of the same domain this one replaces when both match.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(max_items = 16)]
+    #[graphql(default)]
+    pub replaces: Vec<String>,
+}
+
+/// What a client writes to create or replace a policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, InputObject)]
+#[graphql(name = "PolicyInput")]
+#[serde(deny_unknown_fields)]
+pub struct PolicySpec {
+    /// The descriptor matched, one entry per tree level (1 to 16 entries).
+    #[schema(min_items = 1, max_items = 16)]
+    pub descriptor: Vec<MatchEntry>,
+    /// The limit.
+    pub rate_limit: RateLimitSpec,
+    /// Evaluate and count, never deny.
+    #[serde(default)]
+    #[graphql(default)]
+    pub shadow_mode: bool,
+    /// Values matching the last entry's `*` pattern share one counter.
+    #[serde(default)]
+    #[graphql(default)]
+    pub share_threshold: bool,
+    /// Free text for operators.
+    #[serde(default)]
+    #[schema(max_length = 1024)]
+    #[graphql(default)]
+    pub description: String,
+}
+
+/// A stored policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, SimpleObject)]
+pub struct Policy {
+    /// The domain it belongs to.
+    pub domain: String,
+    /// Unique within the domain; also the name decisions report and `replaces` refers to.
+    pub name: String,
+    /// The descriptor matched.
+    pub descriptor: Vec<MatchEntry>,
+    /// The limit.
+    pub rate_limit: RateLimitSpec,
+    /// Evaluate and count, never deny.
+    pub shadow_mode: bool,
+    /// Values matching the last entry's `*` pattern share one counter.
+    pub share_threshold: bool,
+    /// Free text for operators.
+    pub description: String,
+    /// The policy store's revision at this policy's last change; its `ETag`.
+    pub revision: i64,
+    /// When it was created (RFC 3339).
+    pub created_at: String,
+    /// When it last changed (RFC 3339).
+    pub updated_at: String,
+    /// Who last changed it.
+    pub updated_by: String,
+}
+
+impl Policy {
+    /// The writable part.
+    pub fn spec(&self) -> PolicySpec {
+        PolicySpec {
+            descriptor: self.descriptor.clone(),
+            rate_limit: self.rate_limit.clone(),
+            shadow_mode: self.shadow_mode,
+            share_threshold: self.share_threshold,
+            description: self.description.clone(),
+        }
+    }
+}
+
+/// Where a domain's policies come from. A domain has exactly one source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Enum)]
+#[serde(rename_all = "snake_case")]
+pub enum DomainSource {
+    /// The policy store; managed through the admin API.
+    Database,
+    /// A policy file; read-only through the admin API (edit the file).
+    File,
+}
+
+/// A domain: a namespace of policies (envoyproxy/ratelimit's `domain`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, SimpleObject)]
+pub struct Domain {
+    /// The name callers send in `domain`.
+    pub name: String,
+    /// Free text for operators.
+    pub description: String,
+    /// Where its policies come from.
+    pub source: DomainSource,
+    /// For file domains, the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// How many policies it has.
+    pub policy_count: i64,
+    /// The policy store's revision at the domain's last change (its `ETag`); 0 for files.
+    pub revision: i64,
+    /// When it was created (RFC 3339); empty for files.
+    pub created_at: String,
+    /// When it last changed (RFC 3339); empty for files.
+    pub updated_at: String,
+}
+
+/// What a client writes to create a domain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, InputObject)]
+#[serde(deny_unknown_fields)]
+pub struct NewDomain {
+    /// The name callers will send in `domain`.
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
+    )]
+    pub name: String,
+    /// Free text for operators.
+    #[serde(default)]
+    #[schema(max_length = 1024)]
+    #[graphql(default)]
+    pub description: String,
+}
+
+/// What a client writes to change a domain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, InputObject)]
+#[serde(deny_unknown_fields)]
+pub struct DomainUpdate {
+    /// Free text for operators.
+    #[schema(max_length = 1024)]
+    pub description: String,
+}
+
+/// What happened to a policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Enum)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeAction {
+    /// It was created.
+    Created,
+    /// It was replaced.
+    Updated,
+    /// It was deleted.
+    Deleted,
+}
+
+impl ChangeAction {
+    /// The name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeAction::Created => "created",
+            ChangeAction::Updated => "updated",
+            ChangeAction::Deleted => "deleted",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        match s {
+            "created" => Some(ChangeAction::Created),
+            "updated" => Some(ChangeAction::Updated),
+            "deleted" => Some(ChangeAction::Deleted),
+            _ => None,
+        }
+    }
+}
+
+/// One entry of a policy's change history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, SimpleObject)]
+pub struct PolicyChange {
+    /// The policy store's revision of this change.
+    pub revision: i64,
+    /// The domain.
+    pub domain: String,
+    /// The policy.
+    pub policy: String,
+    /// What happened.
+    pub action: ChangeAction,
+    /// Who did it.
+    pub actor: String,
+    /// When (RFC 3339).
+    pub at: String,
+    /// The policy after the change (absent for a deletion).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[graphql(skip)]
+    pub after: Option<PolicySpec>,
+    /// The policy before the change (absent for a creation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[graphql(skip)]
+    pub before: Option<PolicySpec>,
+}
+
+/// One page of a listing, and where the next one starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Page<T> {
+    /// The items, in a stable order.
+    pub items: Vec<T>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}

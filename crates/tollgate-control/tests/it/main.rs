@@ -1,0 +1,7 @@
+//! Integration tests of the control plane against real databases: a SQLite file and a
+//! database of its own on the test PostgreSQL server, for every test.
+
+mod follow;
+mod migrations;
+mod service;
+mod support;
