@@ -315,8 +315,11 @@ pub struct PolicyChange {
 }
 
 /// One page of a listing, and where the next one starts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct Page<T> {
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, SimpleObject)]
+#[graphql(concrete(name = "DomainPage", params(Domain)))]
+#[graphql(concrete(name = "PolicyPage", params(Policy)))]
+#[graphql(concrete(name = "PolicyChangePage", params(PolicyChange)))]
+pub struct Page<T: async_graphql::OutputType> {
     /// The items, in a stable order.
     pub items: Vec<T>,
     /// Pass as `cursor` to get the next page; absent on the last page.

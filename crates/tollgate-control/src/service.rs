@@ -41,6 +41,8 @@ pub enum Precondition {
     Revision(i64),
     /// Only if the resource does not exist.
     Absent,
+    /// Only if the resource exists, at any revision (`If-Match: *`).
+    Exists,
 }
 
 /// Who makes a change, and through which interface (recorded in the history).
@@ -600,7 +602,7 @@ impl ControlPlane {
             (Precondition::Absent, Some(_)) => {
                 return Err(ControlError::Conflict(format!("{what} already exists")));
             }
-            (Precondition::Revision(_), None) => {
+            (Precondition::Revision(_) | Precondition::Exists, None) => {
                 return Err(ControlError::PreconditionFailed {
                     what,
                     current: None,
@@ -1044,7 +1046,7 @@ fn check_precondition(
     }
 }
 
-fn paginate<T>(mut items: Vec<T>, limit: i64, key: impl Fn(&T) -> &str) -> Page<T> {
+fn paginate<T: async_graphql::OutputType>(mut items: Vec<T>, limit: i64, key: impl Fn(&T) -> &str) -> Page<T> {
     let limit = usize::try_from(limit).unwrap_or(0);
     let more = items.len() > limit;
     items.truncate(limit);

@@ -260,6 +260,43 @@ impl Limiter {
         Ok(self.finish(&mut plan))
     }
 
+    /// What `request` would see now, without consuming anything: each matched policy and
+    /// its counter's remaining allowance (every op at cost 0). Leased counters are read
+    /// from the shared store, so tokens other nodes hold in leases count as spent.
+    pub async fn peek(&self, request: &CheckRequest<'_>) -> Result<Decision, RequestError> {
+        let mut plan = Plan::default();
+        self.plan(request, &mut plan)?;
+        for op in plan.ops.iter_mut() {
+            op.cost = 0;
+        }
+        let now = plan.now;
+        let rule = self.commit_rule;
+        let shared = self.store.is_shared();
+        let (local, stored): (SmallVec<[usize; 4]>, SmallVec<[usize; 4]>) = (0..plan.ops.len())
+            .partition(|&i| shared && plan.consistency[i] == Consistency::Local);
+        if !local.is_empty() {
+            let mut ops: SmallVec<[LimitOp; 4]> = local.iter().map(|&i| plan.ops[i]).collect();
+            self.local.apply_with(&mut ops, now, rule);
+            for (op, &i) in ops.into_iter().zip(&local) {
+                plan.ops[i].outcome = op.outcome;
+            }
+        }
+        if !stored.is_empty() {
+            let mut ops: SmallVec<[LimitOp; 4]> = stored.iter().map(|&i| plan.ops[i]).collect();
+            match self.store.apply(&mut ops, now, rule).await {
+                Ok(()) => {
+                    for (op, &i) in ops.into_iter().zip(&stored) {
+                        plan.ops[i].outcome = op.outcome;
+                    }
+                }
+                Err(e) => {
+                    self.answer_without_store(&mut plan, &stored, e);
+                }
+            }
+        }
+        Ok(self.finish(&mut plan))
+    }
+
     /// Leased ops spend local tokens, local ops use this node's memory, global ops make one
     /// store call; then, if the request is denied, whatever was taken is given back.
     async fn decide_shared(&self, plan: &mut Plan) {

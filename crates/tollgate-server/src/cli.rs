@@ -30,6 +30,8 @@ pub enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Manage the policy database's schema (versioned migrations embedded in the binary).
+    Migrate(MigrateArgs),
     /// Ask a running server for one decision and print it.
     ///
     /// Exit status: 0 when allowed, 1 when denied, 2 on any error.
@@ -54,6 +56,17 @@ pub struct ServeArgs {
     /// Port 0 picks a free port; the chosen address is logged.
     #[arg(long, env = "TOLLGATE_GRPC_ADDR", value_name = "ADDR")]
     pub grpc_addr: Option<SocketAddr>,
+    /// Address of the admin listener: REST under /v1/admin/, GraphQL at /graphql.
+    /// Port 0 picks a free port; the chosen address is logged.
+    #[arg(long, env = "TOLLGATE_ADMIN_ADDR", value_name = "ADDR")]
+    pub admin_addr: Option<SocketAddr>,
+    /// The policy database.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Apply pending database migrations at startup instead of refusing to start.
+    /// (A brand-new, empty database is always initialised.)
+    #[arg(long, env = "TOLLGATE_MIGRATE")]
+    pub migrate: bool,
     /// Where counters live: memory:// (this process, the default), redis://host:port
     /// (rediss:// for TLS) or redis+cluster://host:port,host:port for a Redis Cluster.
     /// Valkey works under the same URLs (valkey:// is accepted too).
@@ -111,6 +124,47 @@ pub struct ServeArgs {
     pub log_format: Option<LogFormat>,
 }
 
+/// Where the policy database is; shared by `serve` and `migrate`.
+#[derive(Debug, Args, Default, Clone)]
+pub struct DatabaseArgs {
+    /// The policy database: sqlite:PATH (one node) or postgres://user@host/db (many nodes
+    /// sharing policies). Default: a SQLite file in the data directory.
+    #[arg(long, env = "TOLLGATE_DATABASE", value_name = "URL")]
+    pub database: Option<String>,
+    /// Directory for Tollgate's own files (the default SQLite database). Default:
+    /// $XDG_DATA_HOME/tollgate, else ~/.local/share/tollgate.
+    #[arg(long, env = "TOLLGATE_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// `tollgate migrate`.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// A TOML configuration file (its `database` and `data_dir` are used).
+    #[arg(long, env = "TOLLGATE_CONFIG", value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+    /// The policy database.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: MigrateCommand,
+}
+
+/// `tollgate migrate ...`.
+#[derive(Debug, Subcommand)]
+pub enum MigrateCommand {
+    /// List every migration and whether it is applied. Exit status: 0 when the schema is
+    /// current, 1 when migrations are pending or the schema is unknown to this release.
+    Status,
+    /// Apply pending migrations (one node at a time: a lock is held while applying).
+    Up {
+        /// Print the SQL that would run, and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
 /// Which rate-limit headers the gRPC service returns for Envoy to add.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -144,6 +198,73 @@ pub enum PolicyCommand {
     ///
     /// Exit status: 0 when every file is valid, 1 otherwise.
     Validate(ValidateArgs),
+    /// Push policy files to a running server's admin API: each file replaces its domain's
+    /// policies. Shows the difference first.
+    ///
+    /// Exit status: 0 when applied (or nothing to change), 1 on an error.
+    Apply(ApplyArgs),
+    /// Print a domain's policies (as a policy file), or one policy (as JSON).
+    Get(GetArgs),
+    /// List domains, or the policies of one domain.
+    List(ListArgs),
+    /// Delete one policy, or a whole domain with its policies.
+    Delete(DeleteArgs),
+}
+
+/// Where the admin API is.
+#[derive(Debug, Args, Clone)]
+pub struct AdminArgs {
+    /// Base URL of the server's admin listener.
+    #[arg(long, env = "TOLLGATE_ADMIN", default_value = "http://127.0.0.1:8082")]
+    pub admin: String,
+}
+
+/// `tollgate policy apply`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// The admin API.
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// Policy files or directories (one domain per file).
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Show the difference only; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `tollgate policy get`.
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// The admin API.
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// The domain.
+    pub domain: String,
+    /// One policy of it (default: the whole domain as a policy file).
+    pub policy: Option<String>,
+}
+
+/// `tollgate policy list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// The admin API.
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// List this domain's policies (default: list domains).
+    pub domain: Option<String>,
+}
+
+/// `tollgate policy delete`.
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// The admin API.
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// The domain.
+    pub domain: String,
+    /// The policy to delete; without it the domain is deleted, with all its policies.
+    pub policy: Option<String>,
 }
 
 /// `tollgate policy validate`.

@@ -10,13 +10,15 @@ use serde::Deserialize;
 
 use tollgate_redis::StoreUrl;
 
-use crate::cli::{LogFormat, ResponseHeaders, ServeArgs};
+use crate::cli::{DatabaseArgs, LogFormat, ResponseHeaders, ServeArgs};
 use crate::http::listener::MaxAge;
 
 /// Default address of the HTTP listener.
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
 /// Default address of the gRPC (Envoy RLS v3) listener.
 pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:8081";
+/// Default address of the admin listener (REST and GraphQL).
+pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:8082";
 
 /// Where counters live.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,8 +51,14 @@ pub struct Settings {
     pub http_addr: SocketAddr,
     /// gRPC listener address.
     pub grpc_addr: SocketAddr,
+    /// Admin listener address.
+    pub admin_addr: SocketAddr,
     /// Policy file or directory; `None` serves the built-in example policies.
     pub policies: Option<PathBuf>,
+    /// The policy database's URL.
+    pub database: String,
+    /// Apply pending migrations at startup.
+    pub migrate: bool,
     /// Counter store.
     pub store: StoreSettings,
     /// Nodes sharing the store (`on_store_error: local` enforces limit / nodes).
@@ -78,7 +86,12 @@ pub struct Settings {
 struct FileSettings {
     http_addr: Option<SocketAddr>,
     grpc_addr: Option<SocketAddr>,
+    admin_addr: Option<SocketAddr>,
     policies: Option<PathBuf>,
+    database: Option<String>,
+    data_dir: Option<PathBuf>,
+    #[serde(default)]
+    migrate: bool,
     store: Option<String>,
     max_keys: Option<usize>,
     #[serde(default, with = "humantime_serde_opt")]
@@ -159,7 +172,13 @@ impl Settings {
                 Some(addr) => addr,
                 None => DEFAULT_GRPC_ADDR.parse()?,
             },
+            admin_addr: match args.admin_addr.or(file.admin_addr) {
+                Some(addr) => addr,
+                None => DEFAULT_ADMIN_ADDR.parse()?,
+            },
             policies: args.policies.clone().or(file_policies),
+            database: database_url(&args.database, file.database, file.data_dir)?,
+            migrate: args.migrate || file.migrate,
             store: parse_store(&store_url, max_keys, shared)?,
             nodes,
             max_keys,
@@ -187,6 +206,43 @@ impl Settings {
                 .unwrap_or_default(),
         })
     }
+}
+
+/// The policy database's URL: `--database`, else the file's `database`, else a SQLite file
+/// in the data directory (`--data-dir`, the file's `data_dir`, or the platform default).
+fn database_url(
+    args: &DatabaseArgs,
+    file_database: Option<String>,
+    file_data_dir: Option<PathBuf>,
+) -> anyhow::Result<String> {
+    if let Some(url) = args.database.clone().or(file_database) {
+        return Ok(url);
+    }
+    let dir = match args.data_dir.clone().or(file_data_dir) {
+        Some(dir) => dir,
+        None => default_data_dir()?,
+    };
+    Ok(tollgate_control::db::default_sqlite_url(&dir))
+}
+
+/// `$XDG_DATA_HOME/tollgate`, else `~/.local/share/tollgate`.
+fn default_data_dir() -> anyhow::Result<PathBuf> {
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(xdg).join("tollgate"));
+    }
+    match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        Some(home) => Ok(PathBuf::from(home).join(".local/share/tollgate")),
+        None => bail!("no data directory: set --data-dir, TOLLGATE_DATA_DIR or HOME"),
+    }
+}
+
+/// The policy database named by `migrate`'s flags and optional configuration file.
+pub fn migrate_database(args: &DatabaseArgs, config: Option<&Path>) -> anyhow::Result<String> {
+    let file = match config {
+        Some(path) => read_file(path)?,
+        None => FileSettings::default(),
+    };
+    database_url(args, file.database, file.data_dir)
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileSettings> {
@@ -244,6 +300,29 @@ mod tests {
         assert_eq!(s.http_addr.to_string(), DEFAULT_HTTP_ADDR);
         assert_eq!(s.store, StoreSettings::Memory { max_keys: 16 << 20 });
         assert!(s.policies.is_none());
+        assert_eq!(s.admin_addr.to_string(), DEFAULT_ADMIN_ADDR);
+        assert!(s.database.starts_with("sqlite://"), "{}", s.database);
+        assert!(s.database.ends_with("tollgate/tollgate.db"), "{}", s.database);
+    }
+
+    #[test]
+    fn the_database_defaults_to_sqlite_in_the_data_dir() {
+        let args = DatabaseArgs {
+            database: None,
+            data_dir: Some("/var/lib/tg".into()),
+        };
+        assert_eq!(
+            database_url(&args, None, None).unwrap(),
+            "sqlite:///var/lib/tg/tollgate.db"
+        );
+        let args = DatabaseArgs {
+            database: Some("postgres://h/db".into()),
+            data_dir: Some("/x".into()),
+        };
+        assert_eq!(
+            database_url(&args, None, None).unwrap(),
+            "postgres://h/db"
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! What the HTTP and gRPC data planes share: laying decoded descriptors out for the core,
 //! and recording each decision.
 
-use tollgate_core::{Decision, Descriptor, Entry, LimitOverride};
+use tollgate_core::{CheckRequest, Decision, Descriptor, Entry, LimitOverride};
 
 use crate::http::AppState;
 use crate::http::request_id::RequestId;
@@ -74,9 +74,11 @@ impl LogThrottle {
     }
 }
 
-/// Counts a decision and logs it at debug level. Descriptor values may be personal data
-/// (user ids, addresses), so they are never logged.
-pub fn record(state: &AppState, id: &RequestId, domain: &str, decision: &Decision) {
+/// Counts a decision, logs it at debug level and shows it to live watchers. Descriptor
+/// values may be personal data (user ids, addresses), so they are never logged.
+pub fn record(state: &AppState, id: &RequestId, request: &CheckRequest<'_>, decision: &Decision) {
+    let domain = request.domain;
+    state.decisions.publish(request, decision);
     if let Some(e) = &decision.store_error {
         metrics::counter!("tollgate_store_fallback_decisions_total").increment(1);
         // During an outage every request fails the same way: one line per second, with

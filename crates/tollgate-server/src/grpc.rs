@@ -333,7 +333,7 @@ impl RateLimitService for RateLimitGrpc {
                 return Err(Status::invalid_argument(e.to_string()));
             }
         };
-        data_plane::record(&self.state, &id, check.domain, &decision);
+        data_plane::record(&self.state, &id, &check, &decision);
         self.state.metrics.observe_latency(started.elapsed());
         self.state.metrics.grpc_call(METHOD, "ok");
         Ok(Response::new(response(&decision, self.headers)))

@@ -51,6 +51,14 @@ pub fn read_files(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
         .collect()
 }
 
+/// The policy files `serve` starts from: those at `path`, or the built-in examples.
+pub fn read_sources(path: Option<&Path>) -> anyhow::Result<Vec<(String, String)>> {
+    match path {
+        Some(p) => read_files(p),
+        None => Ok(vec![(BUILTIN_NAME.to_owned(), BUILTIN.to_owned())]),
+    }
+}
+
 /// Parses files read by [`read_files`].
 pub fn build(files: &[(String, String)]) -> Result<PolicySet, Vec<PolicyError>> {
     PolicySet::from_files(files.iter().map(|(n, t)| (n.as_str(), t.as_str())))
@@ -58,10 +66,7 @@ pub fn build(files: &[(String, String)]) -> Result<PolicySet, Vec<PolicyError>> 
 
 /// Loads the policies `serve` should start with: from `path`, or the built-in examples.
 pub fn load(path: Option<&Path>) -> anyhow::Result<PolicySet> {
-    let files = match path {
-        Some(p) => read_files(p)?,
-        None => vec![(BUILTIN_NAME.to_owned(), BUILTIN.to_owned())],
-    };
+    let files = read_sources(path)?;
     build(&files).map_err(|errors| {
         let list: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
         anyhow::anyhow!("invalid policies:\n{}", list.join("\n"))

@@ -98,25 +98,41 @@ pub fn spawn(state: Arc<AppState>, path: PathBuf, loaded: Option<Fingerprint>) {
             }
             last = Some(seen);
             let p = path.clone();
-            match tokio::task::spawn_blocking(move || crate::policies::load(Some(&p))).await {
-                Ok(Ok(policies)) => {
-                    let domains: Vec<String> =
-                        policies.domains().map(|d| d.name().to_string()).collect();
-                    state.metrics.set_domains(&policies);
-                    state.limiter.replace_policies(policies);
+            let read = tokio::task::spawn_blocking(move || crate::policies::read_files(&p)).await;
+            let result = match read {
+                Ok(Ok(files)) => apply(&state, files),
+                Ok(Err(e)) => Err(format!("{e:#}")),
+                Err(e) => Err(e.to_string()),
+            };
+            match result {
+                Ok(domains) => {
                     state.metrics.reloaded(true);
                     tracing::info!(path = %path.display(), ?domains, "policies reloaded");
                 }
-                Ok(Err(e)) => {
+                Err(e) => {
                     state.metrics.reloaded(false);
                     tracing::error!(
                         path = %path.display(),
-                        error = format!("{e:#}"),
+                        error = e,
                         "new policies rejected; the previous ones stay in force"
                     );
                 }
-                Err(e) => tracing::error!(error = %e, "policy reload failed"),
             }
         }
     });
+}
+
+/// Puts new policy files in force, together with the database's domains when there is a
+/// control plane.
+fn apply(state: &AppState, files: Vec<(String, String)>) -> Result<Vec<String>, String> {
+    if let Some(control) = &state.policy_control {
+        return control
+            .update(state, |s| s.files = files)
+            .map_err(|e| e.to_string());
+    }
+    let policies = crate::policies::build(&files).map_err(|e| crate::control::Rejected(e).to_string())?;
+    let domains = policies.domains().map(|d| d.name().to_string()).collect();
+    state.metrics.set_domains(&policies);
+    state.limiter.replace_policies(policies);
+    Ok(domains)
 }

@@ -42,6 +42,11 @@ pub struct Application {
     /// Runs a shared store's connections (one thread), apart from the request workers,
     /// whose runtimes come and go with their listeners.
     store_runtime: Option<tokio::runtime::Runtime>,
+    /// Runs the control plane (one thread): the admin listener, the policy database's
+    /// connections, and the task that keeps database policies in force.
+    control_runtime: tokio::runtime::Runtime,
+    /// The admin listener.
+    admin: StdListener,
 }
 
 /// The store chosen by the settings, and the key seed to use with it.
@@ -142,13 +147,37 @@ impl Application {
             .policies
             .as_deref()
             .map(|p| crate::reload::fingerprint(p).ok());
-        let policies = crate::policies::load(settings.policies.as_deref())?;
+        let files = crate::policies::read_sources(settings.policies.as_deref())?;
+
+        let control_runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("tollgate-control")
+            .enable_all()
+            .build()
+            .context("cannot start the control plane's runtime")?;
+        let (control, snapshot) = control_runtime.block_on(async {
+            let control = crate::control::open(&settings.database, settings.migrate).await?;
+            let snapshot = control.snapshot().await?;
+            Ok::<_, anyhow::Error>((control, snapshot))
+        })?;
+        let sources = crate::control::PolicySources {
+            files,
+            database: snapshot.domains,
+            revision: snapshot.revision,
+        };
+        let policies = sources.build().map_err(|errors| {
+            anyhow::anyhow!(
+                "{}\n(a domain comes from one source: a policy file or the policy database, not both)",
+                crate::control::Rejected(errors)
+            )
+        })?;
+        control.set_file_domains(sources.file_domains());
         let source = settings.policies.as_ref().map_or_else(
             || crate::policies::BUILTIN_NAME.to_owned(),
             |p| p.display().to_string(),
         );
         let domains: Vec<String> = policies.domains().map(|d| d.name().to_string()).collect();
-        tracing::info!(source = %source, domains = ?domains, "policies loaded");
+        tracing::info!(source = %source, database_domains = sources.database.len(), domains = ?domains, "policies loaded");
 
         let metrics = Metrics::install().context("cannot install the metrics recorder")?;
         metrics.set_domains(&policies);
@@ -181,12 +210,19 @@ impl Application {
         let http = bind_all(settings.http_addr, settings.workers, "--http-addr")?;
         let grpc = bind_all(settings.grpc_addr, settings.workers, "--grpc-addr")?;
         let listeners = http.into_iter().zip(grpc).collect();
+        let admin = bind_shared(settings.admin_addr)
+            .with_context(|| format!("cannot listen on {} (--admin-addr)", settings.admin_addr))?;
         let state = Arc::new(AppState {
             limiter,
             memory: built.memory,
             redis: built.redis,
             metrics,
             shutting_down: AtomicBool::new(false),
+            policy_control: Some(Arc::new(crate::control::PolicyControl {
+                control,
+                sources: std::sync::Mutex::new(sources),
+            })),
+            decisions: Arc::default(),
         });
         let policies = settings.policies.map(|p| (p, loaded.flatten()));
         Ok(Self {
@@ -198,7 +234,14 @@ impl Application {
                 max_age: settings.grpc_max_connection_age,
             },
             store_runtime: built.runtime,
+            control_runtime,
+            admin,
         })
+    }
+
+    /// The address the admin listener is bound to.
+    pub fn admin_addr(&self) -> anyhow::Result<SocketAddr> {
+        Ok(self.admin.local_addr()?)
     }
 
     /// The address the HTTP listeners are bound to (useful with port 0).
@@ -215,7 +258,21 @@ impl Application {
     /// Blocks the calling thread, which becomes worker 0.
     pub fn run_until_stopped(self) -> anyhow::Result<()> {
         let (http_addr, grpc_addr) = (self.http_addr()?, self.grpc_addr()?);
+        let admin_addr = self.admin_addr()?;
         let (stop_tx, stop_rx) = watch::channel(false);
+        let admin_task = {
+            let _guard = self.control_runtime.enter();
+            let listener = tokio::net::TcpListener::from_std(self.admin)?;
+            let policy_control = self
+                .state
+                .policy_control
+                .clone()
+                .context("the service has no control plane")?;
+            crate::control::spawn_sync(self.state.clone(), policy_control.clone());
+            let router = crate::admin::router(policy_control.control.clone(), self.state.clone());
+            self.control_runtime
+                .spawn(crate::admin::serve(listener, router, stop_rx.clone()))
+        };
         let grpc = self.grpc;
         let mut listeners = self.listeners.into_iter();
         let main_listener = listeners.next().context("no listener")?;
@@ -237,7 +294,7 @@ impl Application {
         let policies = self.policies;
         let result = runtime.block_on(async move {
             let signals = ShutdownSignals::register()?;
-            tracing::info!(%http_addr, %grpc_addr, workers, "listening");
+            tracing::info!(%http_addr, %grpc_addr, %admin_addr, workers, "listening");
             spawn_housekeeping(&state);
             if let Some((path, loaded)) = policies {
                 crate::reload::spawn(state.clone(), path, loaded);
@@ -257,6 +314,12 @@ impl Application {
                 Err(_) => anyhow::bail!("a worker thread panicked"),
             }
         }
+        match self.control_runtime.block_on(admin_task) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "admin listener failed"),
+            Err(e) => tracing::error!(error = %e, "admin listener panicked"),
+        }
+        self.control_runtime.shutdown_timeout(Duration::from_secs(1));
         if let Some(store_runtime) = self.store_runtime {
             store_runtime.shutdown_timeout(Duration::from_secs(1));
         }

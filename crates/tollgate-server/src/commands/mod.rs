@@ -1,4 +1,6 @@
-//! Commands other than `serve`.
+//! The subcommands other than `serve`.
 
+pub mod admin;
 pub mod check;
+pub mod migrate;
 pub mod validate;

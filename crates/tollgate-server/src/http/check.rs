@@ -212,7 +212,7 @@ async fn decide(
             return Problem::invalid_request(e.to_string()).to_response();
         }
     };
-    data_plane::record(state, id, request.domain, &decision);
+    data_plane::record(state, id, &request, &decision);
     super::render::decision(&decision)
 }
 

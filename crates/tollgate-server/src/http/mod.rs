@@ -33,6 +33,10 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Set once shutdown starts: `/readyz` then answers 503 so balancers drain this node.
     pub shutting_down: AtomicBool,
+    /// The policy sources and the domain service (absent when embedded without them).
+    pub policy_control: Option<Arc<crate::control::PolicyControl>>,
+    /// Live decisions for watchers.
+    pub decisions: Arc<crate::decisions::DecisionTap>,
 }
 
 impl AppState {
@@ -97,6 +101,8 @@ mod tests {
             redis: None,
             metrics,
             shutting_down: AtomicBool::new(false),
+            policy_control: None,
+            decisions: Arc::default(),
         })
     }
 

@@ -17,6 +17,9 @@ pub struct Problem {
     pub status: u16,
     /// What exactly is wrong with this request.
     pub detail: String,
+    /// For validation failures: each field that is wrong, and why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<tollgate_control::FieldError>,
 }
 
 impl Problem {
@@ -32,6 +35,7 @@ impl Problem {
             title,
             status: status.as_u16(),
             detail: detail.into(),
+            errors: Vec::new(),
         }
     }
 

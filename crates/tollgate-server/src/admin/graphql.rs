@@ -1,0 +1,292 @@
+//! GraphQL at `/graphql`: the same [`ControlPlane`] calls as REST, shaped for dashboards
+//! (one round trip for a nested view), plus live counters and a subscription to live
+//! decisions. Depth and complexity are bounded so that no query can be made expensive.
+
+use std::sync::Arc;
+
+use async_graphql::futures_util::Stream;
+use async_graphql::{Context, ErrorExtensions, Object, Schema, Subscription};
+use tollgate_control::model::{
+    Domain, DomainUpdate, NewDomain, Page, Policy, PolicyChange, PolicySpec,
+};
+use tollgate_control::{Actor, ControlError, ControlPlane, Precondition};
+
+use super::explain::{DescriptorInput, ExplainRequest, Explanation, explain};
+use crate::decisions::DecisionEvent;
+use crate::http::AppState;
+
+/// Deepest query accepted.
+pub const MAX_DEPTH: usize = 8;
+/// Most expensive query accepted (each field costs 1; lists count their items' fields).
+pub const MAX_COMPLEXITY: usize = 1_000;
+
+/// The schema type.
+pub type AdminSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
+
+/// Builds the schema over the service and the data plane's state.
+pub fn schema(control: Arc<ControlPlane>, app: Arc<AppState>) -> AdminSchema {
+    Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
+        .data(control)
+        .data(app)
+        .limit_depth(MAX_DEPTH)
+        .limit_complexity(MAX_COMPLEXITY)
+        .finish()
+}
+
+/// The service error as a GraphQL error, with a stable `code` extension.
+fn gql(e: ControlError) -> async_graphql::Error {
+    let code = match &e {
+        ControlError::Invalid { .. } => "BAD_USER_INPUT",
+        ControlError::NotFound(_) => "NOT_FOUND",
+        ControlError::Conflict(_) => "CONFLICT",
+        ControlError::PreconditionFailed { .. } => "STALE_REVISION",
+        ControlError::Database(_) | ControlError::Connect { .. } => "UNAVAILABLE",
+        _ => "INTERNAL",
+    };
+    let message = match &e {
+        ControlError::Database(_) | ControlError::Connect { .. } => {
+            tracing::error!(error = %e, "policy database call failed");
+            "the policy database did not answer; retry later".to_owned()
+        }
+        ControlError::Corrupt(_) | ControlError::Migrate(_) | ControlError::Schema(_) | ControlError::Config(_) => {
+            tracing::error!(error = %e, "admin request failed");
+            "the server failed to handle this request; see its logs".to_owned()
+        }
+        _ => e.to_string(),
+    };
+    let errors = match &e {
+        ControlError::Invalid { errors } => errors.clone(),
+        _ => Vec::new(),
+    };
+    async_graphql::Error::new(message).extend_with(|_, ext| {
+        ext.set("code", code);
+        if !errors.is_empty() {
+            let list: Vec<async_graphql::Value> = errors
+                .iter()
+                .map(|f| {
+                    let mut m = async_graphql::indexmap::IndexMap::new();
+                    m.insert(async_graphql::Name::new("field"), async_graphql::Value::from(f.field.clone()));
+                    m.insert(async_graphql::Name::new("message"), async_graphql::Value::from(f.message.clone()));
+                    async_graphql::Value::Object(m)
+                })
+                .collect();
+            ext.set("errors", async_graphql::Value::List(list));
+        }
+    })
+}
+
+fn control<'a>(ctx: &Context<'a>) -> &'a Arc<ControlPlane> {
+    ctx.data_unchecked::<Arc<ControlPlane>>()
+}
+
+fn actor() -> Actor {
+    Actor::anonymous("graphql")
+}
+
+fn condition(if_revision: Option<i64>) -> Precondition {
+    if_revision.map_or(Precondition::None, Precondition::Revision)
+}
+
+/// Reads.
+pub struct QueryRoot;
+
+#[Object]
+impl QueryRoot {
+    /// Domains (database and file), by name.
+    async fn domains(
+        &self,
+        ctx: &Context<'_>,
+        cursor: Option<String>,
+        #[graphql(validator(minimum = 1, maximum = 500))] limit: Option<u32>,
+    ) -> async_graphql::Result<Page<Domain>> {
+        control(ctx).list_domains(cursor.as_deref(), limit).await.map_err(gql)
+    }
+
+    /// One domain.
+    async fn domain(&self, ctx: &Context<'_>, name: String) -> async_graphql::Result<Domain> {
+        control(ctx).get_domain(&name).await.map_err(gql)
+    }
+
+    /// A domain's policies, by name.
+    async fn policies(
+        &self,
+        ctx: &Context<'_>,
+        domain: String,
+        cursor: Option<String>,
+        #[graphql(validator(minimum = 1, maximum = 500))] limit: Option<u32>,
+    ) -> async_graphql::Result<Page<Policy>> {
+        control(ctx)
+            .list_policies(&domain, cursor.as_deref(), limit)
+            .await
+            .map_err(gql)
+    }
+
+    /// One policy.
+    async fn policy(
+        &self,
+        ctx: &Context<'_>,
+        domain: String,
+        name: String,
+    ) -> async_graphql::Result<Policy> {
+        control(ctx).get_policy(&domain, &name).await.map_err(gql)
+    }
+
+    /// A policy's changes, newest first.
+    async fn history(
+        &self,
+        ctx: &Context<'_>,
+        domain: String,
+        policy: String,
+        cursor: Option<String>,
+        #[graphql(validator(minimum = 1, maximum = 500))] limit: Option<u32>,
+    ) -> async_graphql::Result<Page<PolicyChange>> {
+        control(ctx)
+            .history(&domain, &policy, cursor.as_deref(), limit)
+            .await
+            .map_err(gql)
+    }
+
+    /// Live counters: what a request with these descriptors would meet now (nothing is
+    /// consumed).
+    async fn counters(
+        &self,
+        ctx: &Context<'_>,
+        domain: String,
+        #[graphql(validator(min_items = 1, max_items = 16))] descriptors: Vec<DescriptorInput>,
+        hits: Option<u64>,
+    ) -> async_graphql::Result<Explanation> {
+        let app = ctx.data_unchecked::<Arc<AppState>>();
+        let request = ExplainRequest {
+            domain,
+            descriptors,
+            hits,
+        };
+        explain(&app.limiter, &request).await.map_err(|e| {
+            async_graphql::Error::new(e).extend_with(|_, ext| ext.set("code", "BAD_USER_INPUT"))
+        })
+    }
+}
+
+/// Writes: the same operations as REST, with `ifRevision` in place of `If-Match`.
+pub struct MutationRoot;
+
+#[Object]
+impl MutationRoot {
+    /// Creates a domain.
+    async fn create_domain(
+        &self,
+        ctx: &Context<'_>,
+        input: NewDomain,
+    ) -> async_graphql::Result<Domain> {
+        control(ctx).create_domain(&input, &actor()).await.map_err(gql)
+    }
+
+    /// Changes a domain's description.
+    async fn update_domain(
+        &self,
+        ctx: &Context<'_>,
+        name: String,
+        input: DomainUpdate,
+        if_revision: Option<i64>,
+    ) -> async_graphql::Result<Domain> {
+        control(ctx)
+            .update_domain(&name, &input, condition(if_revision), &actor())
+            .await
+            .map_err(gql)
+    }
+
+    /// Deletes a domain (with `cascade`, its policies too). True when deleted.
+    async fn delete_domain(
+        &self,
+        ctx: &Context<'_>,
+        name: String,
+        if_revision: Option<i64>,
+        #[graphql(default)] cascade: bool,
+    ) -> async_graphql::Result<bool> {
+        control(ctx)
+            .delete_domain(&name, condition(if_revision), cascade, &actor())
+            .await
+            .map(|()| true)
+            .map_err(gql)
+    }
+
+    /// Creates or replaces a policy.
+    async fn put_policy(
+        &self,
+        ctx: &Context<'_>,
+        domain: String,
+        name: String,
+        input: PolicySpec,
+        if_revision: Option<i64>,
+    ) -> async_graphql::Result<Policy> {
+        control(ctx)
+            .put_policy(&domain, &name, &input, condition(if_revision), &actor())
+            .await
+            .map(|w| w.value)
+            .map_err(gql)
+    }
+
+    /// Deletes a policy. True when deleted.
+    async fn delete_policy(
+        &self,
+        ctx: &Context<'_>,
+        domain: String,
+        name: String,
+        if_revision: Option<i64>,
+    ) -> async_graphql::Result<bool> {
+        control(ctx)
+            .delete_policy(&domain, &name, condition(if_revision), &actor())
+            .await
+            .map(|()| true)
+            .map_err(gql)
+    }
+
+    /// Checks a policy as `putPolicy` would, without saving it; errors explain why not.
+    async fn validate_policy(
+        &self,
+        ctx: &Context<'_>,
+        domain: String,
+        name: String,
+        input: PolicySpec,
+    ) -> async_graphql::Result<bool> {
+        control(ctx)
+            .validate_policy(&domain, &name, &input)
+            .await
+            .map(|()| true)
+            .map_err(gql)
+    }
+}
+
+/// Streams.
+pub struct SubscriptionRoot;
+
+#[Subscription]
+impl SubscriptionRoot {
+    /// Every decision this node makes for `domain`, as it happens. A watcher that falls
+    /// more than 1 024 events behind skips the oldest.
+    async fn decisions(
+        &self,
+        ctx: &Context<'_>,
+        domain: String,
+    ) -> impl Stream<Item = DecisionEvent> + use<> {
+        let app = ctx.data_unchecked::<Arc<AppState>>().clone();
+        let watch = app.decisions.watch();
+        async_graphql::futures_util::stream::unfold(watch, move |mut watch| {
+            let domain = domain.clone();
+            async move {
+                loop {
+                    match watch.events.recv().await {
+                        Ok(event) if event.domain == domain => {
+                            return Some(((*event).clone(), watch));
+                        }
+                        Ok(_) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                            tracing::debug!(skipped = n, "decision watcher fell behind");
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                    }
+                }
+            }
+        })
+    }
+}

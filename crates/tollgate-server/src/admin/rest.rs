@@ -1,0 +1,595 @@
+//! REST under `/v1/admin/`: thin handlers over [`ControlPlane`]. Each turns HTTP into a
+//! service call (path, query, body, `If-Match`) and the result back into JSON, an `ETag`,
+//! or an RFC 9457 problem.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use tollgate_control::model::{
+    Domain, DomainUpdate, NewDomain, Page, Policy, PolicyChange, PolicySpec,
+};
+use tollgate_control::{Actor, ApplyReport, ControlError, Precondition};
+use utoipa::{IntoParams, ToSchema};
+
+use super::AdminState;
+use crate::http::problem::Problem;
+
+/// The body of every error (RFC 9457 problem details).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct ProblemDoc {
+    /// A URI naming the kind of problem.
+    #[schema(rename = "type")]
+    kind: String,
+    /// A short summary of the kind.
+    title: String,
+    /// The HTTP status.
+    status: u16,
+    /// What exactly is wrong.
+    detail: String,
+    /// For validation failures: each field and what is wrong with it.
+    errors: Option<Vec<tollgate_control::FieldError>>,
+}
+
+/// Paging of a listing.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    /// Where to continue: a `next_cursor` from the previous page.
+    #[param(max_length = 1024)]
+    cursor: Option<String>,
+    /// Items per page, 1 to 500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
+    limit: Option<u32>,
+}
+
+/// Deleting a domain.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteDomainQuery {
+    /// Also delete its policies (each deletion is recorded in the policy's history).
+    #[serde(default)]
+    cascade: bool,
+}
+
+/// A policy to check without saving it.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ValidateRequest {
+    /// The domain it would join.
+    domain: String,
+    /// Its name.
+    name: String,
+    /// The policy.
+    policy: PolicySpec,
+}
+
+/// The verdict of a dry run.
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct ValidateResponse {
+    /// Whether saving it would succeed now.
+    valid: bool,
+    /// Why not, field by field (or one entry naming the conflict).
+    errors: Vec<tollgate_control::FieldError>,
+}
+
+/// Maps a service error to its problem.
+pub fn problem(e: &ControlError) -> Problem {
+    match e {
+        ControlError::Invalid { errors } => {
+            let mut p = Problem::new(
+                StatusCode::BAD_REQUEST,
+                "urn:tollgate:problem:invalid-request",
+                "Invalid request",
+                e.to_string(),
+            );
+            p.errors = errors.clone();
+            p
+        }
+        ControlError::NotFound(what) => Problem::new(
+            StatusCode::NOT_FOUND,
+            "urn:tollgate:problem:not-found",
+            "Not found",
+            format!("{what} does not exist"),
+        ),
+        ControlError::Conflict(_) => Problem::new(
+            StatusCode::CONFLICT,
+            "urn:tollgate:problem:conflict",
+            "Conflict",
+            e.to_string(),
+        ),
+        ControlError::PreconditionFailed { .. } => Problem::new(
+            StatusCode::PRECONDITION_FAILED,
+            "urn:tollgate:problem:stale",
+            "Precondition failed",
+            format!("{e}; read it again and retry with its current ETag"),
+        ),
+        ControlError::Database(_) | ControlError::Connect { .. } => {
+            tracing::error!(error = %e, "policy database call failed");
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "urn:tollgate:problem:policy-store-unavailable",
+                "Policy store unavailable",
+                "the policy database did not answer; retry later",
+            )
+        }
+        _ => {
+            tracing::error!(error = %e, "admin request failed");
+            Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "urn:tollgate:problem:internal",
+                "Internal error",
+                "the server failed to handle this request; see its logs",
+            )
+        }
+    }
+}
+
+/// A JSON body, decoded strictly, with the failing field's path in the error.
+pub fn json_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, Problem> {
+    if body.is_empty() {
+        return Err(Problem::invalid_body("the request needs a JSON body"));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." || path.is_empty() {
+            Problem::invalid_body(format!("invalid JSON body: {inner}"))
+        } else {
+            Problem::invalid_body(format!("invalid JSON body at {path}: {inner}"))
+        }
+    })
+}
+
+fn query<T: DeserializeOwned>(uri: &Uri) -> Result<T, Problem> {
+    Query::<T>::try_from_uri(uri)
+        .map(|q| q.0)
+        .map_err(|e| Problem::invalid_request(format!("invalid query string: {}", e.body_text())))
+}
+
+fn path<T>(p: Result<Path<T>, PathRejection>) -> Result<T, Problem> {
+    p.map(|p| p.0)
+        .map_err(|e| Problem::invalid_request(format!("invalid path: {}", e.body_text())))
+}
+
+/// `If-Match` / `If-None-Match` as a precondition.
+fn precondition(headers: &HeaderMap) -> Result<Precondition, Problem> {
+    let text = |name: &header::HeaderName| -> Result<Option<String>, Problem> {
+        headers
+            .get(name)
+            .map(|v| {
+                v.to_str().map(|s| s.trim().to_owned()).map_err(|_| {
+                    Problem::invalid_request(format!("{name} must be visible ASCII"))
+                })
+            })
+            .transpose()
+    };
+    if let Some(m) = text(&header::IF_MATCH)? {
+        if m == "*" {
+            return Ok(Precondition::Exists);
+        }
+        let tag = m.strip_prefix("W/").unwrap_or(&m);
+        return tag
+            .strip_prefix('"')
+            .and_then(|t| t.strip_suffix('"'))
+            .and_then(|t| t.parse::<i64>().ok())
+            .map(Precondition::Revision)
+            .ok_or_else(|| {
+                Problem::invalid_request(format!(
+                    "If-Match must be an ETag this API returned (such as \"42\") or *, not {m}"
+                ))
+            });
+    }
+    if let Some(m) = text(&header::IF_NONE_MATCH)? {
+        if m == "*" {
+            return Ok(Precondition::Absent);
+        }
+        return Err(Problem::invalid_request(
+            "If-None-Match is only supported as * (create, never replace)",
+        ));
+    }
+    Ok(Precondition::None)
+}
+
+fn etag(revision: i64) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{revision}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
+}
+
+fn with_etag<T: serde::Serialize>(status: StatusCode, revision: i64, body: &T) -> Response {
+    let mut response = (status, Json(body)).into_response();
+    response.headers_mut().insert(header::ETAG, etag(revision));
+    response
+}
+
+fn location(response: &mut Response, path: &str) {
+    if let Ok(v) = HeaderValue::from_str(path) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+}
+
+/// Percent-encodes a path segment (names may hold any printable character).
+fn segment(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+type Reply = Result<Response, Problem>;
+
+fn actor() -> Actor {
+    Actor::anonymous("rest")
+}
+
+/// Lists domains: database ones and those policy files define.
+#[utoipa::path(get, path = "/v1/admin/domains", tag = "domains", params(PageQuery),
+    responses((status = 200, description = "One page of domains, by name", body = Page<Domain>),
+              (status = 400, description = "Bad paging", body = ProblemDoc, content_type = "application/problem+json")))]
+pub async fn list_domains(State(s): State<Arc<AdminState>>, uri: Uri) -> Reply {
+    let q: PageQuery = query(&uri)?;
+    let page = s
+        .control
+        .list_domains(q.cursor.as_deref(), q.limit)
+        .await
+        .map_err(|e| problem(&e))?;
+    Ok(Json(page).into_response())
+}
+
+/// Creates a domain.
+#[utoipa::path(post, path = "/v1/admin/domains", tag = "domains", request_body = NewDomain,
+    responses((status = 201, description = "Created", body = Domain,
+                 headers(("ETag" = String, description = "The domain's revision"), ("Location" = String, description = "Where it lives"))),
+              (status = 400, description = "Invalid", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 409, description = "Exists already, or a policy file defines it", body = ProblemDoc, content_type = "application/problem+json")))]
+pub async fn create_domain(State(s): State<Arc<AdminState>>, body: Bytes) -> Reply {
+    let new: NewDomain = json_body(&body)?;
+    let domain = s
+        .control
+        .create_domain(&new, &actor())
+        .await
+        .map_err(|e| problem(&e))?;
+    let mut response = with_etag(StatusCode::CREATED, domain.revision, &domain);
+    location(
+        &mut response,
+        &format!("/v1/admin/domains/{}", segment(&domain.name)),
+    );
+    Ok(response)
+}
+
+/// One domain.
+#[utoipa::path(get, path = "/v1/admin/domains/{domain}", tag = "domains",
+    params(("domain" = String, Path, description = "The domain's name")),
+    responses((status = 200, description = "The domain", body = Domain, headers(("ETag" = String, description = "The domain's revision"))),
+              (status = 400, description = "Bad path", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 404, description = "No such domain", body = ProblemDoc, content_type = "application/problem+json")))]
+pub async fn get_domain(
+    State(s): State<Arc<AdminState>>,
+    p: Result<Path<String>, PathRejection>,
+) -> Reply {
+    let name = path(p)?;
+    let domain = s.control.get_domain(&name).await.map_err(|e| problem(&e))?;
+    Ok(with_etag(StatusCode::OK, domain.revision, &domain))
+}
+
+/// Changes a domain's description.
+#[utoipa::path(put, path = "/v1/admin/domains/{domain}", tag = "domains", request_body = DomainUpdate,
+    params(("domain" = String, Path, description = "The domain's name"),
+           ("If-Match" = Option<String>, Header, description = "Only if the domain is at this ETag")),
+    responses((status = 200, description = "Changed", body = Domain, headers(("ETag" = String, description = "The domain's new revision"))),
+              (status = 400, description = "Invalid", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 404, description = "No such domain", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 409, description = "A policy file defines it", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 412, description = "Changed since that ETag", body = ProblemDoc, content_type = "application/problem+json")))]
+pub async fn update_domain(
+    State(s): State<Arc<AdminState>>,
+    p: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Reply {
+    let name = path(p)?;
+    let condition = precondition(&headers)?;
+    let update: DomainUpdate = json_body(&body)?;
+    let domain = s
+        .control
+        .update_domain(&name, &update, condition, &actor())
+        .await
+        .map_err(|e| problem(&e))?;
+    Ok(with_etag(StatusCode::OK, domain.revision, &domain))
+}
+
+/// Deletes a domain (with `cascade=true`, also its policies).
+#[utoipa::path(delete, path = "/v1/admin/domains/{domain}", tag = "domains",
+    params(("domain" = String, Path, description = "The domain's name"), DeleteDomainQuery,
+           ("If-Match" = Option<String>, Header, description = "Only if the domain is at this ETag")),
+    responses((status = 204, description = "Deleted"),
+              (status = 400, description = "Bad request", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 404, description = "No such domain", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 409, description = "Has policies (and no cascade), or a policy file defines it", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 412, description = "Changed since that ETag", body = ProblemDoc, content_type = "application/problem+json")))]
+pub async fn delete_domain(
+    State(s): State<Arc<AdminState>>,
+    p: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Reply {
+    let name = path(p)?;
+    let condition = precondition(&headers)?;
+    let q: DeleteDomainQuery = query(&uri)?;
+    s.control
+        .delete_domain(&name, condition, q.cascade, &actor())
+        .await
+        .map_err(|e| problem(&e))?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Lists a domain's policies.
+#[utoipa::path(get, path = "/v1/admin/domains/{domain}/policies", tag = "policies",
+    params(("domain" = String, Path, description = "The domain's name"), PageQuery),
+    responses((status = 200, description = "One page of policies, by name", body = Page<Policy>),
+              (status = 400, description = "Bad paging", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 404, description = "No such domain", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 409, description = "A policy file defines the domain", body = ProblemDoc, content_type = "application/problem+json")))]
+pub async fn list_policies(
+    State(s): State<Arc<AdminState>>,
+    p: Result<Path<String>, PathRejection>,
+    uri: Uri,
+) -> Reply {
+    let domain = path(p)?;
+    let q: PageQuery = query(&uri)?;
+    let page = s
+        .control
+        .list_policies(&domain, q.cursor.as_deref(), q.limit)
+        .await
+        .map_err(|e| problem(&e))?;
+    Ok(Json(page).into_response())
+}
+
+/// One policy.
+#[utoipa::path(get, path = "/v1/admin/domains/{domain}/policies/{policy}", tag = "policies",
+    params(("domain" = String, Path, description = "The domain's name"), ("policy" = String, Path, description = "The policy's name")),
+    responses((status = 200, description = "The policy", body = Policy, headers(("ETag" = String, description = "The policy's revision"))),
+              (status = 400, description = "Bad path", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 404, description = "No such domain or policy", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 409, description = "A policy file defines the domain", body = ProblemDoc, content_type = "application/problem+json")))]
+pub async fn get_policy(
+    State(s): State<Arc<AdminState>>,
+    p: Result<Path<(String, String)>, PathRejection>,
+) -> Reply {
+    let (domain, name) = path(p)?;
+    let policy = s
+        .control
+        .get_policy(&domain, &name)
+        .await
+        .map_err(|e| problem(&e))?;
+    Ok(with_etag(StatusCode::OK, policy.revision, &policy))
+}
+
+/// Creates or replaces a policy. `If-None-Match: *` only creates; `If-Match` only replaces
+/// the revision it names.
+#[utoipa::path(put, path = "/v1/admin/domains/{domain}/policies/{policy}", tag = "policies", request_body = PolicySpec,
+    params(("domain" = String, Path, description = "The domain's name"), ("policy" = String, Path, description = "The policy's name"),
+           ("If-Match" = Option<String>, Header, description = "Only replace the policy at this ETag (* for any)"),
+           ("If-None-Match" = Option<String>, Header, description = "* to only create")),
+    responses((status = 200, description = "Replaced", body = Policy, headers(("ETag" = String, description = "The policy's new revision"))),
+              (status = 201, description = "Created", body = Policy,
+                 headers(("ETag" = String, description = "The policy's revision"), ("Location" = String, description = "Where it lives"))),
+              (status = 400, description = "Invalid, field by field", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 404, description = "No such domain", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 409, description = "Exists (with If-None-Match), collides with another policy, or a policy file defines the domain", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 412, description = "Changed since that ETag", body = ProblemDoc, content_type = "application/problem+json")))]
+pub async fn put_policy(
+    State(s): State<Arc<AdminState>>,
+    p: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Reply {
+    let (domain, name) = path(p)?;
+    let condition = precondition(&headers)?;
+    let spec: PolicySpec = json_body(&body)?;
+    let written = s
+        .control
+        .put_policy(&domain, &name, &spec, condition, &actor())
+        .await
+        .map_err(|e| problem(&e))?;
+    let status = if written.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let mut response = with_etag(status, written.value.revision, &written.value);
+    if written.created {
+        location(
+            &mut response,
+            &format!(
+                "/v1/admin/domains/{}/policies/{}",
+                segment(&domain),
+                segment(&name)
+            ),
+        );
+    }
+    Ok(response)
+}
+
+/// Deletes a policy.
+#[utoipa::path(delete, path = "/v1/admin/domains/{domain}/policies/{policy}", tag = "policies",
+    params(("domain" = String, Path, description = "The domain's name"), ("policy" = String, Path, description = "The policy's name"),
+           ("If-Match" = Option<String>, Header, description = "Only if the policy is at this ETag")),
+    responses((status = 204, description = "Deleted"),
+              (status = 400, description = "Bad request", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 404, description = "No such domain or policy", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 409, description = "A policy file defines the domain", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 412, description = "Changed since that ETag", body = ProblemDoc, content_type = "application/problem+json")))]
+pub async fn delete_policy(
+    State(s): State<Arc<AdminState>>,
+    p: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+) -> Reply {
+    let (domain, name) = path(p)?;
+    let condition = precondition(&headers)?;
+    s.control
+        .delete_policy(&domain, &name, condition, &actor())
+        .await
+        .map_err(|e| problem(&e))?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// A policy's change history, newest first.
+#[utoipa::path(get, path = "/v1/admin/domains/{domain}/policies/{policy}/history", tag = "policies",
+    params(("domain" = String, Path, description = "The domain's name"), ("policy" = String, Path, description = "The policy's name"), PageQuery),
+    responses((status = 200, description = "One page of changes", body = Page<PolicyChange>),
+              (status = 400, description = "Bad request", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 404, description = "No such domain, or no history for that policy", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 409, description = "A policy file defines the domain", body = ProblemDoc, content_type = "application/problem+json")))]
+pub async fn history(
+    State(s): State<Arc<AdminState>>,
+    p: Result<Path<(String, String)>, PathRejection>,
+    uri: Uri,
+) -> Reply {
+    let (domain, name) = path(p)?;
+    let q: PageQuery = query(&uri)?;
+    let page = s
+        .control
+        .history(&domain, &name, q.cursor.as_deref(), q.limit)
+        .await
+        .map_err(|e| problem(&e))?;
+    Ok(Json(page).into_response())
+}
+
+/// A database domain as a policy file (envoyproxy/ratelimit's format, as JSON).
+#[utoipa::path(get, path = "/v1/admin/domains/{domain}/document", tag = "domains",
+    params(("domain" = String, Path, description = "The domain's name")),
+    responses((status = 200, description = "The domain's policies as one descriptor tree", body = Object),
+              (status = 400, description = "Bad path", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 404, description = "No such domain", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 409, description = "A policy file defines the domain", body = ProblemDoc, content_type = "application/problem+json")))]
+pub async fn get_document(
+    State(s): State<Arc<AdminState>>,
+    p: Result<Path<String>, PathRejection>,
+) -> Reply {
+    let domain = path(p)?;
+    let document = s.control.document(&domain).await.map_err(|e| problem(&e))?;
+    Ok(Json(document).into_response())
+}
+
+/// Replaces a domain's policies with a policy file's (YAML or JSON text), creating the
+/// domain if needed; unchanged policies are left alone.
+#[utoipa::path(put, path = "/v1/admin/domains/{domain}/document", tag = "domains",
+    request_body(content = String, description = "A policy file (YAML or JSON); its `domain` must match the path", content_type = "application/yaml"),
+    params(("domain" = String, Path, description = "The domain's name")),
+    responses((status = 200, description = "What changed", body = ApplyReport),
+              (status = 400, description = "The file is invalid (line and field named)", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 409, description = "Two policies on one descriptor, or a policy file defines the domain", body = ProblemDoc, content_type = "application/problem+json")))]
+pub async fn put_document(
+    State(s): State<Arc<AdminState>>,
+    p: Result<Path<String>, PathRejection>,
+    body: Bytes,
+) -> Reply {
+    let domain = path(p)?;
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| Problem::invalid_body("the policy file must be UTF-8 text"))?;
+    let document = tollgate_control::document::parse_document("request body", text)
+        .map_err(|e| Problem::invalid_body(format!("invalid policy file: {e}")))?;
+    if document.domain != domain {
+        return Err(Problem::invalid_request(format!(
+            "the file defines domain '{}', but the path names '{domain}'",
+            document.domain
+        )));
+    }
+    let report = s
+        .control
+        .apply_document(&document, &Actor::anonymous("apply"))
+        .await
+        .map_err(|e| problem(&e))?;
+    Ok(Json(report).into_response())
+}
+
+/// Checks a policy as saving it would, without saving it.
+#[utoipa::path(post, path = "/v1/admin/validate", tag = "policies", request_body = ValidateRequest,
+    responses((status = 200, description = "The verdict", body = ValidateResponse),
+              (status = 400, description = "Not even a policy", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 503, description = "Policy store unavailable", body = ProblemDoc, content_type = "application/problem+json")))]
+pub async fn validate(State(s): State<Arc<AdminState>>, body: Bytes) -> Reply {
+    let request: ValidateRequest = json_body(&body)?;
+    let verdict = match s
+        .control
+        .validate_policy(&request.domain, &request.name, &request.policy)
+        .await
+    {
+        Ok(()) => ValidateResponse {
+            valid: true,
+            errors: Vec::new(),
+        },
+        Err(ControlError::Invalid { errors }) => ValidateResponse {
+            valid: false,
+            errors,
+        },
+        Err(e @ ControlError::Conflict(_)) => ValidateResponse {
+            valid: false,
+            errors: vec![tollgate_control::FieldError {
+                field: "policy".into(),
+                message: e.to_string(),
+            }],
+        },
+        Err(e) => return Err(problem(&e)),
+    };
+    Ok(Json(verdict).into_response())
+}
+
+/// The OpenAPI document of this API.
+pub async fn openapi(State(s): State<Arc<AdminState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        s.openapi.clone(),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preconditions_come_from_if_match_and_if_none_match() {
+        let mut h = HeaderMap::new();
+        assert_eq!(precondition(&h).unwrap(), Precondition::None);
+        h.insert(header::IF_MATCH, HeaderValue::from_static("\"42\""));
+        assert_eq!(precondition(&h).unwrap(), Precondition::Revision(42));
+        h.insert(header::IF_MATCH, HeaderValue::from_static("W/\"7\""));
+        assert_eq!(precondition(&h).unwrap(), Precondition::Revision(7));
+        h.insert(header::IF_MATCH, HeaderValue::from_static("*"));
+        assert_eq!(precondition(&h).unwrap(), Precondition::Exists);
+        h.insert(header::IF_MATCH, HeaderValue::from_static("42"));
+        assert!(precondition(&h).is_err(), "an unquoted tag is not an ETag");
+        let mut h = HeaderMap::new();
+        h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("*"));
+        assert_eq!(precondition(&h).unwrap(), Precondition::Absent);
+    }
+
+    #[test]
+    fn names_are_percent_encoded_in_locations() {
+        assert_eq!(segment("api.path_/login x"), "api.path_%2Flogin%20x");
+    }
+
+    #[test]
+    fn bodies_name_the_failing_field() {
+        let err = json_body::<NewDomain>(&Bytes::from_static(br#"{"name": 5}"#)).unwrap_err();
+        assert!(err.detail.contains("at name"), "{}", err.detail);
+        let err = json_body::<NewDomain>(&Bytes::from_static(br#"{"name":"a","x":1}"#)).unwrap_err();
+        assert!(err.detail.contains("unknown field `x`"), "{}", err.detail);
+    }
+}
