@@ -1046,7 +1046,11 @@ fn check_precondition(
     }
 }
 
-fn paginate<T: async_graphql::OutputType>(mut items: Vec<T>, limit: i64, key: impl Fn(&T) -> &str) -> Page<T> {
+fn paginate<T: async_graphql::OutputType>(
+    mut items: Vec<T>,
+    limit: i64,
+    key: impl Fn(&T) -> &str,
+) -> Page<T> {
     let limit = usize::try_from(limit).unwrap_or(0);
     let more = items.len() > limit;
     items.truncate(limit);

@@ -272,8 +272,8 @@ impl Limiter {
         let now = plan.now;
         let rule = self.commit_rule;
         let shared = self.store.is_shared();
-        let (local, stored): (SmallVec<[usize; 4]>, SmallVec<[usize; 4]>) = (0..plan.ops.len())
-            .partition(|&i| shared && plan.consistency[i] == Consistency::Local);
+        let (local, stored): (SmallVec<[usize; 4]>, SmallVec<[usize; 4]>) =
+            (0..plan.ops.len()).partition(|&i| shared && plan.consistency[i] == Consistency::Local);
         if !local.is_empty() {
             let mut ops: SmallVec<[LimitOp; 4]> = local.iter().map(|&i| plan.ops[i]).collect();
             self.local.apply_with(&mut ops, now, rule);

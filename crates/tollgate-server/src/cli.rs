@@ -19,11 +19,13 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the rate-limit service (HTTP and gRPC data planes, operations endpoints).
+    /// Run the rate-limit service (HTTP and gRPC data planes, admin APIs, operations endpoints).
     ///
     /// With no options it listens on 127.0.0.1:8080 (HTTP) and 127.0.0.1:8081 (gRPC),
     /// keeps counters in memory and serves the built-in example policies (domain "api").
-    Serve(ServeArgs),
+    /// The admin API (REST and GraphQL) listens on 127.0.0.1:8082; policies created there
+    /// live in a SQLite database in the data directory.
+    Serve(Box<ServeArgs>),
     /// Work with policy files.
     Policy {
         /// What to do with them.

@@ -302,7 +302,11 @@ mod tests {
         assert!(s.policies.is_none());
         assert_eq!(s.admin_addr.to_string(), DEFAULT_ADMIN_ADDR);
         assert!(s.database.starts_with("sqlite://"), "{}", s.database);
-        assert!(s.database.ends_with("tollgate/tollgate.db"), "{}", s.database);
+        assert!(
+            s.database.ends_with("tollgate/tollgate.db"),
+            "{}",
+            s.database
+        );
     }
 
     #[test]
@@ -319,10 +323,7 @@ mod tests {
             database: Some("postgres://h/db".into()),
             data_dir: Some("/x".into()),
         };
-        assert_eq!(
-            database_url(&args, None, None).unwrap(),
-            "postgres://h/db"
-        );
+        assert_eq!(database_url(&args, None, None).unwrap(), "postgres://h/db");
     }
 
     #[test]

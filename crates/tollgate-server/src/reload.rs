@@ -130,7 +130,8 @@ fn apply(state: &AppState, files: Vec<(String, String)>) -> Result<Vec<String>, 
             .update(state, |s| s.files = files)
             .map_err(|e| e.to_string());
     }
-    let policies = crate::policies::build(&files).map_err(|e| crate::control::Rejected(e).to_string())?;
+    let policies =
+        crate::policies::build(&files).map_err(|e| crate::control::Rejected(e).to_string())?;
     let domains = policies.domains().map(|d| d.name().to_string()).collect();
     state.metrics.set_domains(&policies);
     state.limiter.replace_policies(policies);

@@ -319,7 +319,8 @@ impl Application {
             Ok(Err(e)) => tracing::error!(error = %e, "admin listener failed"),
             Err(e) => tracing::error!(error = %e, "admin listener panicked"),
         }
-        self.control_runtime.shutdown_timeout(Duration::from_secs(1));
+        self.control_runtime
+            .shutdown_timeout(Duration::from_secs(1));
         if let Some(store_runtime) = self.store_runtime {
             store_runtime.shutdown_timeout(Duration::from_secs(1));
         }

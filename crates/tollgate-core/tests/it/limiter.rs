@@ -436,14 +436,34 @@ descriptors:
 #[test]
 fn peeking_reports_the_remaining_allowance_and_consumes_nothing() {
     let (l, _) = limiter(API);
-    assert_eq!(check_hits(&l, "api", &[&[("user", "1")]], 4).statuses[0].remaining, 6);
-    let entries = [Entry { key: "user", value: "1" }];
-    let descriptors = [Descriptor { entries: &entries, hits: None, limit_override: None }];
-    let request = CheckRequest { domain: "api", descriptors: &descriptors, hits: 5 };
+    assert_eq!(
+        check_hits(&l, "api", &[&[("user", "1")]], 4).statuses[0].remaining,
+        6
+    );
+    let entries = [Entry {
+        key: "user",
+        value: "1",
+    }];
+    let descriptors = [Descriptor {
+        entries: &entries,
+        hits: None,
+        limit_override: None,
+    }];
+    let request = CheckRequest {
+        domain: "api",
+        descriptors: &descriptors,
+        hits: 5,
+    };
     for _ in 0..3 {
         let seen = now_or_never(l.peek(&request)).unwrap();
         assert_eq!(seen.statuses[0].remaining, 6);
-        assert_eq!(seen.statuses[0].rule.as_ref().map(|r| r.name().to_owned()), Some("api.user".to_owned()));
+        assert_eq!(
+            seen.statuses[0].rule.as_ref().map(|r| r.name().to_owned()),
+            Some("api.user".to_owned())
+        );
     }
-    assert_eq!(check_hits(&l, "api", &[&[("user", "1")]], 1).statuses[0].remaining, 5);
+    assert_eq!(
+        check_hits(&l, "api", &[&[("user", "1")]], 1).statuses[0].remaining,
+        5
+    );
 }

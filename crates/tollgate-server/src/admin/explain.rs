@@ -85,7 +85,10 @@ pub struct Explanation {
 pub type ExplainError = String;
 
 /// Answers `request` from `limiter` without consuming anything.
-pub async fn explain(limiter: &Limiter, request: &ExplainRequest) -> Result<Explanation, ExplainError> {
+pub async fn explain(
+    limiter: &Limiter,
+    request: &ExplainRequest,
+) -> Result<Explanation, ExplainError> {
     let entries: Vec<Vec<Entry<'_>>> = request
         .descriptors
         .iter()
@@ -139,7 +142,11 @@ pub async fn explain(limiter: &Limiter, request: &ExplainRequest) -> Result<Expl
             algorithm: limited.map(|(l, _, _)| l.algorithm().as_str().to_owned()),
             consistency: policy.map(|p| format!("{:?}", p.consistency).to_lowercase()),
             shadow_mode,
-            remaining: if limited.is_some() { status.remaining } else { 0 },
+            remaining: if limited.is_some() {
+                status.remaining
+            } else {
+                0
+            },
             reset_after_ms: status.reset_after / 1_000_000,
             would_allow,
         });

@@ -48,7 +48,10 @@ fn gql(e: ControlError) -> async_graphql::Error {
             tracing::error!(error = %e, "policy database call failed");
             "the policy database did not answer; retry later".to_owned()
         }
-        ControlError::Corrupt(_) | ControlError::Migrate(_) | ControlError::Schema(_) | ControlError::Config(_) => {
+        ControlError::Corrupt(_)
+        | ControlError::Migrate(_)
+        | ControlError::Schema(_)
+        | ControlError::Config(_) => {
             tracing::error!(error = %e, "admin request failed");
             "the server failed to handle this request; see its logs".to_owned()
         }
@@ -65,8 +68,14 @@ fn gql(e: ControlError) -> async_graphql::Error {
                 .iter()
                 .map(|f| {
                     let mut m = async_graphql::indexmap::IndexMap::new();
-                    m.insert(async_graphql::Name::new("field"), async_graphql::Value::from(f.field.clone()));
-                    m.insert(async_graphql::Name::new("message"), async_graphql::Value::from(f.message.clone()));
+                    m.insert(
+                        async_graphql::Name::new("field"),
+                        async_graphql::Value::from(f.field.clone()),
+                    );
+                    m.insert(
+                        async_graphql::Name::new("message"),
+                        async_graphql::Value::from(f.message.clone()),
+                    );
                     async_graphql::Value::Object(m)
                 })
                 .collect();
@@ -99,7 +108,10 @@ impl QueryRoot {
         cursor: Option<String>,
         #[graphql(validator(minimum = 1, maximum = 500))] limit: Option<u32>,
     ) -> async_graphql::Result<Page<Domain>> {
-        control(ctx).list_domains(cursor.as_deref(), limit).await.map_err(gql)
+        control(ctx)
+            .list_domains(cursor.as_deref(), limit)
+            .await
+            .map_err(gql)
     }
 
     /// One domain.
@@ -178,7 +190,10 @@ impl MutationRoot {
         ctx: &Context<'_>,
         input: NewDomain,
     ) -> async_graphql::Result<Domain> {
-        control(ctx).create_domain(&input, &actor()).await.map_err(gql)
+        control(ctx)
+            .create_domain(&input, &actor())
+            .await
+            .map_err(gql)
     }
 
     /// Changes a domain's description.

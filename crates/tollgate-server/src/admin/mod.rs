@@ -134,7 +134,10 @@ async fn access_log(request: Request, next: Next) -> Response {
 #[utoipa::path(post, path = "/v1/admin/explain", tag = "explain", request_body = explain::ExplainRequest,
     responses((status = 200, description = "The policies matched and what is left of each", body = explain::Explanation),
               (status = 400, description = "Malformed request", body = rest::ProblemDoc, content_type = "application/problem+json")))]
-async fn explain_handler(State(s): State<Arc<AdminState>>, body: Bytes) -> Result<Response, Problem> {
+async fn explain_handler(
+    State(s): State<Arc<AdminState>>,
+    body: Bytes,
+) -> Result<Response, Problem> {
     let request: explain::ExplainRequest = rest::json_body(&body)?;
     let answer = explain::explain(&s.app.limiter, &request)
         .await
@@ -151,7 +154,10 @@ async fn graphiql() -> Html<String> {
     )
 }
 
-async fn graphql_handler(State(s): State<Arc<AdminState>>, request: GraphQLRequest) -> GraphQLResponse {
+async fn graphql_handler(
+    State(s): State<Arc<AdminState>>,
+    request: GraphQLRequest,
+) -> GraphQLResponse {
     s.schema.execute(request.into_inner()).await.into()
 }
 

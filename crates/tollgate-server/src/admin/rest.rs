@@ -168,9 +168,9 @@ fn precondition(headers: &HeaderMap) -> Result<Precondition, Problem> {
         headers
             .get(name)
             .map(|v| {
-                v.to_str().map(|s| s.trim().to_owned()).map_err(|_| {
-                    Problem::invalid_request(format!("{name} must be visible ASCII"))
-                })
+                v.to_str()
+                    .map(|s| s.trim().to_owned())
+                    .map_err(|_| Problem::invalid_request(format!("{name} must be visible ASCII")))
             })
             .transpose()
     };
@@ -553,7 +553,10 @@ pub async fn validate(State(s): State<Arc<AdminState>>, body: Bytes) -> Reply {
 /// The OpenAPI document of this API.
 pub async fn openapi(State(s): State<Arc<AdminState>>) -> Response {
     (
-        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
         s.openapi.clone(),
     )
         .into_response()
@@ -589,7 +592,8 @@ mod tests {
     fn bodies_name_the_failing_field() {
         let err = json_body::<NewDomain>(&Bytes::from_static(br#"{"name": 5}"#)).unwrap_err();
         assert!(err.detail.contains("at name"), "{}", err.detail);
-        let err = json_body::<NewDomain>(&Bytes::from_static(br#"{"name":"a","x":1}"#)).unwrap_err();
+        let err =
+            json_body::<NewDomain>(&Bytes::from_static(br#"{"name":"a","x":1}"#)).unwrap_err();
         assert!(err.detail.contains("unknown field `x`"), "{}", err.detail);
     }
 }

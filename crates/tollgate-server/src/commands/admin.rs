@@ -42,12 +42,17 @@ impl Admin {
 
     /// Sends `request`; a problem answer becomes an error with its detail and field errors.
     async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<(u16, Value)> {
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the admin API at {} (is `tollgate serve` running? set --admin)", self.base))?;
+        let response = request.send().await.with_context(|| {
+            format!(
+                "cannot reach the admin API at {} (is `tollgate serve` running? set --admin)",
+                self.base
+            )
+        })?;
         let status = response.status().as_u16();
-        let text = response.text().await.context("cannot read the admin API's answer")?;
+        let text = response
+            .text()
+            .await
+            .context("cannot read the admin API's answer")?;
         let body: Value = if text.is_empty() {
             Value::Null
         } else {
@@ -85,10 +90,13 @@ fn describe_problem(status: u16, body: &Value) -> String {
 fn canonical(document: &PolicyDocument) -> String {
     let mut policies = document::flatten(document);
     policies.sort_by(|a, b| a.0.cmp(&b.0));
-    document::assemble(&document.domain, policies.iter().map(|(n, s)| (n.as_str(), s)))
-        .ok()
-        .and_then(|d| yaml_serde::to_string(&d).ok())
-        .unwrap_or_default()
+    document::assemble(
+        &document.domain,
+        policies.iter().map(|(n, s)| (n.as_str(), s)),
+    )
+    .ok()
+    .and_then(|d| yaml_serde::to_string(&d).ok())
+    .unwrap_or_default()
 }
 
 /// `tollgate policy apply`.
@@ -151,7 +159,12 @@ pub async fn apply(args: &ApplyArgs) -> anyhow::Result<ExitCode> {
         let list = |k: &str| {
             report[k]
                 .as_array()
-                .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "))
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
                 .unwrap_or_default()
         };
         println!(
@@ -215,7 +228,10 @@ pub async fn list(args: &ListArgs) -> anyhow::Result<ExitCode> {
             for d in all_pages(&admin, "/v1/admin/domains").await? {
                 let source = match d["file"].as_str() {
                     Some(f) => format!("file {f}"),
-                    None => format!("database, {} policies, revision {}", d["policy_count"], d["revision"]),
+                    None => format!(
+                        "database, {} policies, revision {}",
+                        d["policy_count"], d["revision"]
+                    ),
                 };
                 println!("{}\t{source}", d["name"].as_str().unwrap_or("?"));
             }

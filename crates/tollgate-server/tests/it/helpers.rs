@@ -46,6 +46,11 @@ pub struct TestServer {
     pub base: String,
     /// `http://` address of the gRPC listener.
     pub grpc: String,
+    /// `http://` address of the admin listener.
+    pub admin: String,
+    /// The data directory given to `serve` (its default SQLite policy database lives
+    /// there), unless the test chose a database itself.
+    pub data_dir: Option<TempDir>,
     pub logs: Arc<Mutex<Vec<String>>>,
     pub client: reqwest::Client,
 }
@@ -75,8 +80,26 @@ impl TestServer {
     /// `serve` gets a free gRPC port unless `args` choose one.
     pub fn start_with(args: &[String], env: &[(&str, &str)]) -> Self {
         let mut args = args.to_vec();
-        if args.first().is_some_and(|a| a == "serve") && !args.iter().any(|a| a == "--grpc-addr") {
+        let serve = args.first().is_some_and(|a| a == "serve");
+        let given = |args: &[String], flag: &str| args.iter().any(|a| a == flag);
+        if serve && !given(&args, "--grpc-addr") {
             args.extend(["--grpc-addr".into(), "127.0.0.1:0".into()]);
+        }
+        if serve && !given(&args, "--admin-addr") {
+            args.extend(["--admin-addr".into(), "127.0.0.1:0".into()]);
+        }
+        // Each server gets a policy database of its own unless the test shares one.
+        let mut data_dir = None;
+        if serve
+            && !given(&args, "--database")
+            && !given(&args, "--data-dir")
+            && !env
+                .iter()
+                .any(|(k, _)| *k == "TOLLGATE_DATABASE" || *k == "TOLLGATE_DATA_DIR")
+        {
+            let dir = TempDir::new("data");
+            args.extend(["--data-dir".into(), dir.0.display().to_string()]);
+            data_dir = Some(dir);
         }
         let mut cmd = Command::new(binary());
         cmd.args(&args)
@@ -99,12 +122,12 @@ impl TestServer {
                     && v["message"] == "listening"
                 {
                     let addr = |field: &str| v[field].as_str().unwrap_or_default().to_owned();
-                    let _ = tx.send((addr("http_addr"), addr("grpc_addr")));
+                    let _ = tx.send((addr("http_addr"), addr("grpc_addr"), addr("admin_addr")));
                 }
                 sink.lock().expect("log lock").push(line);
             }
         });
-        let (addr, grpc) = match rx.recv_timeout(Duration::from_secs(20)) {
+        let (addr, grpc, admin) = match rx.recv_timeout(Duration::from_secs(20)) {
             Ok(addrs) => addrs,
             Err(_) => {
                 let _ = child.kill();
@@ -116,13 +139,15 @@ impl TestServer {
                 );
             }
         };
-        for a in [&addr, &grpc] {
+        for a in [&addr, &grpc, &admin] {
             assert!(a.starts_with("127.0.0.1:"), "listens on loopback only: {a}");
         }
         Self {
             child,
             base: format!("http://{addr}"),
             grpc: format!("http://{grpc}"),
+            admin: format!("http://{admin}"),
+            data_dir,
             logs,
             client: reqwest::Client::new(),
         }
@@ -130,6 +155,11 @@ impl TestServer {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// A URL on the admin listener.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("{}{path}", self.admin)
     }
 
     /// POSTs a JSON body to /v1/check.

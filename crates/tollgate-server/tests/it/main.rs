@@ -1,5 +1,6 @@
 //! End-to-end tests: the real `tollgate` binary on a random loopback port, driven over HTTP.
 
+mod admin;
 mod check_api;
 mod cli;
 mod distributed;
@@ -7,4 +8,5 @@ mod envoy_examples;
 mod grpc;
 mod helpers;
 mod operations;
+mod propagation;
 mod reload;
