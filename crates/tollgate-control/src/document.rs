@@ -131,10 +131,10 @@ pub fn check_domain_name(name: &str) -> Result<(), FieldError> {
 /// The name rule for policies: printable text (policy names from files are envoy's full
 /// keys, such as `api.path_/login`).
 pub fn check_policy_name(name: &str) -> Result<(), FieldError> {
-    if name.is_empty() || name.len() > 2 * MAX_NAME_LEN {
+    if name.is_empty() || name.chars().count() > 2 * MAX_NAME_LEN {
         return Err(FieldError::new(
             "name",
-            format!("must be 1 to {} bytes long", 2 * MAX_NAME_LEN),
+            format!("must be 1 to {} characters long", 2 * MAX_NAME_LEN),
         ));
     }
     if name.chars().any(char::is_control) {
@@ -164,7 +164,7 @@ pub fn check_policy(domain: &str, name: &str, spec: &PolicySpec) -> Result<(), V
         if bad(&entry.key) {
             errors.push(FieldError::new(
                 format!("descriptor[{i}].key"),
-                format!("must be 1 to {MAX_ENTRY_LEN} bytes without control characters"),
+                format!("must be 1 to {MAX_ENTRY_LEN} characters without control characters"),
             ));
         }
         if entry.value.as_deref().is_some_and(bad) {
@@ -174,10 +174,10 @@ pub fn check_policy(domain: &str, name: &str, spec: &PolicySpec) -> Result<(), V
             ));
         }
     }
-    if spec.description.len() > MAX_DESCRIPTION_LEN || spec.description.contains('\0') {
+    if spec.description.chars().count() > MAX_DESCRIPTION_LEN || spec.description.contains('\0') {
         errors.push(FieldError::new(
             "description",
-            format!("must be at most {MAX_DESCRIPTION_LEN} bytes, without NUL"),
+            format!("must be at most {MAX_DESCRIPTION_LEN} characters, without NUL"),
         ));
     }
     let limit = &spec.rate_limit;

@@ -30,11 +30,19 @@ pub const MAX_REPLACES: usize = 16;
 #[serde(deny_unknown_fields)]
 pub struct MatchEntry {
     /// The descriptor entry's key.
-    #[schema(min_length = 1, max_length = 256)]
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]+$"
+    )]
     pub key: String,
     /// The value to match; `*` is a wildcard. Absent: any value, each value counted apart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(min_length = 1, max_length = 256)]
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]+$"
+    )]
     pub value: Option<String>,
 }
 
@@ -153,7 +161,7 @@ pub struct PolicySpec {
     pub share_threshold: bool,
     /// Free text for operators.
     #[serde(default)]
-    #[schema(max_length = 1024)]
+    #[schema(max_length = 1024, pattern = "^[^\\u0000]*$")]
     #[graphql(default)]
     pub description: String,
 }
@@ -243,7 +251,7 @@ pub struct NewDomain {
     pub name: String,
     /// Free text for operators.
     #[serde(default)]
-    #[schema(max_length = 1024)]
+    #[schema(max_length = 1024, pattern = "^[^\\u0000]*$")]
     #[graphql(default)]
     pub description: String,
 }
@@ -253,7 +261,7 @@ pub struct NewDomain {
 #[serde(deny_unknown_fields)]
 pub struct DomainUpdate {
     /// Free text for operators.
-    #[schema(max_length = 1024)]
+    #[schema(max_length = 1024, pattern = "^[^\\u0000]*$")]
     pub description: String,
 }
 

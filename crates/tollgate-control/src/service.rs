@@ -162,14 +162,15 @@ fn decode_cursor(cursor: Option<&str>) -> Result<String, ControlError> {
             message: "is not a cursor this API returned".into(),
         }],
     };
-    if cursor.len() % 2 != 0 || cursor.len() > 1024 {
+    if cursor.is_empty() || cursor.len() % 2 != 0 || cursor.len() > 512 {
         return Err(bad());
     }
     let bytes: Result<Vec<u8>, _> = (0..cursor.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(cursor.get(i..i + 2).unwrap_or("zz"), 16))
         .collect();
-    String::from_utf8(bytes.map_err(|_| bad())?).map_err(|_| bad())
+    // Any well-formed cursor continues after the key it names, ours or not.
+    Ok(String::from_utf8_lossy(&bytes.map_err(|_| bad())?).into_owned())
 }
 
 fn page_size(limit: Option<u32>) -> Result<i64, ControlError> {
@@ -561,6 +562,7 @@ impl ControlPlane {
     ) -> Result<(), ControlError> {
         document::check_policy(domain, name, spec)
             .map_err(|errors| ControlError::Invalid { errors })?;
+        self.require_database_domain(domain).await?;
         let others = other_policies(self.db.pool(), domain, name).await?;
         fits_with(domain, name, spec, &others)
     }
@@ -918,16 +920,12 @@ impl ControlPlane {
         let limit = page_size(limit)?;
         let before = match cursor {
             None => i64::MAX,
-            Some(c) => {
-                decode_cursor(Some(c))?
-                    .parse::<i64>()
-                    .map_err(|_| ControlError::Invalid {
-                        errors: vec![FieldError {
-                            field: "cursor".into(),
-                            message: "is not a cursor this API returned".into(),
-                        }],
-                    })?
-            }
+            Some(c) => c.parse::<i64>().map_err(|_| ControlError::Invalid {
+                errors: vec![FieldError {
+                    field: "cursor".into(),
+                    message: "is not a cursor this API returned".into(),
+                }],
+            })?,
         };
         self.require_database_domain(domain).await?;
         let rows = sqlx::query(
@@ -967,7 +965,7 @@ impl ControlPlane {
         let more = items.len() as i64 > limit;
         items.truncate(usize::try_from(limit).unwrap_or(0));
         let next_cursor = more
-            .then(|| items.last().map(|c| encode_cursor(&c.revision.to_string())))
+            .then(|| items.last().map(|c| c.revision.to_string()))
             .flatten();
         Ok(Page { items, next_cursor })
     }
@@ -1019,11 +1017,11 @@ impl ApplyReport {
 }
 
 fn check_description(text: &str) -> Result<(), FieldError> {
-    if text.len() > crate::model::MAX_DESCRIPTION_LEN || text.contains('\0') {
+    if text.chars().count() > crate::model::MAX_DESCRIPTION_LEN || text.contains('\0') {
         return Err(FieldError {
             field: "description".into(),
             message: format!(
-                "must be at most {} bytes, without NUL",
+                "must be at most {} characters, without NUL",
                 crate::model::MAX_DESCRIPTION_LEN
             ),
         });
@@ -1178,10 +1176,11 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_reject_garbage() {
-        for key in ["", "api", "a/b é"] {
+        for key in ["api", "a/b é"] {
             assert_eq!(decode_cursor(Some(&encode_cursor(key))).unwrap(), key);
         }
-        for bad in ["x", "zz", "ff"] {
+        assert_eq!(decode_cursor(Some("ff")).unwrap(), "\u{fffd}");
+        for bad in ["", "x", "zz", "0"] {
             assert!(decode_cursor(Some(bad)).is_err(), "{bad}");
         }
     }

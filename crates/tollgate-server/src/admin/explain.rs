@@ -40,9 +40,24 @@ pub struct ExplainRequest {
     #[schema(min_items = 1, max_items = 16)]
     pub descriptors: Vec<DescriptorInput>,
     /// The cost to test against what is left (default 1).
-    #[serde(default)]
-    #[schema(maximum = 1000000000)]
-    pub hits: Option<u64>,
+    #[serde(default, deserialize_with = "integral")]
+    #[schema(maximum = 2147483647)]
+    pub hits: Option<u32>,
+}
+
+/// A JSON number with no fractional part (`3` or `3.0`, as JSON Schema's `integer` allows),
+/// at most 2^31 - 1.
+fn integral<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let Some(n) = Option::<f64>::deserialize(d)? else {
+        return Ok(None);
+    };
+    if n.fract() != 0.0 || !(0.0..=f64::from(i32::MAX)).contains(&n) {
+        return Err(serde::de::Error::custom(format!(
+            "hits must be a whole number from 0 to {}, not {n}",
+            i32::MAX
+        )));
+    }
+    Ok(Some(n as u32))
 }
 
 /// What one descriptor would meet.
@@ -84,11 +99,47 @@ pub struct Explanation {
 /// Why a question cannot be answered.
 pub type ExplainError = String;
 
+/// The bounds the schema states, checked: longest domain, key or value (characters), most
+/// descriptors, most entries per descriptor.
+const MAX_TEXT: usize = 256;
+const MAX_ITEMS: usize = 16;
+
+fn check(request: &ExplainRequest) -> Result<(), ExplainError> {
+    let len = |s: &str| s.chars().count();
+    if request.domain.is_empty() || len(&request.domain) > MAX_TEXT {
+        return Err(format!("domain: must be 1 to {MAX_TEXT} characters"));
+    }
+    if request.descriptors.is_empty() || request.descriptors.len() > MAX_ITEMS {
+        return Err(format!("descriptors: must have 1 to {MAX_ITEMS} items"));
+    }
+    for (i, d) in request.descriptors.iter().enumerate() {
+        if d.entries.is_empty() || d.entries.len() > MAX_ITEMS {
+            return Err(format!(
+                "descriptors[{i}].entries: must have 1 to {MAX_ITEMS} items"
+            ));
+        }
+        for (j, e) in d.entries.iter().enumerate() {
+            if e.key.is_empty() || len(&e.key) > MAX_TEXT {
+                return Err(format!(
+                    "descriptors[{i}].entries[{j}].key: must be 1 to {MAX_TEXT} characters"
+                ));
+            }
+            if len(&e.value) > MAX_TEXT {
+                return Err(format!(
+                    "descriptors[{i}].entries[{j}].value: must be at most {MAX_TEXT} characters"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Answers `request` from `limiter` without consuming anything.
 pub async fn explain(
     limiter: &Limiter,
     request: &ExplainRequest,
 ) -> Result<Explanation, ExplainError> {
+    check(request)?;
     let entries: Vec<Vec<Entry<'_>>> = request
         .descriptors
         .iter()
@@ -110,7 +161,7 @@ pub async fn explain(
             limit_override: None,
         })
         .collect();
-    let hits = request.hits.unwrap_or(1).max(1);
+    let hits = u64::from(request.hits.unwrap_or(1).max(1));
     let check = CheckRequest {
         domain: &request.domain,
         descriptors: &descriptors,

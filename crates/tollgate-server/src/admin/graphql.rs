@@ -165,7 +165,7 @@ impl QueryRoot {
         ctx: &Context<'_>,
         domain: String,
         #[graphql(validator(min_items = 1, max_items = 16))] descriptors: Vec<DescriptorInput>,
-        hits: Option<u64>,
+        hits: Option<u32>,
     ) -> async_graphql::Result<Explanation> {
         let app = ctx.data_unchecked::<Arc<AppState>>();
         let request = ExplainRequest {

@@ -44,11 +44,48 @@ pub struct ProblemDoc {
 #[serde(deny_unknown_fields)]
 pub struct PageQuery {
     /// Where to continue: a `next_cursor` from the previous page.
-    #[param(max_length = 1024)]
+    #[param(pattern = "^([0-9a-f]{2}){1,256}$")]
     cursor: Option<String>,
     /// Items per page, 1 to 500 (default 100).
     #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
+}
+
+/// Paging of a history (newest first).
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    /// Where to continue: a `next_cursor` from the previous page.
+    #[param(pattern = "^[0-9]{1,18}$")]
+    cursor: Option<String>,
+    /// Items per page, 1 to 500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
+    limit: Option<u32>,
+}
+
+/// `If-Match`: only if the resource is at this ETag (`*`: at any).
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct IfMatch {
+    /// An ETag this API returned, or `*`.
+    #[param(
+        rename = "If-Match",
+        required = false,
+        pattern = r#"^(\*|(W/)?"[0-9]{1,18}")$"#
+    )]
+    if_match: String,
+}
+
+/// `If-None-Match: *`: only create, never replace.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct IfNoneMatch {
+    /// `*`.
+    #[param(rename = "If-None-Match", required = false, pattern = r"^\*$")]
+    if_none_match: String,
 }
 
 /// Deleting a domain.
@@ -66,20 +103,24 @@ pub struct DeleteDomainQuery {
 #[serde(deny_unknown_fields)]
 pub struct ValidateRequest {
     /// The domain it would join.
+    #[schema(min_length = 1)]
     domain: String,
     /// Its name.
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]+$"
+    )]
     name: String,
     /// The policy.
     policy: PolicySpec,
 }
 
-/// The verdict of a dry run.
+/// The verdict of a dry run that passed.
 #[derive(Debug, serde::Serialize, ToSchema)]
 pub struct ValidateResponse {
-    /// Whether saving it would succeed now.
+    /// Always true: a policy that would not save gets a problem instead.
     valid: bool,
-    /// Why not, field by field (or one entry naming the conflict).
-    errors: Vec<tollgate_control::FieldError>,
 }
 
 /// Maps a service error to its problem.
@@ -178,17 +219,15 @@ fn precondition(headers: &HeaderMap) -> Result<Precondition, Problem> {
         if m == "*" {
             return Ok(Precondition::Exists);
         }
+        // An entity tag this API never issued matches nothing: the condition is false and
+        // the answer is 412 (RFC 9110 §13.1.1), as for any stale tag.
         let tag = m.strip_prefix("W/").unwrap_or(&m);
-        return tag
+        let revision = tag
             .strip_prefix('"')
             .and_then(|t| t.strip_suffix('"'))
             .and_then(|t| t.parse::<i64>().ok())
-            .map(Precondition::Revision)
-            .ok_or_else(|| {
-                Problem::invalid_request(format!(
-                    "If-Match must be an ETag this API returned (such as \"42\") or *, not {m}"
-                ))
-            });
+            .unwrap_or(-1);
+        return Ok(Precondition::Revision(revision));
     }
     if let Some(m) = text(&header::IF_NONE_MATCH)? {
         if m == "*" {
@@ -289,7 +328,7 @@ pub async fn get_domain(
 /// Changes a domain's description.
 #[utoipa::path(put, path = "/v1/admin/domains/{domain}", tag = "domains", request_body = DomainUpdate,
     params(("domain" = String, Path, description = "The domain's name"),
-           ("If-Match" = Option<String>, Header, description = "Only if the domain is at this ETag")),
+           IfMatch),
     responses((status = 200, description = "Changed", body = Domain, headers(("ETag" = String, description = "The domain's new revision"))),
               (status = 400, description = "Invalid", body = ProblemDoc, content_type = "application/problem+json"),
               (status = 404, description = "No such domain", body = ProblemDoc, content_type = "application/problem+json"),
@@ -314,8 +353,7 @@ pub async fn update_domain(
 
 /// Deletes a domain (with `cascade=true`, also its policies).
 #[utoipa::path(delete, path = "/v1/admin/domains/{domain}", tag = "domains",
-    params(("domain" = String, Path, description = "The domain's name"), DeleteDomainQuery,
-           ("If-Match" = Option<String>, Header, description = "Only if the domain is at this ETag")),
+    params(("domain" = String, Path, description = "The domain's name"), DeleteDomainQuery, IfMatch),
     responses((status = 204, description = "Deleted"),
               (status = 400, description = "Bad request", body = ProblemDoc, content_type = "application/problem+json"),
               (status = 404, description = "No such domain", body = ProblemDoc, content_type = "application/problem+json"),
@@ -382,9 +420,8 @@ pub async fn get_policy(
 /// Creates or replaces a policy. `If-None-Match: *` only creates; `If-Match` only replaces
 /// the revision it names.
 #[utoipa::path(put, path = "/v1/admin/domains/{domain}/policies/{policy}", tag = "policies", request_body = PolicySpec,
-    params(("domain" = String, Path, description = "The domain's name"), ("policy" = String, Path, description = "The policy's name"),
-           ("If-Match" = Option<String>, Header, description = "Only replace the policy at this ETag (* for any)"),
-           ("If-None-Match" = Option<String>, Header, description = "* to only create")),
+    params(("domain" = String, Path, description = "The domain's name"), ("policy" = String, Path, description = "The policy's name", max_length = 256, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]+$"),
+           IfMatch, IfNoneMatch),
     responses((status = 200, description = "Replaced", body = Policy, headers(("ETag" = String, description = "The policy's new revision"))),
               (status = 201, description = "Created", body = Policy,
                  headers(("ETag" = String, description = "The policy's revision"), ("Location" = String, description = "Where it lives"))),
@@ -428,7 +465,7 @@ pub async fn put_policy(
 /// Deletes a policy.
 #[utoipa::path(delete, path = "/v1/admin/domains/{domain}/policies/{policy}", tag = "policies",
     params(("domain" = String, Path, description = "The domain's name"), ("policy" = String, Path, description = "The policy's name"),
-           ("If-Match" = Option<String>, Header, description = "Only if the policy is at this ETag")),
+           IfMatch),
     responses((status = 204, description = "Deleted"),
               (status = 400, description = "Bad request", body = ProblemDoc, content_type = "application/problem+json"),
               (status = 404, description = "No such domain or policy", body = ProblemDoc, content_type = "application/problem+json"),
@@ -450,7 +487,7 @@ pub async fn delete_policy(
 
 /// A policy's change history, newest first.
 #[utoipa::path(get, path = "/v1/admin/domains/{domain}/policies/{policy}/history", tag = "policies",
-    params(("domain" = String, Path, description = "The domain's name"), ("policy" = String, Path, description = "The policy's name"), PageQuery),
+    params(("domain" = String, Path, description = "The domain's name"), ("policy" = String, Path, description = "The policy's name"), HistoryQuery),
     responses((status = 200, description = "One page of changes", body = Page<PolicyChange>),
               (status = 400, description = "Bad request", body = ProblemDoc, content_type = "application/problem+json"),
               (status = 404, description = "No such domain, or no history for that policy", body = ProblemDoc, content_type = "application/problem+json"),
@@ -461,7 +498,7 @@ pub async fn history(
     uri: Uri,
 ) -> Reply {
     let (domain, name) = path(p)?;
-    let q: PageQuery = query(&uri)?;
+    let q: HistoryQuery = query(&uri)?;
     let page = s
         .control
         .history(&domain, &name, q.cursor.as_deref(), q.limit)
@@ -518,36 +555,21 @@ pub async fn put_document(
     Ok(Json(report).into_response())
 }
 
-/// Checks a policy as saving it would, without saving it.
+/// Checks a policy as saving it would, without saving it: the same answers as the `PUT`
+/// (400 field by field, 404, 409), but nothing is written.
 #[utoipa::path(post, path = "/v1/admin/validate", tag = "policies", request_body = ValidateRequest,
-    responses((status = 200, description = "The verdict", body = ValidateResponse),
-              (status = 400, description = "Not even a policy", body = ProblemDoc, content_type = "application/problem+json"),
+    responses((status = 200, description = "Saving it would succeed now", body = ValidateResponse),
+              (status = 400, description = "Invalid, field by field", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 404, description = "No such domain", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 409, description = "Collides with another policy, or a policy file defines the domain", body = ProblemDoc, content_type = "application/problem+json"),
               (status = 503, description = "Policy store unavailable", body = ProblemDoc, content_type = "application/problem+json")))]
 pub async fn validate(State(s): State<Arc<AdminState>>, body: Bytes) -> Reply {
     let request: ValidateRequest = json_body(&body)?;
-    let verdict = match s
-        .control
+    s.control
         .validate_policy(&request.domain, &request.name, &request.policy)
         .await
-    {
-        Ok(()) => ValidateResponse {
-            valid: true,
-            errors: Vec::new(),
-        },
-        Err(ControlError::Invalid { errors }) => ValidateResponse {
-            valid: false,
-            errors,
-        },
-        Err(e @ ControlError::Conflict(_)) => ValidateResponse {
-            valid: false,
-            errors: vec![tollgate_control::FieldError {
-                field: "policy".into(),
-                message: e.to_string(),
-            }],
-        },
-        Err(e) => return Err(problem(&e)),
-    };
-    Ok(Json(verdict).into_response())
+        .map_err(|e| problem(&e))?;
+    Ok(Json(ValidateResponse { valid: true }).into_response())
 }
 
 /// The OpenAPI document of this API.
@@ -577,7 +599,11 @@ mod tests {
         h.insert(header::IF_MATCH, HeaderValue::from_static("*"));
         assert_eq!(precondition(&h).unwrap(), Precondition::Exists);
         h.insert(header::IF_MATCH, HeaderValue::from_static("42"));
-        assert!(precondition(&h).is_err(), "an unquoted tag is not an ETag");
+        assert_eq!(
+            precondition(&h).unwrap(),
+            Precondition::Revision(-1),
+            "a tag this API never issued matches nothing"
+        );
         let mut h = HeaderMap::new();
         h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("*"));
         assert_eq!(precondition(&h).unwrap(), Precondition::Absent);
