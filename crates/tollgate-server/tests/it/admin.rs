@@ -278,7 +278,20 @@ async fn rest_round_trip(s: &TestServer) {
         &[],
     )
     .await;
-    assert_eq!((status, &v["valid"]), (200, &json!(false)), "{v}");
+    assert_eq!(
+        (status, &v["errors"][0]["field"]),
+        (400, &json!("rate_limit")),
+        "a dry run answers like the write: {v}"
+    );
+    let (status, _, v) = send(
+        s,
+        M::POST,
+        "/v1/admin/validate",
+        Some(json!({"domain": "payments", "name": "new", "policy": per("ip", 1, "second")})),
+        &[],
+    )
+    .await;
+    assert_eq!((status, &v["valid"]), (200, &json!(true)), "{v}");
     let (status, _, _) = send(
         s,
         M::GET,
