@@ -168,6 +168,7 @@ pub struct PolicySpec {
 
 /// A stored policy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, SimpleObject)]
+#[graphql(complex)]
 pub struct Policy {
     /// The domain it belongs to.
     pub domain: String,
@@ -218,6 +219,7 @@ pub enum DomainSource {
 
 /// A domain: a namespace of policies (envoyproxy/ratelimit's `domain`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, SimpleObject)]
+#[graphql(complex)]
 pub struct Domain {
     /// The name callers send in `domain`.
     pub name: String,
@@ -333,4 +335,58 @@ pub struct Page<T: async_graphql::OutputType> {
     /// Pass as `cursor` to get the next page; absent on the last page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
+}
+
+/// GraphQL's nested fields: a domain's policies and a policy's history, resolved through
+/// the same [`crate::ControlPlane`] calls REST makes (the schema's data holds an
+/// `Arc<ControlPlane>`).
+mod nested {
+    use std::sync::Arc;
+
+    use async_graphql::{ComplexObject, Context, Result};
+
+    use super::{Domain, DomainSource, Page, Policy, PolicyChange};
+    use crate::ControlPlane;
+
+    fn service<'a>(ctx: &Context<'a>) -> Result<&'a Arc<ControlPlane>> {
+        ctx.data::<Arc<ControlPlane>>()
+    }
+
+    #[ComplexObject]
+    impl Domain {
+        /// The domain's policies (database domains; empty for file domains).
+        async fn policies(
+            &self,
+            ctx: &Context<'_>,
+            cursor: Option<String>,
+            #[graphql(validator(minimum = 1, maximum = 500))] limit: Option<u32>,
+        ) -> Result<Page<Policy>> {
+            if self.source == DomainSource::File {
+                return Ok(Page {
+                    items: Vec::new(),
+                    next_cursor: None,
+                });
+            }
+            service(ctx)?
+                .list_policies(&self.name, cursor.as_deref(), limit)
+                .await
+                .map_err(|e| async_graphql::Error::new(e.to_string()))
+        }
+    }
+
+    #[ComplexObject]
+    impl Policy {
+        /// The policy's changes, newest first.
+        async fn history(
+            &self,
+            ctx: &Context<'_>,
+            cursor: Option<String>,
+            #[graphql(validator(minimum = 1, maximum = 500))] limit: Option<u32>,
+        ) -> Result<Page<PolicyChange>> {
+            service(ctx)?
+                .history(&self.domain, &self.name, cursor.as_deref(), limit)
+                .await
+                .map_err(|e| async_graphql::Error::new(e.to_string()))
+        }
+    }
 }

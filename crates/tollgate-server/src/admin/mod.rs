@@ -4,6 +4,7 @@
 
 pub mod explain;
 pub mod graphql;
+pub mod reference;
 pub mod rest;
 
 use std::sync::Arc;

@@ -740,3 +740,113 @@ async fn policy_apply_shows_the_difference_and_pushes_files() {
     assert_ne!(code, 0);
     assert!(err.contains("404"), "{err}");
 }
+
+/// One dashboard row per policy: (domain, policy, requests per unit, last actor).
+type Row = (String, String, u64, String);
+
+#[tokio::test]
+async fn a_dashboard_view_costs_one_graphql_round_trip_against_many_rest_ones() {
+    const DOMAINS: usize = 5;
+    const POLICIES: usize = 4;
+    let dir = TempDir::new("dashboard");
+    let s = server(&dir, None);
+    for d in 0..DOMAINS {
+        let domain = format!("tenant{d}");
+        let created = s
+            .client
+            .post(s.admin_url("/v1/admin/domains"))
+            .json(&json!({"name": domain}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 201);
+        for p in 0..POLICIES {
+            let path = format!("/v1/admin/domains/{domain}/policies/p{p}");
+            let put = s
+                .client
+                .put(s.admin_url(&path))
+                .json(&per(&format!("k{p}"), 10 + p as u64, "minute"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(put.status(), 201);
+        }
+    }
+
+    // REST: the domain list, each domain's policies, each policy's latest change.
+    let (mut trips, mut bytes) = (0usize, 0usize);
+    let mut get = async |path: String| -> Value {
+        let text = s
+            .client
+            .get(s.admin_url(&path))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        trips += 1;
+        bytes += text.len();
+        serde_json::from_str(&text).unwrap()
+    };
+    let mut rest_rows: Vec<Row> = Vec::new();
+    let domains = get("/v1/admin/domains".into()).await;
+    for d in domains["items"].as_array().unwrap() {
+        if d["source"] != "database" {
+            continue;
+        }
+        let name = d["name"].as_str().unwrap().to_owned();
+        let policies = get(format!("/v1/admin/domains/{name}/policies")).await;
+        for p in policies["items"].as_array().unwrap() {
+            let policy = p["name"].as_str().unwrap().to_owned();
+            let history = get(format!(
+                "/v1/admin/domains/{name}/policies/{policy}/history?limit=1"
+            ))
+            .await;
+            rest_rows.push((
+                name.clone(),
+                policy,
+                p["rate_limit"]["requests_per_unit"].as_u64().unwrap(),
+                history["items"][0]["actor"].as_str().unwrap().to_owned(),
+            ));
+        }
+    }
+
+    // GraphQL: the same view in one request.
+    let query = "{ domains { items { name source policies { items { name rateLimit { requestsPerUnit } history(limit: 1) { items { actor } } } } } } }";
+    let text = s
+        .client
+        .post(s.admin_url("/graphql"))
+        .json(&json!({"query": query}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let graphql_bytes = text.len();
+    let view: Value = serde_json::from_str(&text).unwrap();
+    assert!(view.get("errors").is_none(), "{view}");
+    let mut graphql_rows: Vec<Row> = Vec::new();
+    for d in view["data"]["domains"]["items"].as_array().unwrap() {
+        for p in d["policies"]["items"].as_array().unwrap() {
+            graphql_rows.push((
+                d["name"].as_str().unwrap().to_owned(),
+                p["name"].as_str().unwrap().to_owned(),
+                p["rateLimit"]["requestsPerUnit"].as_u64().unwrap(),
+                p["history"]["items"][0]["actor"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            ));
+        }
+    }
+    assert_eq!(graphql_rows, rest_rows, "both views show the same data");
+    assert_eq!(rest_rows.len(), DOMAINS * POLICIES);
+    assert_eq!(trips, 1 + DOMAINS + DOMAINS * POLICIES);
+    eprintln!(
+        "dashboard of {DOMAINS} domains x {POLICIES} policies: REST {trips} round trips, {bytes} response bytes; \
+         GraphQL 1 round trip, {graphql_bytes} response bytes (query {} bytes)",
+        query.len()
+    );
+}
