@@ -148,6 +148,10 @@ impl Application {
             .as_deref()
             .map(|p| crate::reload::fingerprint(p).ok());
         let files = crate::policies::read_sources(settings.policies.as_deref())?;
+        // Invalid files stop startup before anything else is touched.
+        crate::policies::build(&files)
+            .map_err(|errors| anyhow::anyhow!("{}", crate::control::Rejected(errors)))?;
+        let built = build_store(&settings.store)?;
 
         let control_runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -182,7 +186,6 @@ impl Application {
         let metrics = Metrics::install().context("cannot install the metrics recorder")?;
         metrics.set_domains(&policies);
 
-        let built = build_store(&settings.store)?;
         let config = LimiterConfig {
             key_seed: built.key_seed,
             nodes: settings.nodes,

@@ -850,3 +850,62 @@ async fn a_dashboard_view_costs_one_graphql_round_trip_against_many_rest_ones() 
         query.len()
     );
 }
+
+#[tokio::test]
+async fn a_domain_in_both_a_file_and_the_database_stops_startup() {
+    let dir = TempDir::new("owner");
+    let data = TempDir::new("owner-data");
+    let data_dir = data.0.display().to_string();
+    {
+        let a = TestServer::serve(None, &["--data-dir", &data_dir]);
+        let created = a
+            .client
+            .post(a.admin_url("/v1/admin/domains"))
+            .json(&json!({"name": "shop"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 201);
+    }
+    let policies = dir.write("shop.yaml", POLICIES);
+    let (code, _, err) = run(&[
+        "serve",
+        "--data-dir",
+        &data_dir,
+        "--policies",
+        &policies.display().to_string(),
+        "--http-addr",
+        "127.0.0.1:0",
+        "--grpc-addr",
+        "127.0.0.1:0",
+        "--admin-addr",
+        "127.0.0.1:0",
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("domain 'shop' is already defined"), "{err}");
+    assert!(
+        err.contains("a policy file or the policy database, not both"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn graphiql_is_served_to_browsers() {
+    let dir = TempDir::new("graphiql");
+    let s = server(&dir, None);
+    let page = s.client.get(s.admin_url("/graphql")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(
+        page.text()
+            .await
+            .unwrap()
+            .to_lowercase()
+            .contains("graphiql")
+    );
+}

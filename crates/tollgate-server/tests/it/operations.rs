@@ -78,7 +78,9 @@ fn invalid_policies_stop_startup_with_file_and_line() {
     let dir = TempDir::new("badserve");
     let file = dir.write("bad.yaml", "domain: x\ndescriptors:\n  - key: a\n    rate_limit: {unit: fortnight, requests_per_unit: 1}\n");
     let out = Command::new(binary())
-        .args(["serve", "--http-addr", "127.0.0.1:0", "--policies"])
+        .args(["serve", "--http-addr", "127.0.0.1:0", "--data-dir"])
+        .arg(&dir.0)
+        .arg("--policies")
         .arg(&file)
         .output()
         .unwrap();
@@ -95,6 +97,7 @@ fn invalid_policies_stop_startup_with_file_and_line() {
 }
 
 fn serve_with_store(store: &str) -> String {
+    let dir = TempDir::new("store");
     let out = Command::new(binary())
         .args([
             "serve",
@@ -105,6 +108,8 @@ fn serve_with_store(store: &str) -> String {
             "--store",
             store,
         ])
+        .arg("--data-dir")
+        .arg(&dir.0)
         .output()
         .expect("run tollgate");
     assert!(!out.status.success(), "started with --store {store}");
