@@ -257,7 +257,7 @@ fn location(response: &mut Response, path: &str) {
 }
 
 /// Percent-encodes a path segment (names may hold any printable character).
-fn segment(name: &str) -> String {
+pub fn segment(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
     for b in name.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {

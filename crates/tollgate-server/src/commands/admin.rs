@@ -8,20 +8,8 @@ use serde_json::Value;
 use tollgate_control::PolicyDocument;
 use tollgate_control::document;
 
+use crate::admin::rest::segment;
 use crate::cli::{AdminArgs, ApplyArgs, DeleteArgs, GetArgs, ListArgs};
-
-/// Percent-encodes one path segment.
-fn segment(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for b in name.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
 
 struct Admin {
     base: String,
