@@ -59,7 +59,8 @@ pub struct ServeArgs {
     #[arg(long, env = "TOLLGATE_GRPC_ADDR", value_name = "ADDR")]
     pub grpc_addr: Option<SocketAddr>,
     /// Address of the admin listener: REST under /v1/admin/, GraphQL at /graphql.
-    /// Port 0 picks a free port; the chosen address is logged.
+    /// Loopback only (the admin API has no authentication yet). Port 0 picks a free port;
+    /// the chosen address is logged.
     #[arg(long, env = "TOLLGATE_ADMIN_ADDR", value_name = "ADDR")]
     pub admin_addr: Option<SocketAddr>,
     /// The policy database.

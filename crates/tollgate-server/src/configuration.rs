@@ -163,6 +163,18 @@ impl Settings {
             Some(n) => n,
             None => 1,
         };
+        let admin_addr = match args.admin_addr.or(file.admin_addr) {
+            Some(addr) => addr,
+            None => DEFAULT_ADMIN_ADDR.parse()?,
+        };
+        if !admin_addr.ip().is_loopback() {
+            // Anyone who reaches the admin API can switch off every limit.
+            bail!(
+                "admin_addr {admin_addr} is not a loopback address: the admin API has no \
+                 authentication, so it only listens on 127.0.0.1 or ::1 (reach it through an \
+                 SSH tunnel or a local proxy that authenticates)"
+            );
+        }
         Ok(Self {
             http_addr: match args.http_addr.or(file.http_addr) {
                 Some(addr) => addr,
@@ -172,10 +184,7 @@ impl Settings {
                 Some(addr) => addr,
                 None => DEFAULT_GRPC_ADDR.parse()?,
             },
-            admin_addr: match args.admin_addr.or(file.admin_addr) {
-                Some(addr) => addr,
-                None => DEFAULT_ADMIN_ADDR.parse()?,
-            },
+            admin_addr,
             policies: args.policies.clone().or(file_policies),
             database: database_url(&args.database, file.database, file.data_dir)?,
             migrate: args.migrate || file.migrate,
@@ -307,6 +316,21 @@ mod tests {
             "{}",
             s.database
         );
+    }
+
+    #[test]
+    fn an_unauthenticated_admin_listener_stays_on_loopback() {
+        let args = ServeArgs {
+            admin_addr: Some("0.0.0.0:8082".parse().unwrap()),
+            ..ServeArgs::default()
+        };
+        let err = Settings::load(&args).unwrap_err().to_string();
+        assert!(err.contains("not a loopback address"), "{err}");
+        let args = ServeArgs {
+            admin_addr: Some("[::1]:0".parse().unwrap()),
+            ..ServeArgs::default()
+        };
+        assert!(Settings::load(&args).is_ok());
     }
 
     #[test]
