@@ -62,7 +62,7 @@ impl PolicySources {
             .iter()
             .map(|d| {
                 (
-                    format!("<database domain {}>", d.domain),
+                    format!("{DATABASE_SOURCE}{}>", d.domain),
                     tollgate_control::document::document_text(d),
                 )
             })
@@ -74,18 +74,18 @@ impl PolicySources {
                 .map(|(n, t)| (n.as_str(), t.as_str())),
         )
     }
+}
 
-    /// Domain name → file, for the domains the files define.
-    pub fn file_domains(&self) -> BTreeMap<String, String> {
-        self.files
-            .iter()
-            .filter_map(|(name, text)| {
-                tollgate_core::policy::parse_policy_file(name, text)
-                    .ok()
-                    .map(|d| (d.name().to_string(), name.clone()))
-            })
-            .collect()
-    }
+/// The name database domains carry as their source in a built [`PolicySet`].
+const DATABASE_SOURCE: &str = "<database domain ";
+
+/// Domain name → file, for the domains of `policies` that files define.
+pub fn file_domains(policies: &PolicySet) -> BTreeMap<String, String> {
+    policies
+        .domains()
+        .filter(|d| !d.source().starts_with(DATABASE_SOURCE))
+        .map(|d| (d.name().to_string(), d.source().to_owned()))
+        .collect()
 }
 
 /// Both sources and the control plane, shared by the reload and sync tasks.
@@ -127,7 +127,7 @@ impl PolicyControl {
         change(&mut next);
         let policies = next.build().map_err(Rejected)?;
         let domains: Vec<String> = policies.domains().map(|d| d.name().to_string()).collect();
-        self.control.set_file_domains(next.file_domains());
+        self.control.set_file_domains(file_domains(&policies));
         state.metrics.set_domains(&policies);
         state.limiter.replace_policies(policies);
         *sources = next;

@@ -175,7 +175,7 @@ impl Application {
                 crate::control::Rejected(errors)
             )
         })?;
-        control.set_file_domains(sources.file_domains());
+        control.set_file_domains(crate::control::file_domains(&policies));
         let source = settings.policies.as_ref().map_or_else(
             || crate::policies::BUILTIN_NAME.to_owned(),
             |p| p.display().to_string(),
