@@ -76,3 +76,61 @@ fn summary(errors: &[FieldError]) -> String {
         .collect::<Vec<_>>()
         .join("; ")
 }
+
+impl ControlError {
+    /// This error as a GraphQL error: the message (internal details only in the logs), a
+    /// stable `code` extension (`BAD_USER_INPUT`, `NOT_FOUND`, `CONFLICT`,
+    /// `STALE_REVISION`, `UNAVAILABLE`, `INTERNAL`) and, for invalid input, `errors` with
+    /// each field, as REST's problem details list them.
+    pub fn into_graphql(self) -> async_graphql::Error {
+        use async_graphql::ErrorExtensions;
+        let e = self;
+        let code = match &e {
+            ControlError::Invalid { .. } => "BAD_USER_INPUT",
+            ControlError::NotFound(_) => "NOT_FOUND",
+            ControlError::Conflict(_) => "CONFLICT",
+            ControlError::PreconditionFailed { .. } => "STALE_REVISION",
+            ControlError::Database(_) | ControlError::Connect { .. } => "UNAVAILABLE",
+            _ => "INTERNAL",
+        };
+        let message = match &e {
+            ControlError::Database(_) | ControlError::Connect { .. } => {
+                tracing::error!(error = %e, "policy database call failed");
+                "the policy database did not answer; retry later".to_owned()
+            }
+            ControlError::Corrupt(_)
+            | ControlError::Migrate(_)
+            | ControlError::Schema(_)
+            | ControlError::Config(_) => {
+                tracing::error!(error = %e, "admin request failed");
+                "the server failed to handle this request; see its logs".to_owned()
+            }
+            _ => e.to_string(),
+        };
+        let errors = match &e {
+            ControlError::Invalid { errors } => errors.clone(),
+            _ => Vec::new(),
+        };
+        async_graphql::Error::new(message).extend_with(|_, ext| {
+            ext.set("code", code);
+            if !errors.is_empty() {
+                let list: Vec<async_graphql::Value> = errors
+                    .iter()
+                    .map(|f| {
+                        let mut m = async_graphql::indexmap::IndexMap::new();
+                        m.insert(
+                            async_graphql::Name::new("field"),
+                            async_graphql::Value::from(f.field.clone()),
+                        );
+                        m.insert(
+                            async_graphql::Name::new("message"),
+                            async_graphql::Value::from(f.message.clone()),
+                        );
+                        async_graphql::Value::Object(m)
+                    })
+                    .collect();
+                ext.set("errors", async_graphql::Value::List(list));
+            }
+        })
+    }
+}

@@ -370,7 +370,7 @@ mod nested {
             service(ctx)?
                 .list_policies(&self.name, cursor.as_deref(), limit)
                 .await
-                .map_err(|e| async_graphql::Error::new(e.to_string()))
+                .map_err(crate::ControlError::into_graphql)
         }
     }
 
@@ -386,7 +386,7 @@ mod nested {
             service(ctx)?
                 .history(&self.domain, &self.name, cursor.as_deref(), limit)
                 .await
-                .map_err(|e| async_graphql::Error::new(e.to_string()))
+                .map_err(crate::ControlError::into_graphql)
         }
     }
 }

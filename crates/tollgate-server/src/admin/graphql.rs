@@ -33,57 +33,6 @@ pub fn schema(control: Arc<ControlPlane>, app: Arc<AppState>) -> AdminSchema {
         .finish()
 }
 
-/// The service error as a GraphQL error, with a stable `code` extension.
-fn gql(e: ControlError) -> async_graphql::Error {
-    let code = match &e {
-        ControlError::Invalid { .. } => "BAD_USER_INPUT",
-        ControlError::NotFound(_) => "NOT_FOUND",
-        ControlError::Conflict(_) => "CONFLICT",
-        ControlError::PreconditionFailed { .. } => "STALE_REVISION",
-        ControlError::Database(_) | ControlError::Connect { .. } => "UNAVAILABLE",
-        _ => "INTERNAL",
-    };
-    let message = match &e {
-        ControlError::Database(_) | ControlError::Connect { .. } => {
-            tracing::error!(error = %e, "policy database call failed");
-            "the policy database did not answer; retry later".to_owned()
-        }
-        ControlError::Corrupt(_)
-        | ControlError::Migrate(_)
-        | ControlError::Schema(_)
-        | ControlError::Config(_) => {
-            tracing::error!(error = %e, "admin request failed");
-            "the server failed to handle this request; see its logs".to_owned()
-        }
-        _ => e.to_string(),
-    };
-    let errors = match &e {
-        ControlError::Invalid { errors } => errors.clone(),
-        _ => Vec::new(),
-    };
-    async_graphql::Error::new(message).extend_with(|_, ext| {
-        ext.set("code", code);
-        if !errors.is_empty() {
-            let list: Vec<async_graphql::Value> = errors
-                .iter()
-                .map(|f| {
-                    let mut m = async_graphql::indexmap::IndexMap::new();
-                    m.insert(
-                        async_graphql::Name::new("field"),
-                        async_graphql::Value::from(f.field.clone()),
-                    );
-                    m.insert(
-                        async_graphql::Name::new("message"),
-                        async_graphql::Value::from(f.message.clone()),
-                    );
-                    async_graphql::Value::Object(m)
-                })
-                .collect();
-            ext.set("errors", async_graphql::Value::List(list));
-        }
-    })
-}
-
 fn control<'a>(ctx: &Context<'a>) -> &'a Arc<ControlPlane> {
     ctx.data_unchecked::<Arc<ControlPlane>>()
 }
@@ -111,12 +60,15 @@ impl QueryRoot {
         control(ctx)
             .list_domains(cursor.as_deref(), limit)
             .await
-            .map_err(gql)
+            .map_err(ControlError::into_graphql)
     }
 
     /// One domain.
     async fn domain(&self, ctx: &Context<'_>, name: String) -> async_graphql::Result<Domain> {
-        control(ctx).get_domain(&name).await.map_err(gql)
+        control(ctx)
+            .get_domain(&name)
+            .await
+            .map_err(ControlError::into_graphql)
     }
 
     /// A domain's policies, by name.
@@ -130,7 +82,7 @@ impl QueryRoot {
         control(ctx)
             .list_policies(&domain, cursor.as_deref(), limit)
             .await
-            .map_err(gql)
+            .map_err(ControlError::into_graphql)
     }
 
     /// One policy.
@@ -140,7 +92,10 @@ impl QueryRoot {
         domain: String,
         name: String,
     ) -> async_graphql::Result<Policy> {
-        control(ctx).get_policy(&domain, &name).await.map_err(gql)
+        control(ctx)
+            .get_policy(&domain, &name)
+            .await
+            .map_err(ControlError::into_graphql)
     }
 
     /// A policy's changes, newest first.
@@ -155,7 +110,7 @@ impl QueryRoot {
         control(ctx)
             .history(&domain, &policy, cursor.as_deref(), limit)
             .await
-            .map_err(gql)
+            .map_err(ControlError::into_graphql)
     }
 
     /// Live counters: what a request with these descriptors would meet now (nothing is
@@ -193,7 +148,7 @@ impl MutationRoot {
         control(ctx)
             .create_domain(&input, &actor())
             .await
-            .map_err(gql)
+            .map_err(ControlError::into_graphql)
     }
 
     /// Changes a domain's description.
@@ -207,7 +162,7 @@ impl MutationRoot {
         control(ctx)
             .update_domain(&name, &input, condition(if_revision), &actor())
             .await
-            .map_err(gql)
+            .map_err(ControlError::into_graphql)
     }
 
     /// Deletes a domain (with `cascade`, its policies too). True when deleted.
@@ -222,7 +177,7 @@ impl MutationRoot {
             .delete_domain(&name, condition(if_revision), cascade, &actor())
             .await
             .map(|()| true)
-            .map_err(gql)
+            .map_err(ControlError::into_graphql)
     }
 
     /// Creates or replaces a policy.
@@ -238,7 +193,7 @@ impl MutationRoot {
             .put_policy(&domain, &name, &input, condition(if_revision), &actor())
             .await
             .map(|w| w.value)
-            .map_err(gql)
+            .map_err(ControlError::into_graphql)
     }
 
     /// Deletes a policy. True when deleted.
@@ -253,7 +208,7 @@ impl MutationRoot {
             .delete_policy(&domain, &name, condition(if_revision), &actor())
             .await
             .map(|()| true)
-            .map_err(gql)
+            .map_err(ControlError::into_graphql)
     }
 
     /// Checks a policy as `putPolicy` would, without saving it; errors explain why not.
@@ -268,7 +223,7 @@ impl MutationRoot {
             .validate_policy(&domain, &name, &input)
             .await
             .map(|()| true)
-            .map_err(gql)
+            .map_err(ControlError::into_graphql)
     }
 }
 
