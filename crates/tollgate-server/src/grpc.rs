@@ -126,9 +126,14 @@ pub struct RateLimitGrpc {
 }
 
 impl RateLimitGrpc {
+    /// The service itself (for callers that drive it directly, such as fuzz targets).
+    pub fn new(state: Arc<AppState>, headers: ResponseHeaders) -> Self {
+        Self { state, headers }
+    }
+
     /// The tonic service, ready to be added to a server.
     pub fn server(state: Arc<AppState>, headers: ResponseHeaders) -> RateLimitServiceServer<Self> {
-        RateLimitServiceServer::new(Self { state, headers })
+        RateLimitServiceServer::new(Self::new(state, headers))
     }
 }
 

@@ -29,6 +29,10 @@ use graphql::AdminSchema;
 /// Largest admin request body (policy files included).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
+/// Longest an admin request may take before it is answered with 503 (a stuck database
+/// must not pile up requests). WebSocket subscriptions are exempt once upgraded.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What admin handlers share.
 pub struct AdminState {
     /// The domain service.
@@ -112,12 +116,35 @@ pub fn router(control: Arc<ControlPlane>, app: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// One log line per admin request, with its request id (echoed in `x-request-id`).
+/// One log line per admin request, with its request id (echoed in `x-request-id`); a
+/// deadline on each request; headers that keep browsers from sniffing, framing or caching
+/// admin answers.
 async fn access_log(request: Request, next: Next) -> Response {
     let id = RequestId::of(request.headers());
     let (method, path) = (request.method().clone(), request.uri().path().to_owned());
     let started = Instant::now();
-    let mut response = next.run(request).await;
+    let mut response = match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => Problem::new(
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            "urn:tollgate:problem:timeout",
+            "Request timed out",
+            format!(
+                "the request took longer than {}s; retry later",
+                REQUEST_TIMEOUT.as_secs()
+            ),
+        )
+        .into_response(),
+    };
+    let headers = response.headers_mut();
+    for (name, value) in [
+        ("x-content-type-options", "nosniff"),
+        ("x-frame-options", "DENY"),
+        ("referrer-policy", "no-referrer"),
+        ("cache-control", "no-store"),
+    ] {
+        headers.insert(name, http::HeaderValue::from_static(value));
+    }
     let status = response.status().as_u16();
     tracing::info!(
         request_id = id.as_str(),

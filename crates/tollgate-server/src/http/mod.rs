@@ -1,6 +1,6 @@
 //! The HTTP listener: `POST /v1/check` and the operations endpoints.
 
-mod check;
+pub mod check;
 pub mod listener;
 mod ops;
 pub mod problem;

@@ -429,6 +429,8 @@ async fn rest_round_trip(s: &TestServer) {
     assert_eq!(status, 404);
     assert_eq!(headers["content-type"], "application/problem+json");
     assert!(headers.contains_key("x-request-id"));
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(headers["cache-control"], "no-store");
     assert!(
         p["detail"]
             .as_str()
