@@ -620,52 +620,16 @@ impl ControlPlane {
         }
         let others = other_policies(&mut *tx, domain, name).await?;
         fits_with(domain, name, spec, &others)?;
-        let text = json(spec)?;
         let now = now_ms();
         let created = existing.is_none();
-        if created {
-            sqlx::query(
-                "INSERT INTO policies (domain, name, spec, revision, created_at, updated_at, updated_by) \
-                 VALUES ($1, $2, $3, $4, $5, $5, $6)",
-            )
-            .bind(domain)
-            .bind(name)
-            .bind(&text)
-            .bind(revision)
-            .bind(now)
-            .bind(&actor.name)
-            .execute(&mut *tx)
-            .await?;
-        } else {
-            sqlx::query(
-                "UPDATE policies SET spec = $1, revision = $2, updated_at = $3, updated_by = $4 \
-                 WHERE domain = $5 AND name = $6",
-            )
-            .bind(&text)
-            .bind(revision)
-            .bind(now)
-            .bind(&actor.name)
-            .bind(domain)
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
-        }
-        let action = if created {
-            ChangeAction::Created
-        } else {
-            ChangeAction::Updated
-        };
-        record(
-            &mut tx,
+        let change = Change {
             revision,
             domain,
             name,
-            action,
             actor,
-            Some(&text),
-            before.as_deref(),
-        )
-        .await?;
+            now,
+        };
+        store_policy(&mut tx, &change, &json(spec)?, before.as_deref()).await?;
         touch_domain(&mut tx, domain, revision, now).await?;
         self.announce(&mut tx, revision).await?;
         tx.commit().await?;
@@ -702,25 +666,18 @@ impl ControlPlane {
         let current: i64 = row.try_get("revision")?;
         check_precondition(precondition, current, &what)?;
         let before: String = row.try_get("spec")?;
-        // Removing a policy can break another's `replaces`? No: envoy ignores unknown
-        // names there. It cannot create a collision either, so no domain check is needed.
-        sqlx::query("DELETE FROM policies WHERE domain = $1 AND name = $2")
-            .bind(domain)
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
-        record(
-            &mut tx,
+        // Removing a policy cannot make two collide, and envoy ignores unknown names in
+        // `replaces`: no domain check is needed.
+        let now = now_ms();
+        let change = Change {
             revision,
             domain,
             name,
-            ChangeAction::Deleted,
             actor,
-            None,
-            Some(&before),
-        )
-        .await?;
-        touch_domain(&mut tx, domain, revision, now_ms()).await?;
+            now,
+        };
+        remove_policy(&mut tx, &change, &before).await?;
+        touch_domain(&mut tx, domain, revision, now).await?;
         self.announce(&mut tx, revision).await?;
         tx.commit().await?;
         self.heard(revision);
@@ -801,22 +758,14 @@ impl ControlPlane {
                 if std::mem::replace(&mut fresh, true) {
                     revision = bump(&mut tx).await?;
                 }
-                sqlx::query("DELETE FROM policies WHERE domain = $1 AND name = $2")
-                    .bind(domain)
-                    .bind(name)
-                    .execute(&mut *tx)
-                    .await?;
-                record(
-                    &mut tx,
+                let change = Change {
                     revision,
                     domain,
                     name,
-                    ChangeAction::Deleted,
                     actor,
-                    None,
-                    Some(before),
-                )
-                .await?;
+                    now,
+                };
+                remove_policy(&mut tx, &change, before).await?;
                 report.deleted.push(name.clone());
             }
         }
@@ -830,51 +779,19 @@ impl ControlPlane {
             if std::mem::replace(&mut fresh, true) {
                 revision = bump(&mut tx).await?;
             }
-            if before.is_some() {
-                sqlx::query(
-                    "UPDATE policies SET spec = $1, revision = $2, updated_at = $3, updated_by = $4 \
-                     WHERE domain = $5 AND name = $6",
-                )
-                .bind(&text)
-                .bind(revision)
-                .bind(now)
-                .bind(&actor.name)
-                .bind(domain)
-                .bind(name)
-                .execute(&mut *tx)
-                .await?;
-                report.updated.push(name.clone());
-            } else {
-                sqlx::query(
-                    "INSERT INTO policies (domain, name, spec, revision, created_at, updated_at, updated_by) \
-                     VALUES ($1, $2, $3, $4, $5, $5, $6)",
-                )
-                .bind(domain)
-                .bind(name)
-                .bind(&text)
-                .bind(revision)
-                .bind(now)
-                .bind(&actor.name)
-                .execute(&mut *tx)
-                .await?;
-                report.created.push(name.clone());
-            }
-            let action = if before.is_some() {
-                ChangeAction::Updated
-            } else {
-                ChangeAction::Created
-            };
-            record(
-                &mut tx,
+            let change = Change {
                 revision,
                 domain,
                 name,
-                action,
                 actor,
-                Some(&text),
-                before.map(String::as_str),
-            )
-            .await?;
+                now,
+            };
+            store_policy(&mut tx, &change, &text, before.map(String::as_str)).await?;
+            if before.is_some() {
+                report.updated.push(name.clone());
+            } else {
+                report.created.push(name.clone());
+            }
         }
         if !report.changed() {
             // Nothing to do: leave the store's revision where it was.
@@ -1139,6 +1056,80 @@ fn fits_with(
     document::to_core_domain(domain, &document)
         .map(|_| ())
         .map_err(|e| ControlError::Conflict(format!("domain '{domain}' would not load: {e}")))
+}
+
+/// One change to one policy: which revision, where, by whom, when.
+struct Change<'a> {
+    revision: i64,
+    domain: &'a str,
+    name: &'a str,
+    actor: &'a Actor,
+    now: i64,
+}
+
+/// Creates (no `before`) or replaces a policy's row, and records the change.
+async fn store_policy(
+    tx: &mut Transaction<'static, Any>,
+    c: &Change<'_>,
+    spec: &str,
+    before: Option<&str>,
+) -> Result<(), ControlError> {
+    let sql = if before.is_none() {
+        "INSERT INTO policies (spec, revision, updated_at, updated_by, domain, name, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $3)"
+    } else {
+        "UPDATE policies SET spec = $1, revision = $2, updated_at = $3, updated_by = $4 \
+         WHERE domain = $5 AND name = $6"
+    };
+    sqlx::query(sql)
+        .bind(spec)
+        .bind(c.revision)
+        .bind(c.now)
+        .bind(&c.actor.name)
+        .bind(c.domain)
+        .bind(c.name)
+        .execute(&mut **tx)
+        .await?;
+    let action = if before.is_none() {
+        ChangeAction::Created
+    } else {
+        ChangeAction::Updated
+    };
+    record(
+        tx,
+        c.revision,
+        c.domain,
+        c.name,
+        action,
+        c.actor,
+        Some(spec),
+        before,
+    )
+    .await
+}
+
+/// Deletes a policy's row, and records the change.
+async fn remove_policy(
+    tx: &mut Transaction<'static, Any>,
+    c: &Change<'_>,
+    before: &str,
+) -> Result<(), ControlError> {
+    sqlx::query("DELETE FROM policies WHERE domain = $1 AND name = $2")
+        .bind(c.domain)
+        .bind(c.name)
+        .execute(&mut **tx)
+        .await?;
+    record(
+        tx,
+        c.revision,
+        c.domain,
+        c.name,
+        ChangeAction::Deleted,
+        c.actor,
+        None,
+        Some(before),
+    )
+    .await
 }
 
 #[allow(clippy::too_many_arguments)]
