@@ -2,7 +2,6 @@
 //! example policies, in-memory store), built once per process, and a way to run the
 //! handlers, which never wait with the in-memory store.
 
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Waker};
 
@@ -22,15 +21,13 @@ pub fn state() -> Arc<AppState> {
                 Arc::new(SystemClock),
                 LimiterConfig::default(),
             );
-            Arc::new(AppState {
-                limiter: Arc::new(limiter),
-                memory: Some(memory),
-                redis: None,
-                metrics: Metrics::install().expect("metrics"),
-                shutting_down: AtomicBool::new(false),
-                policy_control: None,
-                decisions: Arc::default(),
-            })
+            let metrics = Metrics::install().expect("metrics");
+            Arc::new(AppState::new(
+                Arc::new(limiter),
+                Some(memory),
+                None,
+                metrics,
+            ))
         })
         .clone()
 }

@@ -189,6 +189,9 @@ fn page_size(limit: Option<u32>) -> Result<i64, ControlError> {
 const DOMAIN_COLUMNS: &str = "SELECT d.name, d.description, d.revision, d.created_at, d.updated_at, \
      (SELECT COUNT(*) FROM policies p WHERE p.domain = d.name) AS policy_count FROM domains d";
 
+const POLICY_COLUMNS: &str =
+    "SELECT domain, name, spec, revision, created_at, updated_at, updated_by FROM policies";
+
 impl ControlPlane {
     /// A service over `db`, whose schema must be current.
     pub async fn new(db: Database) -> Result<Self, ControlError> {
@@ -508,15 +511,14 @@ impl ControlPlane {
         let after = decode_cursor(cursor)?;
         let limit = page_size(limit)?;
         self.require_database_domain(domain).await?;
-        let rows = sqlx::query(
-            "SELECT domain, name, spec, revision, created_at, updated_at, updated_by FROM policies \
-             WHERE domain = $1 AND name > $2 ORDER BY name LIMIT $3",
-        )
-        .bind(domain)
-        .bind(&after)
-        .bind(limit + 1)
-        .fetch_all(self.db.pool())
-        .await?;
+        let sql =
+            format!("{POLICY_COLUMNS} WHERE domain = $1 AND name > $2 ORDER BY name LIMIT $3");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(domain)
+            .bind(&after)
+            .bind(limit + 1)
+            .fetch_all(self.db.pool())
+            .await?;
         let items = rows
             .iter()
             .map(policy_from_row)
@@ -540,15 +542,15 @@ impl ControlPlane {
     /// One policy.
     pub async fn get_policy(&self, domain: &str, name: &str) -> Result<Policy, ControlError> {
         self.require_database_domain(domain).await?;
-        let row = sqlx::query(
-            "SELECT domain, name, spec, revision, created_at, updated_at, updated_by FROM policies \
-             WHERE domain = $1 AND name = $2",
-        )
-        .bind(domain)
-        .bind(name)
-        .fetch_optional(self.db.pool())
-        .await?
-        .ok_or_else(|| ControlError::NotFound(format!("policy '{name}' of domain '{domain}'")))?;
+        let sql = format!("{POLICY_COLUMNS} WHERE domain = $1 AND name = $2");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(domain)
+            .bind(name)
+            .fetch_optional(self.db.pool())
+            .await?
+            .ok_or_else(|| {
+                ControlError::NotFound(format!("policy '{name}' of domain '{domain}'"))
+            })?;
         policy_from_row(&row)
     }
 
@@ -563,7 +565,7 @@ impl ControlPlane {
         document::check_policy(domain, name, spec)
             .map_err(|errors| ControlError::Invalid { errors })?;
         self.require_database_domain(domain).await?;
-        let others = other_policies(self.db.pool(), domain, name).await?;
+        let others = policies_of(self.db.pool(), domain, name).await?;
         fits_with(domain, name, spec, &others)
     }
 
@@ -618,7 +620,7 @@ impl ControlPlane {
             }
             _ => {}
         }
-        let others = other_policies(&mut *tx, domain, name).await?;
+        let others = policies_of(&mut *tx, domain, name).await?;
         fits_with(domain, name, spec, &others)?;
         let now = now_ms();
         let created = existing.is_none();
@@ -812,16 +814,7 @@ impl ControlPlane {
     /// A database domain's policies as a policy document.
     pub async fn document(&self, domain: &str) -> Result<PolicyDocument, ControlError> {
         self.require_database_domain(domain).await?;
-        let rows = sqlx::query("SELECT name, spec FROM policies WHERE domain = $1 ORDER BY name")
-            .bind(domain)
-            .fetch_all(self.db.pool())
-            .await?;
-        let mut policies = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let name: String = row.try_get("name")?;
-            let spec = spec_of(&row.try_get::<String, _>("spec")?, domain, &name)?;
-            policies.push((name, spec));
-        }
+        let policies = policies_of(self.db.pool(), domain, "").await?;
         document::assemble(domain, policies.iter().map(|(n, s)| (n.as_str(), s)))
             .map_err(|e| ControlError::Corrupt(e.to_string()))
     }
@@ -1011,10 +1004,12 @@ async fn touch_domain(
     Ok(())
 }
 
-async fn other_policies<'c, E>(
+/// A domain's policies by name, leaving out `except` (`""` leaves out none: policy names
+/// are never empty).
+async fn policies_of<'c, E>(
     executor: E,
     domain: &str,
-    name: &str,
+    except: &str,
 ) -> Result<Vec<(String, PolicySpec)>, ControlError>
 where
     E: sqlx::Executor<'c, Database = Any>,
@@ -1023,7 +1018,7 @@ where
         "SELECT name, spec FROM policies WHERE domain = $1 AND name <> $2 ORDER BY name",
     )
     .bind(domain)
-    .bind(name)
+    .bind(except)
     .fetch_all(executor)
     .await?;
     rows.iter()

@@ -8,7 +8,7 @@
 
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -216,16 +216,11 @@ impl Application {
         let admin = bind_shared(settings.admin_addr)
             .with_context(|| format!("cannot listen on {} (--admin-addr)", settings.admin_addr))?;
         let state = Arc::new(AppState {
-            limiter,
-            memory: built.memory,
-            redis: built.redis,
-            metrics,
-            shutting_down: AtomicBool::new(false),
             policy_control: Some(Arc::new(crate::control::PolicyControl {
                 control,
                 sources: std::sync::Mutex::new(sources),
             })),
-            decisions: Arc::default(),
+            ..AppState::new(limiter, built.memory, built.redis, metrics)
         });
         let policies = settings.policies.map(|p| (p, loaded.flatten()));
         Ok(Self {

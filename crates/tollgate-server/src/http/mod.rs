@@ -40,6 +40,24 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The state of a data plane alone: no control plane, nobody watching decisions.
+    pub fn new(
+        limiter: Arc<Limiter>,
+        memory: Option<Arc<MemoryStore>>,
+        redis: Option<Arc<tollgate_redis::RedisStore>>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            limiter,
+            memory,
+            redis,
+            metrics,
+            shutting_down: AtomicBool::new(false),
+            policy_control: None,
+            decisions: Arc::default(),
+        }
+    }
+
     /// Whether this node should receive traffic: not shutting down, and its store
     /// answering (a node cut off from a shared store that others still reach should lose
     /// its traffic to them).
@@ -95,15 +113,12 @@ mod tests {
             Arc::new(SystemClock),
             LimiterConfig::default(),
         );
-        Arc::new(AppState {
-            limiter: Arc::new(limiter),
-            memory: Some(memory),
-            redis: None,
+        Arc::new(AppState::new(
+            Arc::new(limiter),
+            Some(memory),
+            None,
             metrics,
-            shutting_down: AtomicBool::new(false),
-            policy_control: None,
-            decisions: Arc::default(),
-        })
+        ))
     }
 
     #[tokio::test]
