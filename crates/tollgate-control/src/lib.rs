@@ -8,17 +8,26 @@
 //! - [`migrations`]: embedded migrations, status, `up`, `--dry-run`.
 //! - [`service`]: [`ControlPlane`]: reads, writes, optimistic concurrency, history.
 //! - [`follow`]: learning of other nodes' changes (PostgreSQL `LISTEN/NOTIFY`).
+//! - [`auth`]: roles, domain scopes, and the [`Actor`] every call is checked against.
+//! - [`keys`]: API keys (hashed, revocable, expiring); [`jwt`]: bearer tokens.
+//! - [`audit`]: the append-only audit log.
 
+pub mod audit;
+pub mod auth;
 pub mod db;
 pub mod document;
 pub mod follow;
+pub mod jwt;
+pub mod keys;
 pub mod migrations;
 pub mod model;
 pub mod service;
 
+pub use auth::{Actor, Principal, Role, Scope};
 pub use db::{Backend, Database};
 pub use document::{FieldError, PolicyDocument};
-pub use service::{Actor, ApplyReport, ControlPlane, Precondition, Snapshot, Written};
+pub use keys::AuthFailure;
+pub use service::{ApplyReport, ControlPlane, Precondition, Snapshot, Written};
 
 /// Everything that can go wrong in the control plane.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +38,9 @@ pub enum ControlError {
         /// What is wrong, field by field.
         errors: Vec<FieldError>,
     },
+    /// The caller may not do this (its role or domain scope does not allow it).
+    #[error("{0}")]
+    Forbidden(String),
     /// The named thing does not exist.
     #[error("{0} not found")]
     NotFound(String),
@@ -79,7 +91,7 @@ fn summary(errors: &[FieldError]) -> String {
 
 impl ControlError {
     /// This error as a GraphQL error: the message (internal details only in the logs), a
-    /// stable `code` extension (`BAD_USER_INPUT`, `NOT_FOUND`, `CONFLICT`,
+    /// stable `code` extension (`BAD_USER_INPUT`, `FORBIDDEN`, `NOT_FOUND`, `CONFLICT`,
     /// `STALE_REVISION`, `UNAVAILABLE`, `INTERNAL`) and, for invalid input, `errors` with
     /// each field, as REST's problem details list them.
     pub fn into_graphql(self) -> async_graphql::Error {
@@ -88,6 +100,7 @@ impl ControlError {
         let code = match &e {
             ControlError::Invalid { .. } => "BAD_USER_INPUT",
             ControlError::NotFound(_) => "NOT_FOUND",
+            ControlError::Forbidden(_) => "FORBIDDEN",
             ControlError::Conflict(_) => "CONFLICT",
             ControlError::PreconditionFailed { .. } => "STALE_REVISION",
             ControlError::Database(_) | ControlError::Connect { .. } => "UNAVAILABLE",

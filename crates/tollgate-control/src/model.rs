@@ -324,11 +324,87 @@ pub struct PolicyChange {
     pub before: Option<PolicySpec>,
 }
 
+/// An API key as listings show it: never the key itself, which only its creator saw once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, SimpleObject)]
+pub struct ApiKey {
+    /// The key's public identifier (the part after `tg_`).
+    pub id: String,
+    /// What the key is for.
+    pub name: String,
+    /// What the key may do.
+    pub role: crate::auth::Role,
+    /// The domains it may act on (`*` for every domain).
+    pub domains: Vec<String>,
+    /// When it was created (RFC 3339).
+    pub created_at: String,
+    /// Who created it.
+    pub created_by: String,
+    /// When it stops working (RFC 3339), if ever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// When it was revoked (RFC 3339), if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<String>,
+    /// When it last authenticated a request (RFC 3339; updated at most once a minute).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<String>,
+}
+
+/// A key to create.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, InputObject)]
+#[serde(deny_unknown_fields)]
+pub struct NewApiKey {
+    /// What the key is for (1 to 128 characters).
+    pub name: String,
+    /// What the key may do.
+    pub role: crate::auth::Role,
+    /// The domains it may act on; `["*"]` for every domain.
+    pub domains: Vec<String>,
+    /// When it stops working (RFC 3339, in the future); never when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[graphql(default)]
+    pub expires_at: Option<String>,
+}
+
+/// A key just created: the only time the secret is shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, SimpleObject)]
+pub struct CreatedApiKey {
+    /// The key, `tg_<id>_<secret>`: store it now, it cannot be shown again.
+    pub key: String,
+    /// The key as listings show it.
+    pub info: ApiKey,
+}
+
+/// One entry of the audit log: an admin mutation, or a failed authentication.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, SimpleObject)]
+pub struct AuditEvent {
+    /// Position in the log (increasing).
+    pub id: i64,
+    /// When (RFC 3339).
+    pub at: String,
+    /// Who (`key:<id>`, a token's subject, `anonymous`, or `unauthenticated`).
+    pub actor: String,
+    /// Through which interface (`rest`, `graphql`, `cli`, ...).
+    pub via: String,
+    /// What was attempted (`policy.put`, `domain.delete`, `key.create`, `authenticate`, ...).
+    pub action: String,
+    /// On what (`domain/policy`, a key id, a request path).
+    pub target: String,
+    /// From where (the peer address, or `local`).
+    pub remote: String,
+    /// `ok`, `denied`, `unauthenticated`, `invalid`, `conflict`, `not_found`, `failed`.
+    pub outcome: String,
+    /// More about the outcome (never a secret).
+    pub detail: String,
+}
+
 /// One page of a listing, and where the next one starts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, SimpleObject)]
 #[graphql(concrete(name = "DomainPage", params(Domain)))]
 #[graphql(concrete(name = "PolicyPage", params(Policy)))]
 #[graphql(concrete(name = "PolicyChangePage", params(PolicyChange)))]
+#[graphql(concrete(name = "ApiKeyPage", params(ApiKey)))]
+#[graphql(concrete(name = "AuditEventPage", params(AuditEvent)))]
 pub struct Page<T: async_graphql::OutputType> {
     /// The items, in a stable order.
     pub items: Vec<T>,
@@ -339,17 +415,22 @@ pub struct Page<T: async_graphql::OutputType> {
 
 /// GraphQL's nested fields: a domain's policies and a policy's history, resolved through
 /// the same [`crate::ControlPlane`] calls REST makes (the schema's data holds an
-/// `Arc<ControlPlane>`).
+/// `Arc<ControlPlane>`, each request's data its [`crate::Actor`]).
 mod nested {
     use std::sync::Arc;
 
     use async_graphql::{ComplexObject, Context, Result};
 
     use super::{Domain, DomainSource, Page, Policy, PolicyChange};
-    use crate::ControlPlane;
+    use crate::{Actor, ControlPlane};
 
     fn service<'a>(ctx: &Context<'a>) -> Result<&'a Arc<ControlPlane>> {
         ctx.data::<Arc<ControlPlane>>()
+    }
+
+    /// The request's caller (the admin server puts it in each request's data).
+    fn actor<'a>(ctx: &Context<'a>) -> Result<&'a Actor> {
+        ctx.data::<Actor>()
     }
 
     #[ComplexObject]
@@ -368,7 +449,7 @@ mod nested {
                 });
             }
             service(ctx)?
-                .list_policies(&self.name, cursor.as_deref(), limit)
+                .list_policies(&self.name, cursor.as_deref(), limit, actor(ctx)?)
                 .await
                 .map_err(crate::ControlError::into_graphql)
         }
@@ -384,7 +465,13 @@ mod nested {
             #[graphql(validator(minimum = 1, maximum = 500))] limit: Option<u32>,
         ) -> Result<Page<PolicyChange>> {
             service(ctx)?
-                .history(&self.domain, &self.name, cursor.as_deref(), limit)
+                .history(
+                    &self.domain,
+                    &self.name,
+                    cursor.as_deref(),
+                    limit,
+                    actor(ctx)?,
+                )
                 .await
                 .map_err(crate::ControlError::into_graphql)
         }

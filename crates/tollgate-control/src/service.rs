@@ -16,6 +16,8 @@ use sqlx::{Any, Row, Transaction};
 use tokio::sync::watch;
 
 use crate::ControlError;
+use crate::audit::Audit;
+use crate::auth::{Actor, Scope};
 use crate::db::{Backend, Database};
 use crate::document::{self, FieldError, PolicyDocument};
 use crate::model::{
@@ -45,25 +47,6 @@ pub enum Precondition {
     Exists,
 }
 
-/// Who makes a change, and through which interface (recorded in the history).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Actor {
-    /// The principal (an API key's name, a token's subject, or `anonymous`).
-    pub name: String,
-    /// The interface: `rest`, `graphql`, `apply`, `cli`.
-    pub via: &'static str,
-}
-
-impl Actor {
-    /// An actor with no identity yet (before authentication exists).
-    pub fn anonymous(via: &'static str) -> Self {
-        Self {
-            name: "anonymous".into(),
-            via,
-        }
-    }
-}
-
 /// Every database domain with its policies, as of one revision.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
@@ -91,7 +74,7 @@ pub struct ControlPlane {
     revision: watch::Sender<i64>,
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -152,7 +135,7 @@ fn encode_cursor(key: &str) -> String {
     key.bytes().map(|b| format!("{b:02x}")).collect()
 }
 
-fn decode_cursor(cursor: Option<&str>) -> Result<String, ControlError> {
+pub(crate) fn decode_cursor(cursor: Option<&str>) -> Result<String, ControlError> {
     let Some(cursor) = cursor else {
         return Ok(String::new());
     };
@@ -173,7 +156,7 @@ fn decode_cursor(cursor: Option<&str>) -> Result<String, ControlError> {
     Ok(String::from_utf8_lossy(&bytes.map_err(|_| bad())?).into_owned())
 }
 
-fn page_size(limit: Option<u32>) -> Result<i64, ControlError> {
+pub(crate) fn page_size(limit: Option<u32>) -> Result<i64, ControlError> {
     match limit {
         None => Ok(i64::from(DEFAULT_PAGE)),
         Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(i64::from(n)),
@@ -307,25 +290,50 @@ impl ControlPlane {
     // ---- domains ----
 
     /// One page of domains (database and file), by name.
+    /// Only the domains in the actor's scope are listed.
     pub async fn list_domains(
         &self,
         cursor: Option<&str>,
         limit: Option<u32>,
+        actor: &Actor,
     ) -> Result<Page<Domain>, ControlError> {
         let after = decode_cursor(cursor)?;
         let limit = page_size(limit)?;
-        let sql = format!("{DOMAIN_COLUMNS} WHERE d.name > $1 ORDER BY d.name LIMIT $2");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(&after)
-            .bind(limit + 1)
-            .fetch_all(self.db.pool())
-            .await?;
+        let rows = match &actor.scope {
+            Scope::All => {
+                let sql = format!("{DOMAIN_COLUMNS} WHERE d.name > $1 ORDER BY d.name LIMIT $2");
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(&after)
+                    .bind(limit + 1)
+                    .fetch_all(self.db.pool())
+                    .await?
+            }
+            Scope::Domains(names) if names.is_empty() => Vec::new(),
+            Scope::Domains(names) => {
+                // A scope names at most `Scope::MAX_DOMAINS` domains: one placeholder each.
+                let placeholders = (0..names.len())
+                    .map(|i| format!("${}", i + 3))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let sql = format!(
+                    "{DOMAIN_COLUMNS} WHERE d.name > $1 AND d.name IN ({placeholders}) \
+                     ORDER BY d.name LIMIT $2"
+                );
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(&after)
+                    .bind(limit + 1);
+                for name in names {
+                    query = query.bind(name);
+                }
+                query.fetch_all(self.db.pool()).await?
+            }
+        };
         let mut items = rows
             .iter()
             .map(domain_from_row)
             .collect::<Result<Vec<_>, _>>()?;
         for (name, file) in self.files.read().map(|f| f.clone()).unwrap_or_default() {
-            if name > after {
+            if name > after && actor.may_read(&name) {
                 items.push(self.file_domain(&name, &file));
             }
         }
@@ -347,7 +355,8 @@ impl ControlPlane {
     }
 
     /// One domain.
-    pub async fn get_domain(&self, name: &str) -> Result<Domain, ControlError> {
+    pub async fn get_domain(&self, name: &str, actor: &Actor) -> Result<Domain, ControlError> {
+        actor.require_read(name)?;
         if let Some(file) = self.file_of(name) {
             return Ok(self.file_domain(name, &file));
         }
@@ -366,6 +375,18 @@ impl ControlPlane {
         new: &NewDomain,
         actor: &Actor,
     ) -> Result<Domain, ControlError> {
+        let audit = Audit::new(actor, "domain.create", new.name.clone());
+        self.audited(&audit, self.create_domain_unaudited(new, actor, &audit))
+            .await
+    }
+
+    async fn create_domain_unaudited(
+        &self,
+        new: &NewDomain,
+        actor: &Actor,
+        audit: &Audit<'_>,
+    ) -> Result<Domain, ControlError> {
+        actor.require_domain_admin(&new.name)?;
         let mut errors = Vec::new();
         if let Err(e) = document::check_domain_name(&new.name) {
             errors.push(e);
@@ -399,11 +420,11 @@ impl ControlPlane {
                 new.name
             )));
         }
-        self.announce(&mut tx, revision).await?;
+        self.announce(&mut tx, revision, audit).await?;
         tx.commit().await?;
         self.heard(revision);
         tracing::info!(domain = %new.name, revision, actor = %actor.name, via = actor.via, "domain created");
-        self.get_domain(&new.name).await
+        self.get_domain(&new.name, actor).await
     }
 
     /// Changes a domain's description.
@@ -414,6 +435,23 @@ impl ControlPlane {
         precondition: Precondition,
         actor: &Actor,
     ) -> Result<Domain, ControlError> {
+        let audit = Audit::new(actor, "domain.update", name.to_owned());
+        self.audited(
+            &audit,
+            self.update_domain_unaudited(name, update, precondition, actor, &audit),
+        )
+        .await
+    }
+
+    async fn update_domain_unaudited(
+        &self,
+        name: &str,
+        update: &DomainUpdate,
+        precondition: Precondition,
+        actor: &Actor,
+        audit: &Audit<'_>,
+    ) -> Result<Domain, ControlError> {
+        actor.require_domain_admin(name)?;
         check_description(&update.description)
             .map_err(|e| ControlError::Invalid { errors: vec![e] })?;
         if self.file_of(name).is_some() {
@@ -432,11 +470,11 @@ impl ControlPlane {
         .bind(name)
         .execute(&mut *tx)
         .await?;
-        self.announce(&mut tx, revision).await?;
+        self.announce(&mut tx, revision, audit).await?;
         tx.commit().await?;
         self.heard(revision);
         tracing::info!(domain = %name, revision, actor = %actor.name, via = actor.via, "domain updated");
-        self.get_domain(name).await
+        self.get_domain(name, actor).await
     }
 
     /// Deletes a domain. One that still has policies is deleted only with `cascade`
@@ -448,6 +486,23 @@ impl ControlPlane {
         cascade: bool,
         actor: &Actor,
     ) -> Result<(), ControlError> {
+        let audit = Audit::new(actor, "domain.delete", name.to_owned());
+        self.audited(
+            &audit,
+            self.delete_domain_unaudited(name, precondition, cascade, actor, &audit),
+        )
+        .await
+    }
+
+    async fn delete_domain_unaudited(
+        &self,
+        name: &str,
+        precondition: Precondition,
+        cascade: bool,
+        actor: &Actor,
+        audit: &Audit<'_>,
+    ) -> Result<(), ControlError> {
+        actor.require_domain_admin(name)?;
         if self.file_of(name).is_some() {
             return Err(self.file_owned(name));
         }
@@ -492,7 +547,7 @@ impl ControlPlane {
             .bind(name)
             .execute(&mut *tx)
             .await?;
-        self.announce(&mut tx, revision).await?;
+        self.announce(&mut tx, revision, audit).await?;
         tx.commit().await?;
         self.heard(revision);
         tracing::info!(domain = %name, revision, policies = rows.len(), actor = %actor.name, via = actor.via, "domain deleted");
@@ -507,7 +562,9 @@ impl ControlPlane {
         domain: &str,
         cursor: Option<&str>,
         limit: Option<u32>,
+        actor: &Actor,
     ) -> Result<Page<Policy>, ControlError> {
+        actor.require_read(domain)?;
         let after = decode_cursor(cursor)?;
         let limit = page_size(limit)?;
         self.require_database_domain(domain).await?;
@@ -540,7 +597,13 @@ impl ControlPlane {
     }
 
     /// One policy.
-    pub async fn get_policy(&self, domain: &str, name: &str) -> Result<Policy, ControlError> {
+    pub async fn get_policy(
+        &self,
+        domain: &str,
+        name: &str,
+        actor: &Actor,
+    ) -> Result<Policy, ControlError> {
+        actor.require_read(domain)?;
         self.require_database_domain(domain).await?;
         let sql = format!("{POLICY_COLUMNS} WHERE domain = $1 AND name = $2");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -561,7 +624,9 @@ impl ControlPlane {
         domain: &str,
         name: &str,
         spec: &PolicySpec,
+        actor: &Actor,
     ) -> Result<(), ControlError> {
+        actor.require_read(domain)?;
         document::check_policy(domain, name, spec)
             .map_err(|errors| ControlError::Invalid { errors })?;
         self.require_database_domain(domain).await?;
@@ -578,6 +643,24 @@ impl ControlPlane {
         precondition: Precondition,
         actor: &Actor,
     ) -> Result<Written<Policy>, ControlError> {
+        let audit = Audit::new(actor, "policy.put", format!("{domain}/{name}"));
+        self.audited(
+            &audit,
+            self.put_policy_unaudited(domain, name, spec, precondition, actor, &audit),
+        )
+        .await
+    }
+
+    async fn put_policy_unaudited(
+        &self,
+        domain: &str,
+        name: &str,
+        spec: &PolicySpec,
+        precondition: Precondition,
+        actor: &Actor,
+        audit: &Audit<'_>,
+    ) -> Result<Written<Policy>, ControlError> {
+        actor.require_edit(domain)?;
         document::check_policy(domain, name, spec)
             .map_err(|errors| ControlError::Invalid { errors })?;
         if self.file_of(domain).is_some() {
@@ -633,12 +716,12 @@ impl ControlPlane {
         };
         store_policy(&mut tx, &change, &json(spec)?, before.as_deref()).await?;
         touch_domain(&mut tx, domain, revision, now).await?;
-        self.announce(&mut tx, revision).await?;
+        self.announce(&mut tx, revision, audit).await?;
         tx.commit().await?;
         self.heard(revision);
         tracing::info!(%domain, policy = %name, revision, created, actor = %actor.name, via = actor.via, "policy written");
         Ok(Written {
-            value: self.get_policy(domain, name).await?,
+            value: self.get_policy(domain, name, actor).await?,
             created,
         })
     }
@@ -651,6 +734,23 @@ impl ControlPlane {
         precondition: Precondition,
         actor: &Actor,
     ) -> Result<(), ControlError> {
+        let audit = Audit::new(actor, "policy.delete", format!("{domain}/{name}"));
+        self.audited(
+            &audit,
+            self.delete_policy_unaudited(domain, name, precondition, actor, &audit),
+        )
+        .await
+    }
+
+    async fn delete_policy_unaudited(
+        &self,
+        domain: &str,
+        name: &str,
+        precondition: Precondition,
+        actor: &Actor,
+        audit: &Audit<'_>,
+    ) -> Result<(), ControlError> {
+        actor.require_edit(domain)?;
         if self.file_of(domain).is_some() {
             return Err(self.file_owned(domain));
         }
@@ -680,7 +780,7 @@ impl ControlPlane {
         };
         remove_policy(&mut tx, &change, &before).await?;
         touch_domain(&mut tx, domain, revision, now).await?;
-        self.announce(&mut tx, revision).await?;
+        self.announce(&mut tx, revision, audit).await?;
         tx.commit().await?;
         self.heard(revision);
         tracing::info!(%domain, policy = %name, revision, actor = %actor.name, via = actor.via, "policy deleted");
@@ -695,7 +795,22 @@ impl ControlPlane {
         document: &PolicyDocument,
         actor: &Actor,
     ) -> Result<ApplyReport, ControlError> {
+        let audit = Audit::new(actor, "document.apply", document.domain.clone());
+        self.audited(
+            &audit,
+            self.apply_document_unaudited(document, actor, &audit),
+        )
+        .await
+    }
+
+    async fn apply_document_unaudited(
+        &self,
+        document: &PolicyDocument,
+        actor: &Actor,
+        audit: &Audit<'_>,
+    ) -> Result<ApplyReport, ControlError> {
         let domain = document.domain.as_str();
+        actor.require_edit(domain)?;
         document::check_domain_name(domain).map_err(|e| ControlError::Invalid {
             errors: vec![FieldError {
                 field: "domain".into(),
@@ -735,6 +850,7 @@ impl ControlPlane {
             ..ApplyReport::default()
         };
         if exists.is_none() {
+            actor.require_domain_admin(domain)?;
             sqlx::query(
                 "INSERT INTO domains (name, description, revision, created_at, updated_at) \
                  VALUES ($1, '', $2, $3, $3)",
@@ -798,11 +914,12 @@ impl ControlPlane {
         if !report.changed() {
             // Nothing to do: leave the store's revision where it was.
             tx.rollback().await?;
+            audit.ok(self.db.pool(), "nothing changed").await?;
             report.revision = self.current_revision().await?;
             return Ok(report);
         }
         touch_domain(&mut tx, domain, revision, now).await?;
-        self.announce(&mut tx, revision).await?;
+        self.announce(&mut tx, revision, audit).await?;
         tx.commit().await?;
         self.heard(revision);
         report.revision = revision;
@@ -812,7 +929,12 @@ impl ControlPlane {
     }
 
     /// A database domain's policies as a policy document.
-    pub async fn document(&self, domain: &str) -> Result<PolicyDocument, ControlError> {
+    pub async fn document(
+        &self,
+        domain: &str,
+        actor: &Actor,
+    ) -> Result<PolicyDocument, ControlError> {
+        actor.require_read(domain)?;
         self.require_database_domain(domain).await?;
         let policies = policies_of(self.db.pool(), domain, "").await?;
         document::assemble(domain, policies.iter().map(|(n, s)| (n.as_str(), s)))
@@ -826,7 +948,9 @@ impl ControlPlane {
         policy: &str,
         cursor: Option<&str>,
         limit: Option<u32>,
+        actor: &Actor,
     ) -> Result<Page<PolicyChange>, ControlError> {
+        actor.require_read(domain)?;
         let limit = page_size(limit)?;
         let before = match cursor {
             None => i64::MAX,
@@ -880,11 +1004,15 @@ impl ControlPlane {
         Ok(Page { items, next_cursor })
     }
 
+    /// The last step of every write: its audit entry, and on PostgreSQL the notification
+    /// (both part of the transaction).
     async fn announce(
         &self,
         tx: &mut Transaction<'static, Any>,
         revision: i64,
+        audit: &Audit<'_>,
     ) -> Result<(), ControlError> {
+        audit.ok(&mut **tx, &format!("revision {revision}")).await?;
         if self.db.backend() == Backend::Postgres {
             // Delivered to every listener when (and only if) the transaction commits.
             sqlx::query("SELECT pg_notify($1, $2)")
@@ -954,7 +1082,7 @@ fn check_precondition(
     }
 }
 
-fn paginate<T: async_graphql::OutputType>(
+pub(crate) fn paginate<T: async_graphql::OutputType>(
     mut items: Vec<T>,
     limit: i64,
     key: impl Fn(&T) -> &str,

@@ -81,13 +81,19 @@ async fn data_seeded_at_every_earlier_version_survives_the_upgrade() {
 
             let control = ControlPlane::new(db).await.unwrap();
             if seeded_at >= 1 {
-                let policy = control.get_policy("seeded", "per_user").await.unwrap();
+                let policy = control
+                    .get_policy("seeded", "per_user", &Actor::anonymous("test"))
+                    .await
+                    .unwrap();
                 assert_eq!(policy.rate_limit.requests_per_unit, Some(5));
                 assert_eq!(policy.updated_by, "old-admin");
-                let domain = control.get_domain("seeded").await.unwrap();
+                let domain = control
+                    .get_domain("seeded", &Actor::anonymous("test"))
+                    .await
+                    .unwrap();
                 assert_eq!(domain.description, "from an old release");
                 let history = control
-                    .history("seeded", "per_user", None, None)
+                    .history("seeded", "per_user", None, None, &Actor::anonymous("test"))
                     .await
                     .unwrap();
                 assert_eq!(history.items.len(), 1);

@@ -63,7 +63,11 @@ async fn policies_are_created_replaced_and_deleted_with_history() {
             .unwrap_err();
         assert!(matches!(again, ControlError::Conflict(_)), "{again:?}");
         assert_eq!(
-            control.get_policy("api", "per_user").await.unwrap().spec(),
+            control
+                .get_policy("api", "per_user", &actor())
+                .await
+                .unwrap()
+                .spec(),
             v2
         );
 
@@ -77,12 +81,12 @@ async fn policies_are_created_replaced_and_deleted_with_history() {
             .await
             .unwrap();
         assert!(matches!(
-            control.get_policy("api", "per_user").await,
+            control.get_policy("api", "per_user", &actor()).await,
             Err(ControlError::NotFound(_))
         ));
 
         let history = control
-            .history("api", "per_user", None, None)
+            .history("api", "per_user", None, None, &actor())
             .await
             .unwrap();
         let actions: Vec<ChangeAction> = history.items.iter().map(|c| c.action).collect();
@@ -99,11 +103,17 @@ async fn policies_are_created_replaced_and_deleted_with_history() {
         assert_eq!(history.items[0].after, None);
         // Pages of one, newest first, continue where the last stopped.
         let first = control
-            .history("api", "per_user", None, Some(1))
+            .history("api", "per_user", None, Some(1), &actor())
             .await
             .unwrap();
         let second = control
-            .history("api", "per_user", first.next_cursor.as_deref(), Some(1))
+            .history(
+                "api",
+                "per_user",
+                first.next_cursor.as_deref(),
+                Some(1),
+                &actor(),
+            )
             .await
             .unwrap();
         assert_eq!(second.items[0].action, ChangeAction::Updated);
@@ -161,16 +171,16 @@ async fn invalid_and_colliding_policies_are_refused_with_reasons() {
         );
         // Validation without saving says the same.
         let err = control
-            .validate_policy("api", "b", &per_minute("user", 2))
+            .validate_policy("api", "b", &per_minute("user", 2), &actor())
             .await
             .unwrap_err();
         assert!(matches!(err, ControlError::Conflict(_)));
         control
-            .validate_policy("api", "b", &per_minute("ip", 2))
+            .validate_policy("api", "b", &per_minute("ip", 2), &actor())
             .await
             .unwrap();
         assert!(matches!(
-            control.get_policy("api", "b").await,
+            control.get_policy("api", "b", &actor()).await,
             Err(ControlError::NotFound(_))
         ));
 
@@ -217,7 +227,7 @@ async fn domains_page_by_name_and_delete_only_when_empty_or_cascaded() {
         let mut cursor = None;
         loop {
             let page = control
-                .list_domains(cursor.as_deref(), Some(2))
+                .list_domains(cursor.as_deref(), Some(2), &actor())
                 .await
                 .unwrap();
             seen.extend(page.items.iter().map(|d| (d.name.clone(), d.source)));
@@ -281,7 +291,7 @@ async fn domains_page_by_name_and_delete_only_when_empty_or_cascaded() {
             .await
             .unwrap();
         assert!(matches!(
-            control.get_domain("d1").await,
+            control.get_domain("d1", &actor()).await,
             Err(ControlError::NotFound(_))
         ));
     }
@@ -316,10 +326,13 @@ async fn applying_a_document_changes_only_what_differs() {
             (third.updated.as_slice(), third.deleted.as_slice()),
             (&["per_user".to_owned()][..], &["per_ip".to_owned()][..])
         );
-        let policy = control.get_policy("gitops", "per_user").await.unwrap();
+        let policy = control
+            .get_policy("gitops", "per_user", &actor())
+            .await
+            .unwrap();
         assert_eq!(policy.rate_limit.requests_per_unit, Some(20));
         // The stored domain reads back as the same document.
-        assert_eq!(control.document("gitops").await.unwrap(), doc);
+        assert_eq!(control.document("gitops", &actor()).await.unwrap(), doc);
 
         let snapshot = control.snapshot().await.unwrap();
         assert_eq!(snapshot.revision, third.revision);
