@@ -34,6 +34,9 @@ pub enum Command {
     },
     /// Manage the policy database's schema (versioned migrations embedded in the binary).
     Migrate(MigrateArgs),
+    /// Manage the admin API's keys, directly in the policy database (so the first admin
+    /// key can be made before anyone can authenticate).
+    Keys(KeysArgs),
     /// Ask a running server for one decision and print it.
     ///
     /// Exit status: 0 when allowed, 1 when denied, 2 on any error.
@@ -59,8 +62,7 @@ pub struct ServeArgs {
     #[arg(long, env = "TOLLGATE_GRPC_ADDR", value_name = "ADDR")]
     pub grpc_addr: Option<SocketAddr>,
     /// Address of the admin listener: REST under /v1/admin/, GraphQL at /graphql.
-    /// Loopback only (the admin API has no authentication yet). Port 0 picks a free port;
-    /// the chosen address is logged.
+    /// Port 0 picks a free port; the chosen address is logged.
     #[arg(long, env = "TOLLGATE_ADMIN_ADDR", value_name = "ADDR")]
     pub admin_addr: Option<SocketAddr>,
     /// The policy database.
@@ -125,6 +127,59 @@ pub struct ServeArgs {
     /// The level is set with RUST_LOG (default: info).
     #[arg(long, env = "TOLLGATE_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Authentication, TLS and limits of the listeners.
+    #[command(flatten)]
+    pub security: SecurityArgs,
+}
+
+/// Authentication, TLS and the admin API's own limits.
+#[derive(Debug, Args, Default, Clone)]
+#[command(next_help_heading = "Security")]
+pub struct SecurityArgs {
+    /// How the admin API authenticates: required (API keys from `tollgate keys create`, or
+    /// JWT bearer tokens) or none (every caller is an admin: only accepted when
+    /// --admin-addr is a loopback address). Default: required.
+    #[arg(long, env = "TOLLGATE_ADMIN_AUTH", value_name = "MODE")]
+    pub admin_auth: Option<crate::admin::access::AdminAuthMode>,
+    /// Accept HS256 JWTs signed with the secret in this file (at least 32 bytes).
+    #[arg(long, env = "TOLLGATE_JWT_HS256_SECRET_FILE", value_name = "FILE")]
+    pub jwt_hs256_secret_file: Option<PathBuf>,
+    /// Accept RS256/ES256 JWTs signed by the keys of this JWKS file.
+    #[arg(long, env = "TOLLGATE_JWT_JWKS_FILE", value_name = "FILE")]
+    pub jwt_jwks_file: Option<PathBuf>,
+    /// The `iss` every JWT must carry.
+    #[arg(long, env = "TOLLGATE_JWT_ISSUER", value_name = "ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// The `aud` every JWT must carry.
+    #[arg(long, env = "TOLLGATE_JWT_AUDIENCE", value_name = "AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Admin requests per second accepted from one address (default 50, bursts of 2 s).
+    #[arg(long, env = "TOLLGATE_ADMIN_REQUESTS_PER_SECOND", value_name = "N")]
+    pub admin_requests_per_second: Option<u32>,
+    /// Failed authentications per minute from one address before it gets 429 (default 10).
+    #[arg(long, env = "TOLLGATE_ADMIN_AUTH_FAILURES_PER_MINUTE", value_name = "N")]
+    pub admin_auth_failures_per_minute: Option<u32>,
+    /// Browser origins allowed to call the admin API (CORS); none by default. Repeatable.
+    #[arg(long = "admin-cors-origin", env = "TOLLGATE_ADMIN_CORS_ORIGINS", value_name = "ORIGIN", value_delimiter = ',')]
+    pub admin_cors_origins: Vec<String>,
+    /// Serve TLS on every listener with this certificate chain (PEM); reloaded when the
+    /// file changes.
+    #[arg(long, env = "TOLLGATE_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "TOLLGATE_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// With --data-auth mtls: CA certificates (PEM) that sign the clients' certificates.
+    #[arg(long, env = "TOLLGATE_TLS_CLIENT_CA", value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// How the data plane (/v1/check, Envoy RLS) authenticates callers: none (the
+    /// default, as envoyproxy/ratelimit), token (a shared bearer token) or mtls (client
+    /// certificates signed by --tls-client-ca).
+    #[arg(long, env = "TOLLGATE_DATA_AUTH", value_name = "MODE")]
+    pub data_auth: Option<crate::data_auth::DataAuthMode>,
+    /// With --data-auth token: the file holding the shared token (16+ characters).
+    #[arg(long, env = "TOLLGATE_DATA_TOKEN_FILE", value_name = "FILE")]
+    pub data_token_file: Option<PathBuf>,
 }
 
 /// Where the policy database is; shared by `serve` and `migrate`.
@@ -152,6 +207,68 @@ pub struct MigrateArgs {
     /// What to do.
     #[command(subcommand)]
     pub command: MigrateCommand,
+}
+
+/// `tollgate keys`.
+#[derive(Debug, Args)]
+pub struct KeysArgs {
+    /// A TOML configuration file (its `database` and `data_dir` are used).
+    #[arg(long, env = "TOLLGATE_CONFIG", value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+    /// The policy database.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: KeysCommand,
+}
+
+/// `tollgate keys ...`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key and print it once (only its hash is stored).
+    Create {
+        /// What may it do: admin, editor or viewer.
+        #[arg(long, value_name = "ROLE")]
+        role: RoleArg,
+        /// A domain it may act on; repeat for several. Default: every domain (`*`).
+        #[arg(long = "domain", value_name = "DOMAIN")]
+        domains: Vec<String>,
+        /// What the key is for (shown in listings and the audit log).
+        #[arg(long, value_name = "NAME", default_value = "cli")]
+        name: String,
+        /// Stop working after this long (e.g. `90d`, `12h`). Default: never.
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        expires_in: Option<std::time::Duration>,
+    },
+    /// List keys (never their secrets).
+    List,
+    /// Revoke a key by its id; every node refuses it from the next request on.
+    Revoke {
+        /// The key's id (the part after `tg_`, as `keys list` shows it).
+        id: String,
+    },
+}
+
+/// A role, as typed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RoleArg {
+    /// Everything, including keys (with every domain).
+    Admin,
+    /// Reads, and writes policies of its domains.
+    Editor,
+    /// Reads its domains.
+    Viewer,
+}
+
+impl From<RoleArg> for tollgate_control::Role {
+    fn from(r: RoleArg) -> Self {
+        match r {
+            RoleArg::Admin => tollgate_control::Role::Admin,
+            RoleArg::Editor => tollgate_control::Role::Editor,
+            RoleArg::Viewer => tollgate_control::Role::Viewer,
+        }
+    }
 }
 
 /// `tollgate migrate ...`.
@@ -214,12 +331,19 @@ pub enum PolicyCommand {
     Delete(DeleteArgs),
 }
 
-/// Where the admin API is.
+/// Where the admin API is, and how to authenticate to it.
 #[derive(Debug, Args, Clone)]
 pub struct AdminArgs {
-    /// Base URL of the server's admin listener.
+    /// Base URL of the server's admin listener (https:// when it serves TLS).
     #[arg(long, env = "TOLLGATE_ADMIN", default_value = "http://127.0.0.1:8082")]
     pub admin: String,
+    /// An API key (from `tollgate keys create`) or a JWT. Prefer the environment variable:
+    /// command lines are visible to other users of the machine.
+    #[arg(long, env = "TOLLGATE_ADMIN_KEY", value_name = "KEY", hide_env_values = true)]
+    pub key: Option<String>,
+    /// With https://: a PEM file of CA certificates to trust (default: the public roots).
+    #[arg(long, env = "TOLLGATE_ADMIN_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// `tollgate policy apply`.

@@ -10,7 +10,10 @@ use serde::Deserialize;
 
 use tollgate_redis::StoreUrl;
 
-use crate::cli::{DatabaseArgs, LogFormat, ResponseHeaders, ServeArgs};
+use crate::admin::access::{AdminAuthMode, GuardLimits};
+use crate::cli::{DatabaseArgs, LogFormat, ResponseHeaders, SecurityArgs, ServeArgs};
+use crate::data_auth::{DataAuthMode, DataToken};
+use crate::tls::TlsSettings;
 use crate::http::listener::MaxAge;
 
 /// Default address of the HTTP listener.
@@ -78,6 +81,27 @@ pub struct Settings {
     pub grpc_response_headers: ResponseHeaders,
     /// Maximum age of gRPC connections.
     pub grpc_max_connection_age: Option<MaxAge>,
+    /// Authentication, TLS and the admin API's limits.
+    pub security: SecuritySettings,
+}
+
+/// Authentication, TLS and the admin API's own limits.
+#[derive(Debug, Clone, Default)]
+pub struct SecuritySettings {
+    /// How the admin API authenticates.
+    pub admin_auth: AdminAuthMode,
+    /// JWT validation, when bearer tokens are accepted.
+    pub tokens: Option<tollgate_control::jwt::TokenSettings>,
+    /// The admin API's brute-force guard.
+    pub guard: GuardLimits,
+    /// Origins allowed to call the admin API from a browser.
+    pub admin_cors_origins: Vec<http::HeaderValue>,
+    /// TLS on every listener.
+    pub tls: Option<TlsSettings>,
+    /// Data-plane authentication.
+    pub data_auth: DataAuthMode,
+    /// The shared data-plane token (with `data_auth = token`).
+    pub data_token: Option<DataToken>,
 }
 
 /// The TOML file's shape.
@@ -110,6 +134,20 @@ struct FileSettings {
     grpc_max_connection_age: Option<Duration>,
     #[serde(default, with = "humantime_serde_opt")]
     grpc_max_connection_age_grace: Option<Duration>,
+    admin_auth: Option<AdminAuthMode>,
+    jwt_hs256_secret_file: Option<PathBuf>,
+    jwt_jwks_file: Option<PathBuf>,
+    jwt_issuer: Option<String>,
+    jwt_audience: Option<String>,
+    admin_requests_per_second: Option<u32>,
+    admin_auth_failures_per_minute: Option<u32>,
+    #[serde(default)]
+    admin_cors_origins: Vec<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
+    data_auth: Option<DataAuthMode>,
+    data_token_file: Option<PathBuf>,
 }
 
 /// Durations in the TOML file are written like on the command line: `"24h"`, `"30s"`.
@@ -128,15 +166,17 @@ mod humantime_serde_opt {
 impl Settings {
     /// Resolves settings from the flags (and environment) and the optional TOML file.
     pub fn load(args: &ServeArgs) -> anyhow::Result<Self> {
-        let file = match &args.config {
+        let mut file = match &args.config {
             Some(path) => read_file(path)?,
             None => FileSettings::default(),
         };
-        // Relative policy paths in a config file are relative to that file.
-        let file_policies = file.policies.map(|p| match &args.config {
+        // Relative paths in a config file are relative to that file.
+        let relative = |p: PathBuf| match &args.config {
             Some(cfg) if p.is_relative() => cfg.parent().unwrap_or(Path::new(".")).join(p),
             _ => p,
-        });
+        };
+        let file_policies = file.policies.take().map(relative);
+        let security = security_settings(&args.security, &mut file, &relative)?;
         let store_url = args
             .store
             .clone()
@@ -167,12 +207,13 @@ impl Settings {
             Some(addr) => addr,
             None => DEFAULT_ADMIN_ADDR.parse()?,
         };
-        if !admin_addr.ip().is_loopback() {
-            // Anyone who reaches the admin API can switch off every limit.
+        if security.admin_auth == AdminAuthMode::None && !admin_addr.ip().is_loopback() {
+            // Anyone who reaches an unauthenticated admin API can switch off every limit.
             bail!(
-                "admin_addr {admin_addr} is not a loopback address: the admin API has no \
-                 authentication, so it only listens on 127.0.0.1 or ::1 (reach it through an \
-                 SSH tunnel or a local proxy that authenticates)"
+                "admin_addr {admin_addr} is not a loopback address, and admin_auth is none: an \
+                 admin API without authentication only listens on 127.0.0.1 or ::1. Keep \
+                 --admin-auth required (the default) and create a key with `tollgate keys \
+                 create --role admin`"
             );
         }
         Ok(Self {
@@ -213,8 +254,141 @@ impl Settings {
                 .grpc_response_headers
                 .or(file.grpc_response_headers)
                 .unwrap_or_default(),
+            security,
         })
     }
+}
+
+fn read_secret(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
+    let mut bytes =
+        std::fs::read(path).with_context(|| format!("cannot read {what} from {}", path.display()))?;
+    while bytes.last().is_some_and(|b| b.is_ascii_whitespace()) {
+        bytes.pop();
+    }
+    Ok(bytes)
+}
+
+/// Security settings from the flags and the file; secrets are read from their files now,
+/// so a mistake stops startup with a message rather than surfacing at the first request.
+fn security_settings(
+    args: &SecurityArgs,
+    file: &mut FileSettings,
+    relative: &dyn Fn(PathBuf) -> PathBuf,
+) -> anyhow::Result<SecuritySettings> {
+    let pick = |flag: &Option<PathBuf>, from_file: Option<PathBuf>| {
+        flag.clone().or_else(|| from_file.map(relative))
+    };
+    let secret_file = pick(&args.jwt_hs256_secret_file, file.jwt_hs256_secret_file.take());
+    let jwks_file = pick(&args.jwt_jwks_file, file.jwt_jwks_file.take());
+    let issuer = args.jwt_issuer.clone().or(file.jwt_issuer.take());
+    let audience = args.jwt_audience.clone().or(file.jwt_audience.take());
+    let tokens = if secret_file.is_some() || jwks_file.is_some() {
+        let (Some(issuer), Some(audience)) = (issuer, audience) else {
+            bail!("JWT authentication needs both jwt_issuer and jwt_audience");
+        };
+        let hs256_secret = secret_file
+            .map(|p| read_secret(&p, "the JWT HS256 secret"))
+            .transpose()?;
+        let jwks = jwks_file
+            .map(|p| {
+                std::fs::read_to_string(&p)
+                    .with_context(|| format!("cannot read the JWKS file {}", p.display()))
+            })
+            .transpose()?;
+        let settings = tollgate_control::jwt::TokenSettings {
+            hs256_secret,
+            jwks,
+            issuer,
+            audience,
+            leeway_secs: tollgate_control::jwt::DEFAULT_LEEWAY_SECS,
+        };
+        // Validate now: a bad JWKS or a short secret stops startup.
+        tollgate_control::jwt::TokenVerifier::new(&settings)?;
+        Some(settings)
+    } else {
+        if issuer.is_some() || audience.is_some() {
+            bail!("jwt_issuer and jwt_audience need jwt_hs256_secret_file or jwt_jwks_file");
+        }
+        None
+    };
+    let defaults = GuardLimits::default();
+    let guard = GuardLimits {
+        requests_per_second: args
+            .admin_requests_per_second
+            .or(file.admin_requests_per_second)
+            .unwrap_or(defaults.requests_per_second),
+        failures_per_minute: args
+            .admin_auth_failures_per_minute
+            .or(file.admin_auth_failures_per_minute)
+            .unwrap_or(defaults.failures_per_minute),
+    };
+    if guard.requests_per_second == 0 || guard.failures_per_minute == 0 {
+        bail!("admin_requests_per_second and admin_auth_failures_per_minute must be at least 1");
+    }
+    let origins = if args.admin_cors_origins.is_empty() {
+        std::mem::take(&mut file.admin_cors_origins)
+    } else {
+        args.admin_cors_origins.clone()
+    };
+    let admin_cors_origins = origins
+        .iter()
+        .map(|o| {
+            if o == "*" || !(o.starts_with("https://") || o.starts_with("http://")) {
+                bail!("admin CORS origin '{o}' must be a full origin such as https://console.example.com (no wildcard)");
+            }
+            http::HeaderValue::from_str(o)
+                .map_err(|_| anyhow::anyhow!("admin CORS origin '{o}' is not a valid header value"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let cert = pick(&args.tls_cert, file.tls_cert.take());
+    let key = pick(&args.tls_key, file.tls_key.take());
+    let client_ca = pick(&args.tls_client_ca, file.tls_client_ca.take());
+    let tls = match (cert, key) {
+        (Some(cert), Some(key)) => Some(TlsSettings {
+            cert,
+            key,
+            client_ca,
+        }),
+        (None, None) => {
+            if client_ca.is_some() {
+                bail!("tls_client_ca needs tls_cert and tls_key: client certificates need TLS");
+            }
+            None
+        }
+        _ => bail!("tls_cert and tls_key go together"),
+    };
+    let data_auth = args.data_auth.or(file.data_auth).unwrap_or_default();
+    let token_file = pick(&args.data_token_file, file.data_token_file.take());
+    let data_token = match data_auth {
+        DataAuthMode::Token => {
+            let path = token_file
+                .context("data_auth = token needs data_token_file (a file holding the token)")?;
+            let text = String::from_utf8(read_secret(&path, "the data-plane token")?)
+                .map_err(|_| anyhow::anyhow!("the data-plane token in {} is not UTF-8", path.display()))?;
+            Some(DataToken::new(&text).map_err(|e| anyhow::anyhow!("{e} ({})", path.display()))?)
+        }
+        _ if token_file.is_some() => bail!("data_token_file is only used with data_auth = token"),
+        _ => None,
+    };
+    let has_client_ca = tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+    match data_auth {
+        DataAuthMode::Mtls if !has_client_ca => {
+            bail!("data_auth = mtls needs tls_cert, tls_key and tls_client_ca")
+        }
+        DataAuthMode::None | DataAuthMode::Token if has_client_ca => {
+            bail!("tls_client_ca is only used with data_auth = mtls")
+        }
+        _ => {}
+    }
+    Ok(SecuritySettings {
+        admin_auth: args.admin_auth.or(file.admin_auth).unwrap_or_default(),
+        tokens,
+        guard,
+        admin_cors_origins,
+        tls,
+        data_auth,
+        data_token,
+    })
 }
 
 /// The policy database's URL: `--database`, else the file's `database`, else a SQLite file
@@ -320,17 +494,113 @@ mod tests {
 
     #[test]
     fn an_unauthenticated_admin_listener_stays_on_loopback() {
+        let none = SecurityArgs {
+            admin_auth: Some(AdminAuthMode::None),
+            ..SecurityArgs::default()
+        };
         let args = ServeArgs {
             admin_addr: Some("0.0.0.0:8082".parse().unwrap()),
+            security: none.clone(),
             ..ServeArgs::default()
         };
         let err = Settings::load(&args).unwrap_err().to_string();
         assert!(err.contains("not a loopback address"), "{err}");
         let args = ServeArgs {
             admin_addr: Some("[::1]:0".parse().unwrap()),
+            security: none,
             ..ServeArgs::default()
         };
         assert!(Settings::load(&args).is_ok());
+        // Authenticated, it may listen anywhere.
+        let args = ServeArgs {
+            admin_addr: Some("0.0.0.0:8082".parse().unwrap()),
+            ..ServeArgs::default()
+        };
+        let s = Settings::load(&args).unwrap();
+        assert_eq!(s.security.admin_auth, AdminAuthMode::Required);
+    }
+
+    #[test]
+    fn security_settings_that_cannot_work_are_refused_with_their_reason() {
+        let dir = std::env::temp_dir().join(format!("tollgate-sec-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let short = dir.join("short");
+        std::fs::write(&short, "too-short\n").unwrap();
+        let token = dir.join("token");
+        std::fs::write(&token, "a-token-long-enough-1234\n").unwrap();
+        let cases: Vec<(SecurityArgs, &str)> = vec![
+            (
+                SecurityArgs {
+                    jwt_hs256_secret_file: Some(short.clone()),
+                    ..SecurityArgs::default()
+                },
+                "jwt_issuer and jwt_audience",
+            ),
+            (
+                SecurityArgs {
+                    jwt_hs256_secret_file: Some(short.clone()),
+                    jwt_issuer: Some("i".into()),
+                    jwt_audience: Some("a".into()),
+                    ..SecurityArgs::default()
+                },
+                "at least 32 bytes",
+            ),
+            (
+                SecurityArgs {
+                    data_auth: Some(DataAuthMode::Token),
+                    ..SecurityArgs::default()
+                },
+                "needs data_token_file",
+            ),
+            (
+                SecurityArgs {
+                    data_auth: Some(DataAuthMode::Token),
+                    data_token_file: Some(short.clone()),
+                    ..SecurityArgs::default()
+                },
+                "at least 16",
+            ),
+            (
+                SecurityArgs {
+                    data_auth: Some(DataAuthMode::Mtls),
+                    ..SecurityArgs::default()
+                },
+                "needs tls_cert, tls_key and tls_client_ca",
+            ),
+            (
+                SecurityArgs {
+                    tls_client_ca: Some(short.clone()),
+                    ..SecurityArgs::default()
+                },
+                "client certificates need TLS",
+            ),
+            (
+                SecurityArgs {
+                    admin_cors_origins: vec!["*".into()],
+                    ..SecurityArgs::default()
+                },
+                "no wildcard",
+            ),
+        ];
+        for (security, expected) in cases {
+            let err = Settings::load(&ServeArgs {
+                security: security.clone(),
+                ..ServeArgs::default()
+            })
+            .unwrap_err();
+            assert!(format!("{err:#}").contains(expected), "{security:?}: {err:#}");
+        }
+        let ok = Settings::load(&ServeArgs {
+            security: SecurityArgs {
+                data_auth: Some(DataAuthMode::Token),
+                data_token_file: Some(token),
+                ..SecurityArgs::default()
+            },
+            ..ServeArgs::default()
+        })
+        .unwrap();
+        assert!(ok.security.data_token.is_some());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -48,7 +48,11 @@ pub async fn serve(
     options: GrpcOptions,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let GrpcOptions { headers, max_age } = options;
+    let GrpcOptions {
+        headers,
+        max_age,
+        tls,
+    } = options;
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_serving::<RateLimitServiceServer<RateLimitGrpc>>()
@@ -69,7 +73,7 @@ pub async fn serve(
     http2
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(KEEPALIVE_EVERY));
-    crate::http::listener::accept_until_stopped("grpc", listener, stop, max_age, move |stream| {
+    crate::http::listener::accept_until_stopped("grpc", listener, stop, max_age, tls, move |stream| {
         let services = (
             rls.clone(),
             health.clone(),
@@ -104,13 +108,15 @@ const REFLECTION_PREFIX: &str = "/grpc.reflection.v1.ServerReflection/";
 const REFLECTION_ALPHA_PREFIX: &str = "/grpc.reflection.v1alpha.ServerReflection/";
 
 /// Settings of the gRPC listener.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct GrpcOptions {
     /// Rate-limit headers returned for Envoy to add.
     pub headers: ResponseHeaders,
     /// Connections are recycled at this age, so clients re-resolve and rebalance
     /// (envoyproxy/ratelimit's GRPC_MAX_CONNECTION_AGE and _GRACE).
     pub max_age: Option<MaxAge>,
+    /// TLS (and client certificates), when configured.
+    pub tls: Option<Arc<crate::tls::ReloadingTls>>,
 }
 
 /// HTTP/2 pings on idle connections, so that dead peers are noticed.
@@ -290,6 +296,14 @@ impl RateLimitService for RateLimitGrpc {
         request: Request<RateLimitRequest>,
     ) -> Result<Response<RateLimitResponse>, Status> {
         let started = std::time::Instant::now();
+        if let Some(token) = &self.state.data_token
+            && !token.admits_value(request.metadata().get("authorization").map(|v| v.as_bytes()))
+        {
+            self.state.metrics.rejected("unauthenticated");
+            return Err(Status::unauthenticated(
+                "this server requires the authorization metadata 'Bearer <data-plane token>'",
+            ));
+        }
         let id = RequestId::from_caller(
             request
                 .metadata()

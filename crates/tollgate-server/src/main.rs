@@ -32,6 +32,12 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
                 .build()?;
             runtime.block_on(commands::migrate::run(&args))
         }
+        Command::Keys(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(commands::keys::run(&args))
+        }
         Command::Check(args) => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

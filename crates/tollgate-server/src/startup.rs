@@ -23,6 +23,7 @@ use crate::configuration::{Settings, StoreSettings};
 use crate::grpc::GrpcOptions;
 use crate::http::{AppState, router};
 use crate::metrics::Metrics;
+use crate::tls::{ReloadingTls, TlsSettings};
 
 /// How often expired counters are dropped from the in-memory store and histogram samples
 /// are folded into buckets.
@@ -47,6 +48,34 @@ pub struct Application {
     control_runtime: tokio::runtime::Runtime,
     /// The admin listener.
     admin: StdListener,
+    /// The admin listener's authentication.
+    admin_access: crate::admin::access::AdminAccess,
+    /// Origins allowed to call the admin API from browsers.
+    admin_cors_origins: Vec<http::HeaderValue>,
+    /// TLS of each listener, when configured.
+    tls: Option<ListenerTls>,
+}
+
+/// Each listener's TLS configuration (the data listeners require client certificates when
+/// a client CA is configured; the admin listener authenticates with keys and tokens).
+struct ListenerTls {
+    http: Arc<ReloadingTls>,
+    grpc: Arc<ReloadingTls>,
+    admin: Arc<ReloadingTls>,
+}
+
+impl ListenerTls {
+    fn load(settings: &TlsSettings) -> anyhow::Result<Self> {
+        let admin = TlsSettings {
+            client_ca: None,
+            ..settings.clone()
+        };
+        Ok(Self {
+            http: ReloadingTls::load(settings, &[b"http/1.1"])?,
+            grpc: ReloadingTls::load(settings, &[b"h2"])?,
+            admin: ReloadingTls::load(&admin, &[b"http/1.1"])?,
+        })
+    }
 }
 
 /// The store chosen by the settings, and the key seed to use with it.
@@ -215,11 +244,51 @@ impl Application {
         let listeners = http.into_iter().zip(grpc).collect();
         let admin = bind_shared(settings.admin_addr)
             .with_context(|| format!("cannot listen on {} (--admin-addr)", settings.admin_addr))?;
+        let security = &settings.security;
+        let tls = security
+            .tls
+            .as_ref()
+            .map(ListenerTls::load)
+            .transpose()
+            .context("cannot set up TLS (--tls-cert, --tls-key, --tls-client-ca)")?;
+        let tokens = security
+            .tokens
+            .as_ref()
+            .map(tollgate_control::jwt::TokenVerifier::new)
+            .transpose()?;
+        let admin_access = crate::admin::access::AdminAccess::new(
+            security.admin_auth,
+            tokens,
+            security.guard,
+        )
+        .map_err(|e| anyhow::anyhow!("cannot set up the admin guard: {e}"))?;
+        tracing::info!(
+            admin_auth = ?security.admin_auth,
+            jwt = security.tokens.is_some(),
+            tls = tls.is_some(),
+            data_auth = ?security.data_auth,
+            "security configured"
+        );
+        if security.admin_auth == crate::admin::access::AdminAuthMode::Required
+            && security.tokens.is_none()
+        {
+            let keys = control_runtime.block_on(control.list_keys(
+                None,
+                Some(1),
+                &tollgate_control::Actor::anonymous("startup"),
+            ))?;
+            if keys.items.is_empty() {
+                tracing::info!(
+                    "the admin API needs a key and none exists yet: create one with `tollgate keys create --role admin --name NAME`"
+                );
+            }
+        }
         let state = Arc::new(AppState {
             policy_control: Some(Arc::new(crate::control::PolicyControl {
                 control,
                 sources: std::sync::Mutex::new(sources),
             })),
+            data_token: security.data_token.clone(),
             ..AppState::new(limiter, built.memory, built.redis, metrics)
         });
         let policies = settings.policies.map(|p| (p, loaded.flatten()));
@@ -230,7 +299,11 @@ impl Application {
             grpc: GrpcOptions {
                 headers: settings.grpc_response_headers,
                 max_age: settings.grpc_max_connection_age,
+                tls: tls.as_ref().map(|t| t.grpc.clone()),
             },
+            admin_access,
+            admin_cors_origins: settings.security.admin_cors_origins.clone(),
+            tls,
             store_runtime: built.runtime,
             control_runtime,
             admin,
@@ -267,10 +340,23 @@ impl Application {
                 .clone()
                 .context("the service has no control plane")?;
             crate::control::spawn_sync(self.state.clone(), policy_control.clone());
-            let router = crate::admin::router(policy_control.control.clone(), self.state.clone());
+            if let Some(tls) = &self.tls {
+                for listener in [&tls.http, &tls.grpc, &tls.admin] {
+                    listener.spawn_watcher(stop_rx.clone());
+                }
+            }
+            let router = crate::admin::router(
+                policy_control.control.clone(),
+                self.state.clone(),
+                self.admin_access,
+                &self.admin_cors_origins,
+            );
+            let listener =
+                crate::admin::AdminListener::new(listener, self.tls.as_ref().map(|t| t.admin.clone()));
             self.control_runtime
                 .spawn(crate::admin::serve(listener, router, stop_rx.clone()))
         };
+        let http_tls = self.tls.as_ref().map(|t| t.http.clone());
         let grpc = self.grpc;
         let mut listeners = self.listeners.into_iter();
         let main_listener = listeners.next().context("no listener")?;
@@ -278,9 +364,10 @@ impl Application {
         for (i, listener) in listeners.enumerate() {
             let state = self.state.clone();
             let stop = stop_rx.clone();
+            let (grpc, http_tls) = (grpc.clone(), http_tls.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("tollgate-worker-{}", i + 1))
-                .spawn(move || serve_worker(listener, state, grpc, stop))
+                .spawn(move || serve_worker(listener, state, grpc, http_tls, stop))
                 .context("cannot start a worker thread")?;
             threads.push(thread);
         }
@@ -304,7 +391,7 @@ impl Application {
                 tracing::info!("shutdown requested; draining in-flight requests");
                 let _ = stop_tx.send(true);
             });
-            serve(main_listener, state, grpc, stop_rx).await
+            serve(main_listener, state, grpc, http_tls, stop_rx).await
         });
         for thread in threads {
             match thread.join() {
@@ -332,12 +419,13 @@ fn serve_worker(
     listener: (StdListener, StdListener),
     state: Arc<AppState>,
     grpc: GrpcOptions,
+    http_tls: Option<Arc<ReloadingTls>>,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(serve(listener, state, grpc, stop))
+    runtime.block_on(serve(listener, state, grpc, http_tls, stop))
 }
 
 /// Serves one worker's HTTP and gRPC listeners until `stop`; both drain on the way out.
@@ -345,6 +433,7 @@ async fn serve(
     (http, grpc): (StdListener, StdListener),
     state: Arc<AppState>,
     grpc_options: GrpcOptions,
+    http_tls: Option<Arc<ReloadingTls>>,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     if let Some(redis) = &state.redis
@@ -357,7 +446,7 @@ async fn serve(
     let grpc = tokio::net::TcpListener::from_std(grpc)?;
     let router = router(state.clone());
     let grpc_server = crate::grpc::serve(grpc, state.clone(), grpc_options, stop.clone());
-    let http_server = crate::http::listener::serve(http, state, router, stop);
+    let http_server = crate::http::listener::serve(http, state, router, stop, http_tls);
     let (http_result, grpc_result) = tokio::join!(http_server, grpc_server);
     http_result?;
     grpc_result

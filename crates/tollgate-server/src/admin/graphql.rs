@@ -7,7 +7,8 @@ use std::sync::Arc;
 use async_graphql::futures_util::Stream;
 use async_graphql::{Context, ErrorExtensions, Object, Schema, Subscription};
 use tollgate_control::model::{
-    Domain, DomainUpdate, NewDomain, Page, Policy, PolicyChange, PolicySpec,
+    ApiKey, AuditEvent, CreatedApiKey, Domain, DomainUpdate, NewApiKey, NewDomain, Page, Policy,
+    PolicyChange, PolicySpec,
 };
 use tollgate_control::{Actor, ControlError, ControlPlane, Precondition};
 
@@ -37,8 +38,10 @@ fn control<'a>(ctx: &Context<'a>) -> &'a Arc<ControlPlane> {
     ctx.data_unchecked::<Arc<ControlPlane>>()
 }
 
-fn actor() -> Actor {
-    Actor::anonymous("graphql")
+/// The caller, put into every request's data by the admin listener.
+fn actor<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a Actor> {
+    ctx.data::<Actor>()
+        .map_err(|_| async_graphql::Error::new("unauthenticated").extend_with(|_, e| e.set("code", "UNAUTHENTICATED")))
 }
 
 fn condition(if_revision: Option<i64>) -> Precondition {
@@ -58,7 +61,7 @@ impl QueryRoot {
         #[graphql(validator(minimum = 1, maximum = 500))] limit: Option<u32>,
     ) -> async_graphql::Result<Page<Domain>> {
         control(ctx)
-            .list_domains(cursor.as_deref(), limit)
+            .list_domains(cursor.as_deref(), limit, actor(ctx)?)
             .await
             .map_err(ControlError::into_graphql)
     }
@@ -66,7 +69,7 @@ impl QueryRoot {
     /// One domain.
     async fn domain(&self, ctx: &Context<'_>, name: String) -> async_graphql::Result<Domain> {
         control(ctx)
-            .get_domain(&name)
+            .get_domain(&name, actor(ctx)?)
             .await
             .map_err(ControlError::into_graphql)
     }
@@ -80,7 +83,7 @@ impl QueryRoot {
         #[graphql(validator(minimum = 1, maximum = 500))] limit: Option<u32>,
     ) -> async_graphql::Result<Page<Policy>> {
         control(ctx)
-            .list_policies(&domain, cursor.as_deref(), limit)
+            .list_policies(&domain, cursor.as_deref(), limit, actor(ctx)?)
             .await
             .map_err(ControlError::into_graphql)
     }
@@ -93,7 +96,7 @@ impl QueryRoot {
         name: String,
     ) -> async_graphql::Result<Policy> {
         control(ctx)
-            .get_policy(&domain, &name)
+            .get_policy(&domain, &name, actor(ctx)?)
             .await
             .map_err(ControlError::into_graphql)
     }
@@ -108,7 +111,7 @@ impl QueryRoot {
         #[graphql(validator(minimum = 1, maximum = 500))] limit: Option<u32>,
     ) -> async_graphql::Result<Page<PolicyChange>> {
         control(ctx)
-            .history(&domain, &policy, cursor.as_deref(), limit)
+            .history(&domain, &policy, cursor.as_deref(), limit, actor(ctx)?)
             .await
             .map_err(ControlError::into_graphql)
     }
@@ -122,6 +125,9 @@ impl QueryRoot {
         #[graphql(validator(min_items = 1, max_items = 16))] descriptors: Vec<DescriptorInput>,
         hits: Option<u32>,
     ) -> async_graphql::Result<Explanation> {
+        actor(ctx)?
+            .require_read(&domain)
+            .map_err(ControlError::into_graphql)?;
         let app = ctx.data_unchecked::<Arc<AppState>>();
         let request = ExplainRequest {
             domain,
@@ -131,6 +137,33 @@ impl QueryRoot {
         explain(&app.limiter, &request).await.map_err(|e| {
             async_graphql::Error::new(e).extend_with(|_, ext| ext.set("code", "BAD_USER_INPUT"))
         })
+    }
+
+    /// API keys (never their secrets), by id. Admins of every domain only.
+    async fn keys(
+        &self,
+        ctx: &Context<'_>,
+        cursor: Option<String>,
+        #[graphql(validator(minimum = 1, maximum = 500))] limit: Option<u32>,
+    ) -> async_graphql::Result<Page<ApiKey>> {
+        control(ctx)
+            .list_keys(cursor.as_deref(), limit, actor(ctx)?)
+            .await
+            .map_err(ControlError::into_graphql)
+    }
+
+    /// The audit log, newest first. Admins of every domain only.
+    async fn audit_log(
+        &self,
+        ctx: &Context<'_>,
+        action: Option<String>,
+        cursor: Option<String>,
+        #[graphql(validator(minimum = 1, maximum = 500))] limit: Option<u32>,
+    ) -> async_graphql::Result<Page<AuditEvent>> {
+        control(ctx)
+            .audit_log(action.as_deref(), cursor.as_deref(), limit, actor(ctx)?)
+            .await
+            .map_err(ControlError::into_graphql)
     }
 }
 
@@ -146,7 +179,7 @@ impl MutationRoot {
         input: NewDomain,
     ) -> async_graphql::Result<Domain> {
         control(ctx)
-            .create_domain(&input, &actor())
+            .create_domain(&input, actor(ctx)?)
             .await
             .map_err(ControlError::into_graphql)
     }
@@ -160,7 +193,7 @@ impl MutationRoot {
         if_revision: Option<i64>,
     ) -> async_graphql::Result<Domain> {
         control(ctx)
-            .update_domain(&name, &input, condition(if_revision), &actor())
+            .update_domain(&name, &input, condition(if_revision), actor(ctx)?)
             .await
             .map_err(ControlError::into_graphql)
     }
@@ -174,7 +207,7 @@ impl MutationRoot {
         #[graphql(default)] cascade: bool,
     ) -> async_graphql::Result<bool> {
         control(ctx)
-            .delete_domain(&name, condition(if_revision), cascade, &actor())
+            .delete_domain(&name, condition(if_revision), cascade, actor(ctx)?)
             .await
             .map(|()| true)
             .map_err(ControlError::into_graphql)
@@ -190,7 +223,7 @@ impl MutationRoot {
         if_revision: Option<i64>,
     ) -> async_graphql::Result<Policy> {
         control(ctx)
-            .put_policy(&domain, &name, &input, condition(if_revision), &actor())
+            .put_policy(&domain, &name, &input, condition(if_revision), actor(ctx)?)
             .await
             .map(|w| w.value)
             .map_err(ControlError::into_graphql)
@@ -205,7 +238,7 @@ impl MutationRoot {
         if_revision: Option<i64>,
     ) -> async_graphql::Result<bool> {
         control(ctx)
-            .delete_policy(&domain, &name, condition(if_revision), &actor())
+            .delete_policy(&domain, &name, condition(if_revision), actor(ctx)?)
             .await
             .map(|()| true)
             .map_err(ControlError::into_graphql)
@@ -220,9 +253,29 @@ impl MutationRoot {
         input: PolicySpec,
     ) -> async_graphql::Result<bool> {
         control(ctx)
-            .validate_policy(&domain, &name, &input)
+            .validate_policy(&domain, &name, &input, actor(ctx)?)
             .await
             .map(|()| true)
+            .map_err(ControlError::into_graphql)
+    }
+
+    /// Creates an API key; the answer is the only time the key is shown.
+    async fn create_key(
+        &self,
+        ctx: &Context<'_>,
+        input: NewApiKey,
+    ) -> async_graphql::Result<CreatedApiKey> {
+        control(ctx)
+            .create_key(&input, actor(ctx)?)
+            .await
+            .map_err(ControlError::into_graphql)
+    }
+
+    /// Revokes an API key, on every node at once.
+    async fn revoke_key(&self, ctx: &Context<'_>, id: String) -> async_graphql::Result<ApiKey> {
+        control(ctx)
+            .revoke_key(&id, actor(ctx)?)
+            .await
             .map_err(ControlError::into_graphql)
     }
 }
@@ -238,10 +291,13 @@ impl SubscriptionRoot {
         &self,
         ctx: &Context<'_>,
         domain: String,
-    ) -> impl Stream<Item = DecisionEvent> + use<> {
+    ) -> async_graphql::Result<impl Stream<Item = DecisionEvent> + use<>> {
+        actor(ctx)?
+            .require_read(&domain)
+            .map_err(ControlError::into_graphql)?;
         let app = ctx.data_unchecked::<Arc<AppState>>().clone();
         let watch = app.decisions.watch();
-        async_graphql::futures_util::stream::unfold(watch, move |mut watch| {
+        Ok(async_graphql::futures_util::stream::unfold(watch, move |mut watch| {
             let domain = domain.clone();
             async move {
                 loop {
@@ -257,6 +313,6 @@ impl SubscriptionRoot {
                     }
                 }
             }
-        })
+        }))
     }
 }

@@ -1,29 +1,35 @@
 //! The admin listener (default 127.0.0.1:8082): REST under `/v1/admin/` with its OpenAPI
 //! document, GraphQL at `/graphql` (GraphiQL on GET, subscriptions over WebSocket at
-//! `/graphql/ws`). Both are adapters over one [`ControlPlane`].
+//! `/graphql/ws`). Both are adapters over one [`ControlPlane`]. Every call but the
+//! OpenAPI document and the GraphiQL page is authenticated ([`access`]); what the caller
+//! may do is decided by the service.
 
+pub mod access;
 pub mod explain;
 pub mod graphql;
 pub mod reference;
 pub mod rest;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use async_graphql::http::GraphiQLSource;
-use async_graphql_axum::{GraphQLRequest, GraphQLResponse, GraphQLSubscription};
+use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Extension, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use tollgate_control::ControlPlane;
+use tollgate_control::{Actor, ControlPlane};
 use utoipa::OpenApi;
 
 use crate::http::AppState;
 use crate::http::problem::Problem;
 use crate::http::request_id::{REQUEST_ID, RequestId};
+use access::AdminAccess;
 use graphql::AdminSchema;
 
 /// Largest admin request body (policy files included).
@@ -43,6 +49,8 @@ pub struct AdminState {
     pub schema: AdminSchema,
     /// The OpenAPI document, rendered once.
     pub openapi: String,
+    /// Authentication and the brute-force guard.
+    pub access: AdminAccess,
 }
 
 /// The OpenAPI 3.1 document of the REST admin API, generated from the handlers.
@@ -53,13 +61,36 @@ pub struct AdminState {
         rest::list_domains, rest::create_domain, rest::get_domain, rest::update_domain,
         rest::delete_domain, rest::get_document, rest::put_document, rest::list_policies,
         rest::get_policy, rest::put_policy, rest::delete_policy, rest::history,
-        rest::validate, explain_handler
+        rest::validate, explain_handler, rest::list_keys, rest::create_key, rest::revoke_key,
+        rest::audit_log
     ),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
     tags((name = "domains", description = "Namespaces of policies"),
          (name = "policies", description = "Rate-limit rules"),
-         (name = "explain", description = "What a request would meet"))
+         (name = "explain", description = "What a request would meet"),
+         (name = "access", description = "API keys and the audit log (admins of every domain)"))
 )]
 pub struct ApiDoc;
+
+/// Declares the bearer scheme (an API key `tg_...` or a JWT) every operation requires.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An API key (tg_...) or a JWT"))
+                    .build(),
+            ),
+        );
+    }
+}
 
 /// The OpenAPI document as JSON.
 pub fn openapi_json() -> String {
@@ -67,13 +98,20 @@ pub fn openapi_json() -> String {
 }
 
 /// The admin router.
-pub fn router(control: Arc<ControlPlane>, app: Arc<AppState>) -> Router {
+/// `cors_origins` may call it from browsers (none by default: no CORS headers at all).
+pub fn router(
+    control: Arc<ControlPlane>,
+    app: Arc<AppState>,
+    access: AdminAccess,
+    cors_origins: &[http::HeaderValue],
+) -> Router {
     let schema = graphql::schema(control.clone(), app.clone());
     let state = Arc::new(AdminState {
         control,
         app,
-        schema: schema.clone(),
+        schema,
         openapi: openapi_json(),
+        access,
     });
     Router::new()
         .route("/v1/admin/openapi.json", get(rest::openapi))
@@ -107,13 +145,116 @@ pub fn router(control: Arc<ControlPlane>, app: Arc<AppState>) -> Router {
         )
         .route("/v1/admin/validate", post(rest::validate))
         .route("/v1/admin/explain", post(explain_handler))
+        .route("/v1/admin/keys", get(rest::list_keys).post(rest::create_key))
+        .route("/v1/admin/keys/{id}", axum::routing::delete(rest::revoke_key))
+        .route("/v1/admin/audit", get(rest::audit_log))
         .route("/graphql", get(graphiql).post(graphql_handler))
-        .route_service("/graphql/ws", GraphQLSubscription::new(schema))
+        .route("/graphql/ws", get(graphql_ws))
         .fallback(|uri: http::Uri| async move { Problem::not_found(uri.path()) })
         .method_not_allowed_fallback(|| async { Problem::method_not_allowed() })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            access::authenticate,
+        ))
+        .layer(cors(cors_origins))
         .layer(middleware::from_fn(access_log))
         .with_state(state)
+}
+
+/// CORS for the listed origins: outside authentication, so that preflight requests
+/// (which carry no credentials) are answered; an empty list adds nothing.
+fn cors(origins: &[http::HeaderValue]) -> tower::util::Either<tower_http::cors::CorsLayer, tower::layer::util::Identity> {
+    use http::{Method, header};
+    if origins.is_empty() {
+        return tower::util::Either::Right(tower::layer::util::Identity::new());
+    }
+    tower::util::Either::Left(
+        tower_http::cors::CorsLayer::new()
+            .allow_origin(tower_http::cors::AllowOrigin::list(origins.iter().cloned()))
+            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::IF_MATCH,
+                header::IF_NONE_MATCH,
+            ])
+            .expose_headers([header::ETAG, header::LOCATION, REQUEST_ID.clone()])
+            .max_age(std::time::Duration::from_secs(600)),
+    )
+}
+
+/// The peer's address, as handlers see it (`ConnectInfo<Peer>`), with or without TLS.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, AdminListener>>
+    for Peer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, AdminListener>) -> Self {
+        Peer(*stream.remote_addr())
+    }
+}
+
+/// The admin listener's sockets: plain TCP, or TLS with each handshake in its own task so
+/// that a slow client delays no one else's.
+pub struct AdminListener {
+    tcp: tokio::net::TcpListener,
+    tls: Option<Arc<crate::tls::ReloadingTls>>,
+    handshakes: tokio::task::JoinSet<Option<(crate::tls::MaybeTls, SocketAddr)>>,
+}
+
+impl AdminListener {
+    /// Wraps `tcp`, with TLS when `tls` is set.
+    pub fn new(tcp: tokio::net::TcpListener, tls: Option<Arc<crate::tls::ReloadingTls>>) -> Self {
+        Self {
+            tcp,
+            tls,
+            handshakes: tokio::task::JoinSet::new(),
+        }
+    }
+}
+
+impl axum::serve::Listener for AdminListener {
+    type Io = crate::tls::MaybeTls;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            tokio::select! {
+                accepted = self.tcp.accept() => match accepted {
+                    Ok((stream, peer)) => match &self.tls {
+                        None => return (tokio_util::either::Either::Left(stream), peer),
+                        Some(tls) => {
+                            let tls = tls.clone();
+                            self.handshakes.spawn(async move {
+                                match tls.accept(stream).await {
+                                    Ok(io) => Some((io, peer)),
+                                    Err(e) => {
+                                        tracing::debug!(%peer, error = %e, "admin TLS handshake failed");
+                                        None
+                                    }
+                                }
+                            });
+                        }
+                    },
+                    Err(e) => {
+                        tracing::warn!(error = %e, "admin accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                },
+                Some(done) = self.handshakes.join_next(), if !self.handshakes.is_empty() => {
+                    if let Ok(Some(ready)) = done {
+                        return ready;
+                    }
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
 }
 
 /// One log line per admin request, with its request id (echoed in `x-request-id`); a
@@ -160,13 +301,20 @@ async fn access_log(request: Request, next: Next) -> Response {
 
 /// What a request would meet now, without consuming anything.
 #[utoipa::path(post, path = "/v1/admin/explain", tag = "explain", request_body = explain::ExplainRequest,
-    responses((status = 200, description = "The policies matched and what is left of each", body = explain::Explanation),
+    responses((status = 401, description = "No valid API key or token", body = rest::ProblemDoc, content_type = "application/problem+json"),
+              (status = 403, description = "The caller's role or domains do not allow it", body = rest::ProblemDoc, content_type = "application/problem+json"),
+              (status = 429, description = "Too many requests or failed authentications from this address", body = rest::ProblemDoc, content_type = "application/problem+json"),
+              (status = 200, description = "The policies matched and what is left of each", body = explain::Explanation),
               (status = 400, description = "Malformed request", body = rest::ProblemDoc, content_type = "application/problem+json")))]
 async fn explain_handler(
     State(s): State<Arc<AdminState>>,
+    Extension(actor): Extension<Actor>,
     body: Bytes,
 ) -> Result<Response, Problem> {
     let request: explain::ExplainRequest = rest::json_body(&body)?;
+    actor
+        .require_read(&request.domain)
+        .map_err(|e| rest::problem(&e))?;
     let answer = explain::explain(&s.app.limiter, &request)
         .await
         .map_err(Problem::invalid_request)?;
@@ -184,19 +332,73 @@ async fn graphiql() -> Html<String> {
 
 async fn graphql_handler(
     State(s): State<Arc<AdminState>>,
+    Extension(actor): Extension<Actor>,
     request: GraphQLRequest,
 ) -> GraphQLResponse {
-    s.schema.execute(request.into_inner()).await.into()
+    s.schema.execute(request.into_inner().data(actor)).await.into()
+}
+
+/// GraphQL subscriptions over WebSocket. Browsers cannot set headers on a WebSocket, so a
+/// connection without `Authorization` must authenticate in its first message
+/// (`connection_init` with `{"Authorization": "Bearer ..."}`); until then it runs nothing.
+async fn graphql_ws(
+    State(s): State<Arc<AdminState>>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    actor: Option<Extension<Actor>>,
+    protocol: GraphQLProtocol,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let schema = s.schema.clone();
+    upgrade
+        .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |stream| {
+            GraphQLWebSocket::new(stream, schema, protocol)
+                .on_connection_init(move |payload| async move {
+                    let actor = match actor {
+                        Some(Extension(actor)) => actor,
+                        None => {
+                            let credential = payload
+                                .get("Authorization")
+                                .or_else(|| payload.get("authorization"))
+                                .and_then(|v| v.as_str())
+                                .and_then(|v| v.strip_prefix("Bearer "))
+                                .ok_or_else(|| {
+                                    async_graphql::Error::new(
+                                        "unauthenticated: send {\"Authorization\": \"Bearer <key or token>\"} in connection_init",
+                                    )
+                                })?;
+                            s.access
+                                .with_credential(
+                                    &s.control,
+                                    credential.trim(),
+                                    &peer.ip().to_string(),
+                                    "graphql",
+                                    "/graphql/ws",
+                                )
+                                .await
+                                .map_err(|_| {
+                                    async_graphql::Error::new(
+                                        "unauthenticated: the API key or bearer token is not valid",
+                                    )
+                                })?
+                        }
+                    };
+                    let mut data = async_graphql::Data::default();
+                    data.insert(actor);
+                    Ok(data)
+                })
+                .serve()
+        })
 }
 
 /// Serves the admin router on `listener` until `stop` turns true.
 pub async fn serve(
-    listener: tokio::net::TcpListener,
+    listener: AdminListener,
     router: Router,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
+    axum::serve(listener, router.into_make_service_with_connect_info::<Peer>())
+    .with_graceful_shutdown(async move {
             let _ = stop.wait_for(|s| *s).await;
         })
         .await

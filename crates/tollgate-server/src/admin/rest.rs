@@ -7,13 +7,14 @@ use std::sync::Arc;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use tollgate_control::model::{
-    Domain, DomainUpdate, NewDomain, Page, Policy, PolicyChange, PolicySpec,
+    ApiKey, AuditEvent, CreatedApiKey, Domain, DomainUpdate, NewApiKey, NewDomain, Page, Policy,
+    PolicyChange, PolicySpec,
 };
 use tollgate_control::{Actor, ApplyReport, ControlError, Precondition};
 use utoipa::{IntoParams, ToSchema};
@@ -136,6 +137,12 @@ pub fn problem(e: &ControlError) -> Problem {
             p.errors = errors.clone();
             p
         }
+        ControlError::Forbidden(_) => Problem::new(
+            StatusCode::FORBIDDEN,
+            "urn:tollgate:problem:forbidden",
+            "Forbidden",
+            e.to_string(),
+        ),
         ControlError::NotFound(what) => Problem::new(
             StatusCode::NOT_FOUND,
             "urn:tollgate:problem:not-found",
@@ -271,19 +278,22 @@ pub fn segment(name: &str) -> String {
 
 type Reply = Result<Response, Problem>;
 
-fn actor() -> Actor {
-    Actor::anonymous("rest")
-}
-
 /// Lists domains: database ones and those policy files define.
 #[utoipa::path(get, path = "/v1/admin/domains", tag = "domains", params(PageQuery),
-    responses((status = 200, description = "One page of domains, by name", body = Page<Domain>),
+    responses((status = 401, description = "No valid API key or token", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 403, description = "The caller\'s role or domains do not allow it", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 429, description = "Too many requests or failed authentications from this address", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 200, description = "One page of domains, by name", body = Page<Domain>),
               (status = 400, description = "Bad paging", body = ProblemDoc, content_type = "application/problem+json")))]
-pub async fn list_domains(State(s): State<Arc<AdminState>>, uri: Uri) -> Reply {
+pub async fn list_domains(
+    State(s): State<Arc<AdminState>>,
+    Extension(actor): Extension<Actor>,
+    uri: Uri,
+) -> Reply {
     let q: PageQuery = query(&uri)?;
     let page = s
         .control
-        .list_domains(q.cursor.as_deref(), q.limit)
+        .list_domains(q.cursor.as_deref(), q.limit, &actor)
         .await
         .map_err(|e| problem(&e))?;
     Ok(Json(page).into_response())
@@ -291,15 +301,22 @@ pub async fn list_domains(State(s): State<Arc<AdminState>>, uri: Uri) -> Reply {
 
 /// Creates a domain.
 #[utoipa::path(post, path = "/v1/admin/domains", tag = "domains", request_body = NewDomain,
-    responses((status = 201, description = "Created", body = Domain,
+    responses((status = 401, description = "No valid API key or token", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 403, description = "The caller\'s role or domains do not allow it", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 429, description = "Too many requests or failed authentications from this address", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 201, description = "Created", body = Domain,
                  headers(("ETag" = String, description = "The domain's revision"), ("Location" = String, description = "Where it lives"))),
               (status = 400, description = "Invalid", body = ProblemDoc, content_type = "application/problem+json"),
               (status = 409, description = "Exists already, or a policy file defines it", body = ProblemDoc, content_type = "application/problem+json")))]
-pub async fn create_domain(State(s): State<Arc<AdminState>>, body: Bytes) -> Reply {
+pub async fn create_domain(
+    State(s): State<Arc<AdminState>>,
+    Extension(actor): Extension<Actor>,
+    body: Bytes,
+) -> Reply {
     let new: NewDomain = json_body(&body)?;
     let domain = s
         .control
-        .create_domain(&new, &actor())
+        .create_domain(&new, &actor)
         .await
         .map_err(|e| problem(&e))?;
     let mut response = with_etag(StatusCode::CREATED, domain.revision, &domain);
@@ -313,15 +330,19 @@ pub async fn create_domain(State(s): State<Arc<AdminState>>, body: Bytes) -> Rep
 /// One domain.
 #[utoipa::path(get, path = "/v1/admin/domains/{domain}", tag = "domains",
     params(("domain" = String, Path, description = "The domain's name")),
-    responses((status = 200, description = "The domain", body = Domain, headers(("ETag" = String, description = "The domain's revision"))),
+    responses((status = 401, description = "No valid API key or token", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 403, description = "The caller\'s role or domains do not allow it", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 429, description = "Too many requests or failed authentications from this address", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 200, description = "The domain", body = Domain, headers(("ETag" = String, description = "The domain's revision"))),
               (status = 400, description = "Bad path", body = ProblemDoc, content_type = "application/problem+json"),
               (status = 404, description = "No such domain", body = ProblemDoc, content_type = "application/problem+json")))]
 pub async fn get_domain(
     State(s): State<Arc<AdminState>>,
+    Extension(actor): Extension<Actor>,
     p: Result<Path<String>, PathRejection>,
 ) -> Reply {
     let name = path(p)?;
-    let domain = s.control.get_domain(&name).await.map_err(|e| problem(&e))?;
+    let domain = s.control.get_domain(&name, &actor).await.map_err(|e| problem(&e))?;
     Ok(with_etag(StatusCode::OK, domain.revision, &domain))
 }
 
@@ -329,13 +350,17 @@ pub async fn get_domain(
 #[utoipa::path(put, path = "/v1/admin/domains/{domain}", tag = "domains", request_body = DomainUpdate,
     params(("domain" = String, Path, description = "The domain's name"),
            IfMatch),
-    responses((status = 200, description = "Changed", body = Domain, headers(("ETag" = String, description = "The domain's new revision"))),
+    responses((status = 401, description = "No valid API key or token", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 403, description = "The caller\'s role or domains do not allow it", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 429, description = "Too many requests or failed authentications from this address", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 200, description = "Changed", body = Domain, headers(("ETag" = String, description = "The domain's new revision"))),
               (status = 400, description = "Invalid", body = ProblemDoc, content_type = "application/problem+json"),
               (status = 404, description = "No such domain", body = ProblemDoc, content_type = "application/problem+json"),
               (status = 409, description = "A policy file defines it", body = ProblemDoc, content_type = "application/problem+json"),
               (status = 412, description = "Changed since that ETag", body = ProblemDoc, content_type = "application/problem+json")))]
 pub async fn update_domain(
     State(s): State<Arc<AdminState>>,
+    Extension(actor): Extension<Actor>,
     p: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Bytes,
@@ -345,7 +370,7 @@ pub async fn update_domain(
     let update: DomainUpdate = json_body(&body)?;
     let domain = s
         .control
-        .update_domain(&name, &update, condition, &actor())
+        .update_domain(&name, &update, condition, &actor)
         .await
         .map_err(|e| problem(&e))?;
     Ok(with_etag(StatusCode::OK, domain.revision, &domain))
@@ -354,13 +379,17 @@ pub async fn update_domain(
 /// Deletes a domain (with `cascade=true`, also its policies).
 #[utoipa::path(delete, path = "/v1/admin/domains/{domain}", tag = "domains",
     params(("domain" = String, Path, description = "The domain's name"), DeleteDomainQuery, IfMatch),
-    responses((status = 204, description = "Deleted"),
+    responses((status = 401, description = "No valid API key or token", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 403, description = "The caller\'s role or domains do not allow it", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 429, description = "Too many requests or failed authentications from this address", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 204, description = "Deleted"),
               (status = 400, description = "Bad request", body = ProblemDoc, content_type = "application/problem+json"),
               (status = 404, description = "No such domain", body = ProblemDoc, content_type = "application/problem+json"),
               (status = 409, description = "Has policies (and no cascade), or a policy file defines it", body = ProblemDoc, content_type = "application/problem+json"),
               (status = 412, description = "Changed since that ETag", body = ProblemDoc, content_type = "application/problem+json")))]
 pub async fn delete_domain(
     State(s): State<Arc<AdminState>>,
+    Extension(actor): Extension<Actor>,
     p: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     uri: Uri,
@@ -369,7 +398,7 @@ pub async fn delete_domain(
     let condition = precondition(&headers)?;
     let q: DeleteDomainQuery = query(&uri)?;
     s.control
-        .delete_domain(&name, condition, q.cascade, &actor())
+        .delete_domain(&name, condition, q.cascade, &actor)
         .await
         .map_err(|e| problem(&e))?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -378,12 +407,16 @@ pub async fn delete_domain(
 /// Lists a domain's policies.
 #[utoipa::path(get, path = "/v1/admin/domains/{domain}/policies", tag = "policies",
     params(("domain" = String, Path, description = "The domain's name"), PageQuery),
-    responses((status = 200, description = "One page of policies, by name", body = Page<Policy>),
+    responses((status = 401, description = "No valid API key or token", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 403, description = "The caller\'s role or domains do not allow it", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 429, description = "Too many requests or failed authentications from this address", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 200, description = "One page of policies, by name", body = Page<Policy>),
               (status = 400, description = "Bad paging", body = ProblemDoc, content_type = "application/problem+json"),
               (status = 404, description = "No such domain", body = ProblemDoc, content_type = "application/problem+json"),
               (status = 409, description = "A policy file defines the domain", body = ProblemDoc, content_type = "application/problem+json")))]
 pub async fn list_policies(
     State(s): State<Arc<AdminState>>,
+    Extension(actor): Extension<Actor>,
     p: Result<Path<String>, PathRejection>,
     uri: Uri,
 ) -> Reply {
@@ -391,7 +424,7 @@ pub async fn list_policies(
     let q: PageQuery = query(&uri)?;
     let page = s
         .control
-        .list_policies(&domain, q.cursor.as_deref(), q.limit)
+        .list_policies(&domain, q.cursor.as_deref(), q.limit, &actor)
         .await
         .map_err(|e| problem(&e))?;
     Ok(Json(page).into_response())
@@ -400,18 +433,22 @@ pub async fn list_policies(
 /// One policy.
 #[utoipa::path(get, path = "/v1/admin/domains/{domain}/policies/{policy}", tag = "policies",
     params(("domain" = String, Path, description = "The domain's name"), ("policy" = String, Path, description = "The policy's name")),
-    responses((status = 200, description = "The policy", body = Policy, headers(("ETag" = String, description = "The policy's revision"))),
+    responses((status = 401, description = "No valid API key or token", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 403, description = "The caller\'s role or domains do not allow it", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 429, description = "Too many requests or failed authentications from this address", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 200, description = "The policy", body = Policy, headers(("ETag" = String, description = "The policy's revision"))),
               (status = 400, description = "Bad path", body = ProblemDoc, content_type = "application/problem+json"),
               (status = 404, description = "No such domain or policy", body = ProblemDoc, content_type = "application/problem+json"),
               (status = 409, description = "A policy file defines the domain", body = ProblemDoc, content_type = "application/problem+json")))]
 pub async fn get_policy(
     State(s): State<Arc<AdminState>>,
+    Extension(actor): Extension<Actor>,
     p: Result<Path<(String, String)>, PathRejection>,
 ) -> Reply {
     let (domain, name) = path(p)?;
     let policy = s
         .control
-        .get_policy(&domain, &name)
+        .get_policy(&domain, &name, &actor)
         .await
         .map_err(|e| problem(&e))?;
     Ok(with_etag(StatusCode::OK, policy.revision, &policy))
@@ -422,7 +459,10 @@ pub async fn get_policy(
 #[utoipa::path(put, path = "/v1/admin/domains/{domain}/policies/{policy}", tag = "policies", request_body = PolicySpec,
     params(("domain" = String, Path, description = "The domain's name"), ("policy" = String, Path, description = "The policy's name", max_length = 256, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]+$"),
            IfMatch, IfNoneMatch),
-    responses((status = 200, description = "Replaced", body = Policy, headers(("ETag" = String, description = "The policy's new revision"))),
+    responses((status = 401, description = "No valid API key or token", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 403, description = "The caller\'s role or domains do not allow it", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 429, description = "Too many requests or failed authentications from this address", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 200, description = "Replaced", body = Policy, headers(("ETag" = String, description = "The policy's new revision"))),
               (status = 201, description = "Created", body = Policy,
                  headers(("ETag" = String, description = "The policy's revision"), ("Location" = String, description = "Where it lives"))),
               (status = 400, description = "Invalid, field by field", body = ProblemDoc, content_type = "application/problem+json"),
@@ -431,6 +471,7 @@ pub async fn get_policy(
               (status = 412, description = "Changed since that ETag", body = ProblemDoc, content_type = "application/problem+json")))]
 pub async fn put_policy(
     State(s): State<Arc<AdminState>>,
+    Extension(actor): Extension<Actor>,
     p: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
     body: Bytes,
@@ -440,7 +481,7 @@ pub async fn put_policy(
     let spec: PolicySpec = json_body(&body)?;
     let written = s
         .control
-        .put_policy(&domain, &name, &spec, condition, &actor())
+        .put_policy(&domain, &name, &spec, condition, &actor)
         .await
         .map_err(|e| problem(&e))?;
     let status = if written.created {
@@ -466,20 +507,24 @@ pub async fn put_policy(
 #[utoipa::path(delete, path = "/v1/admin/domains/{domain}/policies/{policy}", tag = "policies",
     params(("domain" = String, Path, description = "The domain's name"), ("policy" = String, Path, description = "The policy's name"),
            IfMatch),
-    responses((status = 204, description = "Deleted"),
+    responses((status = 401, description = "No valid API key or token", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 403, description = "The caller\'s role or domains do not allow it", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 429, description = "Too many requests or failed authentications from this address", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 204, description = "Deleted"),
               (status = 400, description = "Bad request", body = ProblemDoc, content_type = "application/problem+json"),
               (status = 404, description = "No such domain or policy", body = ProblemDoc, content_type = "application/problem+json"),
               (status = 409, description = "A policy file defines the domain", body = ProblemDoc, content_type = "application/problem+json"),
               (status = 412, description = "Changed since that ETag", body = ProblemDoc, content_type = "application/problem+json")))]
 pub async fn delete_policy(
     State(s): State<Arc<AdminState>>,
+    Extension(actor): Extension<Actor>,
     p: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
 ) -> Reply {
     let (domain, name) = path(p)?;
     let condition = precondition(&headers)?;
     s.control
-        .delete_policy(&domain, &name, condition, &actor())
+        .delete_policy(&domain, &name, condition, &actor)
         .await
         .map_err(|e| problem(&e))?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -488,12 +533,16 @@ pub async fn delete_policy(
 /// A policy's change history, newest first.
 #[utoipa::path(get, path = "/v1/admin/domains/{domain}/policies/{policy}/history", tag = "policies",
     params(("domain" = String, Path, description = "The domain's name"), ("policy" = String, Path, description = "The policy's name"), HistoryQuery),
-    responses((status = 200, description = "One page of changes", body = Page<PolicyChange>),
+    responses((status = 401, description = "No valid API key or token", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 403, description = "The caller\'s role or domains do not allow it", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 429, description = "Too many requests or failed authentications from this address", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 200, description = "One page of changes", body = Page<PolicyChange>),
               (status = 400, description = "Bad request", body = ProblemDoc, content_type = "application/problem+json"),
               (status = 404, description = "No such domain, or no history for that policy", body = ProblemDoc, content_type = "application/problem+json"),
               (status = 409, description = "A policy file defines the domain", body = ProblemDoc, content_type = "application/problem+json")))]
 pub async fn history(
     State(s): State<Arc<AdminState>>,
+    Extension(actor): Extension<Actor>,
     p: Result<Path<(String, String)>, PathRejection>,
     uri: Uri,
 ) -> Reply {
@@ -501,7 +550,7 @@ pub async fn history(
     let q: HistoryQuery = query(&uri)?;
     let page = s
         .control
-        .history(&domain, &name, q.cursor.as_deref(), q.limit)
+        .history(&domain, &name, q.cursor.as_deref(), q.limit, &actor)
         .await
         .map_err(|e| problem(&e))?;
     Ok(Json(page).into_response())
@@ -510,16 +559,20 @@ pub async fn history(
 /// A database domain as a policy file (envoyproxy/ratelimit's format, as JSON).
 #[utoipa::path(get, path = "/v1/admin/domains/{domain}/document", tag = "domains",
     params(("domain" = String, Path, description = "The domain's name")),
-    responses((status = 200, description = "The domain's policies as one descriptor tree", body = Object),
+    responses((status = 401, description = "No valid API key or token", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 403, description = "The caller\'s role or domains do not allow it", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 429, description = "Too many requests or failed authentications from this address", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 200, description = "The domain's policies as one descriptor tree", body = Object),
               (status = 400, description = "Bad path", body = ProblemDoc, content_type = "application/problem+json"),
               (status = 404, description = "No such domain", body = ProblemDoc, content_type = "application/problem+json"),
               (status = 409, description = "A policy file defines the domain", body = ProblemDoc, content_type = "application/problem+json")))]
 pub async fn get_document(
     State(s): State<Arc<AdminState>>,
+    Extension(actor): Extension<Actor>,
     p: Result<Path<String>, PathRejection>,
 ) -> Reply {
     let domain = path(p)?;
-    let document = s.control.document(&domain).await.map_err(|e| problem(&e))?;
+    let document = s.control.document(&domain, &actor).await.map_err(|e| problem(&e))?;
     Ok(Json(document).into_response())
 }
 
@@ -528,11 +581,15 @@ pub async fn get_document(
 #[utoipa::path(put, path = "/v1/admin/domains/{domain}/document", tag = "domains",
     request_body(content = String, description = "A policy file (YAML or JSON); its `domain` must match the path", content_type = "application/yaml"),
     params(("domain" = String, Path, description = "The domain's name")),
-    responses((status = 200, description = "What changed", body = ApplyReport),
+    responses((status = 401, description = "No valid API key or token", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 403, description = "The caller\'s role or domains do not allow it", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 429, description = "Too many requests or failed authentications from this address", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 200, description = "What changed", body = ApplyReport),
               (status = 400, description = "The file is invalid (line and field named)", body = ProblemDoc, content_type = "application/problem+json"),
               (status = 409, description = "Two policies on one descriptor, or a policy file defines the domain", body = ProblemDoc, content_type = "application/problem+json")))]
 pub async fn put_document(
     State(s): State<Arc<AdminState>>,
+    Extension(actor): Extension<Actor>,
     p: Result<Path<String>, PathRejection>,
     body: Bytes,
 ) -> Reply {
@@ -549,7 +606,7 @@ pub async fn put_document(
     }
     let report = s
         .control
-        .apply_document(&document, &Actor::anonymous("apply"))
+        .apply_document(&document, &actor)
         .await
         .map_err(|e| problem(&e))?;
     Ok(Json(report).into_response())
@@ -558,18 +615,141 @@ pub async fn put_document(
 /// Checks a policy as saving it would, without saving it: the same answers as the `PUT`
 /// (400 field by field, 404, 409), but nothing is written.
 #[utoipa::path(post, path = "/v1/admin/validate", tag = "policies", request_body = ValidateRequest,
-    responses((status = 200, description = "Saving it would succeed now", body = ValidateResponse),
+    responses((status = 401, description = "No valid API key or token", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 403, description = "The caller\'s role or domains do not allow it", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 429, description = "Too many requests or failed authentications from this address", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 200, description = "Saving it would succeed now", body = ValidateResponse),
               (status = 400, description = "Invalid, field by field", body = ProblemDoc, content_type = "application/problem+json"),
               (status = 404, description = "No such domain", body = ProblemDoc, content_type = "application/problem+json"),
               (status = 409, description = "Collides with another policy, or a policy file defines the domain", body = ProblemDoc, content_type = "application/problem+json"),
               (status = 503, description = "Policy store unavailable", body = ProblemDoc, content_type = "application/problem+json")))]
-pub async fn validate(State(s): State<Arc<AdminState>>, body: Bytes) -> Reply {
+pub async fn validate(
+    State(s): State<Arc<AdminState>>,
+    Extension(actor): Extension<Actor>,
+    body: Bytes,
+) -> Reply {
     let request: ValidateRequest = json_body(&body)?;
     s.control
-        .validate_policy(&request.domain, &request.name, &request.policy)
+        .validate_policy(&request.domain, &request.name, &request.policy, &actor)
         .await
         .map_err(|e| problem(&e))?;
     Ok(Json(ValidateResponse { valid: true }).into_response())
+}
+
+/// Filters of the audit log.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// Only this action (`policy.put`, `key.create`, `authenticate`, ...).
+    #[param(max_length = 64)]
+    action: Option<String>,
+    /// Where to continue: a `next_cursor` from the previous page.
+    #[param(pattern = "^[0-9]{1,18}$")]
+    cursor: Option<String>,
+    /// Items per page, 1 to 500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
+    limit: Option<u32>,
+}
+
+/// Paging of the key listing.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct KeyPageQuery {
+    /// Where to continue: a `next_cursor` from the previous page.
+    #[param(pattern = "^([0-9a-f]{2}){1,256}$")]
+    cursor: Option<String>,
+    /// Items per page, 1 to 500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
+    limit: Option<u32>,
+}
+
+/// Lists API keys (never their secrets), revoked ones included.
+#[utoipa::path(get, path = "/v1/admin/keys", tag = "access", params(KeyPageQuery),
+    responses((status = 401, description = "No valid API key or token", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 403, description = "The caller's role or domains do not allow it", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 429, description = "Too many requests or failed authentications from this address", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 200, description = "One page of keys, by id", body = Page<ApiKey>),
+              (status = 400, description = "Bad paging", body = ProblemDoc, content_type = "application/problem+json")))]
+pub async fn list_keys(
+    State(s): State<Arc<AdminState>>,
+    Extension(actor): Extension<Actor>,
+    uri: Uri,
+) -> Reply {
+    let q: KeyPageQuery = query(&uri)?;
+    let page = s
+        .control
+        .list_keys(q.cursor.as_deref(), q.limit, &actor)
+        .await
+        .map_err(|e| problem(&e))?;
+    Ok(Json(page).into_response())
+}
+
+/// Creates an API key. The answer is the only time the key is shown.
+#[utoipa::path(post, path = "/v1/admin/keys", tag = "access", request_body = NewApiKey,
+    responses((status = 401, description = "No valid API key or token", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 403, description = "The caller's role or domains do not allow it", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 429, description = "Too many requests or failed authentications from this address", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 201, description = "Created: store `key` now", body = CreatedApiKey),
+              (status = 400, description = "Invalid", body = ProblemDoc, content_type = "application/problem+json")))]
+pub async fn create_key(
+    State(s): State<Arc<AdminState>>,
+    Extension(actor): Extension<Actor>,
+    body: Bytes,
+) -> Reply {
+    let new: NewApiKey = json_body(&body)?;
+    let created = s
+        .control
+        .create_key(&new, &actor)
+        .await
+        .map_err(|e| problem(&e))?;
+    Ok((StatusCode::CREATED, Json(created)).into_response())
+}
+
+/// Revokes an API key, on every node at once.
+#[utoipa::path(delete, path = "/v1/admin/keys/{id}", tag = "access",
+    params(("id" = String, Path, description = "The key's id")),
+    responses((status = 401, description = "No valid API key or token", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 403, description = "The caller's role or domains do not allow it", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 429, description = "Too many requests or failed authentications from this address", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 200, description = "Revoked", body = ApiKey),
+              (status = 400, description = "Bad path", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 404, description = "No such key", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 409, description = "Already revoked", body = ProblemDoc, content_type = "application/problem+json")))]
+pub async fn revoke_key(
+    State(s): State<Arc<AdminState>>,
+    Extension(actor): Extension<Actor>,
+    p: Result<Path<String>, PathRejection>,
+) -> Reply {
+    let id = path(p)?;
+    let key = s
+        .control
+        .revoke_key(&id, &actor)
+        .await
+        .map_err(|e| problem(&e))?;
+    Ok(Json(key).into_response())
+}
+
+/// The audit log, newest first: admin mutations and failed authentications.
+#[utoipa::path(get, path = "/v1/admin/audit", tag = "access", params(AuditQuery),
+    responses((status = 401, description = "No valid API key or token", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 403, description = "The caller's role or domains do not allow it", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 429, description = "Too many requests or failed authentications from this address", body = ProblemDoc, content_type = "application/problem+json"),
+              (status = 200, description = "One page of events", body = Page<AuditEvent>),
+              (status = 400, description = "Bad paging", body = ProblemDoc, content_type = "application/problem+json")))]
+pub async fn audit_log(
+    State(s): State<Arc<AdminState>>,
+    Extension(actor): Extension<Actor>,
+    uri: Uri,
+) -> Reply {
+    let q: AuditQuery = query(&uri)?;
+    let page = s
+        .control
+        .audit_log(q.action.as_deref(), q.cursor.as_deref(), q.limit, &actor)
+        .await
+        .map_err(|e| problem(&e))?;
+    Ok(Json(page).into_response())
 }
 
 /// The OpenAPI document of this API.

@@ -17,11 +17,23 @@ struct Admin {
 }
 
 impl Admin {
-    fn new(args: &AdminArgs) -> Self {
-        Self {
-            base: args.admin.trim_end_matches('/').to_owned(),
-            client: reqwest::Client::new(),
+    fn new(args: &AdminArgs) -> anyhow::Result<Self> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(key) = &args.key {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", key.trim()))
+                .context("the admin key must be visible ASCII")?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
         }
+        let client = reqwest::Client::builder()
+            .default_headers(headers)
+            .use_preconfigured_tls(tls_client(args.ca_file.as_deref())?)
+            .build()
+            .context("cannot build the HTTP client")?;
+        Ok(Self {
+            base: args.admin.trim_end_matches('/').to_owned(),
+            client,
+        })
     }
 
     fn url(&self, path: &str) -> String {
@@ -58,6 +70,34 @@ impl Admin {
     }
 }
 
+/// TLS for `https://` admin URLs: the CA file's certificates, else the public web roots.
+fn tls_client(ca_file: Option<&std::path::Path>) -> anyhow::Result<rustls::ClientConfig> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            for cert in CertificateDer::pem_file_iter(path)
+                .with_context(|| format!("cannot read CA certificates from {}", path.display()))?
+            {
+                roots
+                    .add(cert.with_context(|| format!("invalid certificate in {}", path.display()))?)
+                    .with_context(|| format!("unusable CA certificate in {}", path.display()))?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    Ok(
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .context("no TLS protocol version available")?
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    )
+}
+
 fn describe_problem(status: u16, body: &Value) -> String {
     let mut out = format!(
         "{status}: {}",
@@ -69,6 +109,11 @@ fn describe_problem(status: u16, body: &Value) -> String {
             e["field"].as_str().unwrap_or("?"),
             e["message"].as_str().unwrap_or("?")
         ));
+    }
+    if status == 401 {
+        out.push_str(
+            "\n  set TOLLGATE_ADMIN_KEY to an API key (create one with `tollgate keys create --role admin`)",
+        );
     }
     out
 }
@@ -89,7 +134,7 @@ fn canonical(document: &PolicyDocument) -> String {
 
 /// `tollgate policy apply`.
 pub async fn apply(args: &ApplyArgs) -> anyhow::Result<ExitCode> {
-    let admin = Admin::new(&args.admin);
+    let admin = Admin::new(&args.admin)?;
     let mut files = Vec::new();
     for path in &args.paths {
         files.extend(crate::policies::read_files(path)?);
@@ -169,7 +214,7 @@ pub async fn apply(args: &ApplyArgs) -> anyhow::Result<ExitCode> {
 
 /// `tollgate policy get`.
 pub async fn get(args: &GetArgs) -> anyhow::Result<ExitCode> {
-    let admin = Admin::new(&args.admin);
+    let admin = Admin::new(&args.admin)?;
     match &args.policy {
         None => {
             let path = format!("/v1/admin/domains/{}/document", segment(&args.domain));
@@ -210,7 +255,7 @@ async fn all_pages(admin: &Admin, path: &str) -> anyhow::Result<Vec<Value>> {
 
 /// `tollgate policy list`.
 pub async fn list(args: &ListArgs) -> anyhow::Result<ExitCode> {
-    let admin = Admin::new(&args.admin);
+    let admin = Admin::new(&args.admin)?;
     match &args.domain {
         None => {
             for d in all_pages(&admin, "/v1/admin/domains").await? {
@@ -260,7 +305,7 @@ pub async fn list(args: &ListArgs) -> anyhow::Result<ExitCode> {
 
 /// `tollgate policy delete`.
 pub async fn delete(args: &DeleteArgs) -> anyhow::Result<ExitCode> {
-    let admin = Admin::new(&args.admin);
+    let admin = Admin::new(&args.admin)?;
     let path = match &args.policy {
         Some(policy) => format!(
             "/v1/admin/domains/{}/policies/{}",

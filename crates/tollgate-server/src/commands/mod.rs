@@ -2,5 +2,6 @@
 
 pub mod admin;
 pub mod check;
+pub mod keys;
 pub mod migrate;
 pub mod validate;

@@ -106,6 +106,24 @@ pub async fn answer(
 ) -> http::Response<Bytes> {
     let started = Instant::now();
     let id = RequestId::of(headers);
+    if let Some(token) = &state.data_token
+        && !token.admits(headers)
+    {
+        state.metrics.rejected("unauthenticated");
+        let mut response = Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "urn:tollgate:problem:unauthenticated",
+            "Unauthenticated",
+            "this server requires Authorization: Bearer <data-plane token> on every check",
+        )
+        .to_response();
+        response.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static(r#"Bearer realm="tollgate""#),
+        );
+        response.headers_mut().insert(REQUEST_ID.clone(), id.0);
+        return response;
+    }
     let mut response = decide(state, headers, &id, body).await;
     response.headers_mut().insert(REQUEST_ID.clone(), id.0);
     if response.status() == StatusCode::OK {

@@ -18,12 +18,13 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulConnection;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower::ServiceExt;
 
 use super::check::{self, BodyError};
 use super::{AppState, MAX_BODY_BYTES};
+use crate::tls::{MaybeTls, ReloadingTls};
 
 /// How long a client may take to send a request's headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -40,12 +41,13 @@ pub async fn serve(
     state: Arc<AppState>,
     router: Router,
     stop: watch::Receiver<bool>,
+    tls: Option<Arc<ReloadingTls>>,
 ) -> anyhow::Result<()> {
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .keep_alive(true);
-    accept_until_stopped("http", listener, stop, None, move |stream| {
+    accept_until_stopped("http", listener, stop, None, tls, move |stream| {
         let state = state.clone();
         let router = router.clone();
         let service = service_fn(move |request| dispatch(state.clone(), router.clone(), request));
@@ -68,14 +70,17 @@ pub struct MaxAge {
 
 /// Accepts connections until `stop` turns true, serving each with `connection`, then
 /// lets the open ones finish their requests (at most [`DRAIN_TIMEOUT`]). With `max_age`,
-/// connections are also recycled when they reach that age.
-pub(crate) async fn accept_until_stopped<C>(
+/// connections are also recycled when they reach that age. With `tls`, each connection
+/// first completes a TLS handshake (in its own task, so a slow client holds up no one).
+pub(crate) async fn accept_until_stopped<C, F>(
     name: &'static str,
     listener: TcpListener,
     mut stop: watch::Receiver<bool>,
     max_age: Option<MaxAge>,
-    mut connection: impl FnMut(TcpStream) -> C,
+    tls: Option<Arc<ReloadingTls>>,
+    connection: F,
 ) where
+    F: Fn(MaybeTls) -> C + Clone + Send + 'static,
     C: GracefulConnection + Send + 'static,
     C::Error: std::fmt::Display + Send,
 {
@@ -98,8 +103,8 @@ pub(crate) async fn accept_until_stopped<C>(
         // Answers are one small write: never hold them back for Nagle.
         let _ = stream.set_nodelay(true);
         metrics::counter!("tollgate_connections_total", "listener" => name).increment(1);
-        let served = connection(stream);
         let (open, mut stop) = (open_tx.clone(), stop.clone());
+        let (tls, connection) = (tls.clone(), connection.clone());
         // A cheap xorshift spreads ages over ±10 %; no need for a random-number crate.
         jitter ^= jitter << 13;
         jitter ^= jitter >> 7;
@@ -114,6 +119,19 @@ pub(crate) async fn accept_until_stopped<C>(
         });
         tokio::spawn(async move {
             let _open = open;
+            let stream = match tls {
+                None => tokio_util::either::Either::Left(stream),
+                Some(tls) => match tls.accept(stream).await {
+                    Ok(stream) => stream,
+                    Err(e) => {
+                        metrics::counter!("tollgate_tls_handshake_failures_total", "listener" => name)
+                            .increment(1);
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                },
+            };
+            let served = connection(stream);
             let mut served = std::pin::pin!(served);
             let age = async {
                 match max_age {

@@ -37,6 +37,8 @@ pub struct AppState {
     pub policy_control: Option<Arc<crate::control::PolicyControl>>,
     /// Live decisions for watchers.
     pub decisions: Arc<crate::decisions::DecisionTap>,
+    /// The shared token every check must carry, when the data plane requires one.
+    pub data_token: Option<crate::data_auth::DataToken>,
 }
 
 impl AppState {
@@ -55,6 +57,7 @@ impl AppState {
             shutting_down: AtomicBool::new(false),
             policy_control: None,
             decisions: Arc::default(),
+            data_token: None,
         }
     }
 

@@ -583,8 +583,11 @@ async fn graphql_mirrors_rest_and_streams_live_decisions() {
         .await
         .expect("websocket");
     use tokio_tungstenite::tungstenite::Message;
+    // Browsers cannot set headers on a WebSocket: the key goes in connection_init.
+    let key = s.admin_key.clone().unwrap();
     ws.send(Message::text(
-        json!({"type": "connection_init"}).to_string(),
+        json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {key}")}})
+            .to_string(),
     ))
     .await
     .unwrap();
@@ -674,7 +677,7 @@ async fn serve_refuses_a_database_with_pending_migrations_unless_told_to_migrate
     ]);
     assert_ne!(code, 0);
     assert!(
-        err.contains("unapplied migrations (2)") && err.contains("tollgate migrate up"),
+        err.contains("unapplied migrations (2, 3)") && err.contains("tollgate migrate up"),
         "{err}"
     );
     let s = TestServer::serve(None, &["--database", db.url(), "--migrate"]);
@@ -685,9 +688,10 @@ async fn serve_refuses_a_database_with_pending_migrations_unless_told_to_migrate
 async fn policy_apply_shows_the_difference_and_pushes_files() {
     let dir = TempDir::new("apply");
     let s = server(&dir, None);
+    let key = s.admin_key.clone().unwrap();
     let file = dir.write("gitops.yaml", "domain: gitops\ndescriptors:\n  - key: user\n    rate_limit: {unit: minute, requests_per_unit: 10, name: per_user}\n");
     let file = file.display().to_string();
-    let (code, out, err) = run(&["policy", "apply", "--admin", &s.admin, &file]);
+    let (code, out, err) = run(&["policy", "apply", "--admin", &s.admin, "--key", &key, &file]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("+    requests_per_unit: 10"), "{out}");
     assert!(out.contains("created: [per_user]"), "{out}");
@@ -700,34 +704,34 @@ async fn policy_apply_shows_the_difference_and_pushes_files() {
     )
     .await;
 
-    let (code, out, _) = run(&["policy", "apply", "--admin", &s.admin, &file]);
+    let (code, out, _) = run(&["policy", "apply", "--admin", &s.admin, "--key", &key, &file]);
     assert_eq!(code, 0);
     assert!(out.contains("unchanged"), "{out}");
 
     std::fs::write(&file, "domain: gitops\ndescriptors:\n  - key: user\n    rate_limit: {unit: minute, requests_per_unit: 20, name: per_user}\n").unwrap();
-    let (code, out, _) = run(&["policy", "apply", "--admin", &s.admin, "--dry-run", &file]);
+    let (code, out, _) = run(&["policy", "apply", "--admin", &s.admin, "--key", &key, "--dry-run", &file]);
     assert_eq!(code, 0);
     assert!(
         out.contains("-    requests_per_unit: 10") && out.contains("+    requests_per_unit: 20"),
         "{out}"
     );
-    let (_, out, _) = run(&["policy", "get", "--admin", &s.admin, "gitops"]);
+    let (_, out, _) = run(&["policy", "get", "--admin", &s.admin, "--key", &key, "gitops"]);
     assert!(
         out.contains("requests_per_unit: 10"),
         "the dry run changed nothing: {out}"
     );
 
-    let (code, out, _) = run(&["policy", "list", "--admin", &s.admin]);
+    let (code, out, _) = run(&["policy", "list", "--admin", &s.admin, "--key", &key]);
     assert_eq!(code, 0);
     assert!(
         out.contains("gitops\tdatabase, 1 policies") && out.contains("shop\tfile "),
         "{out}"
     );
-    let (_, out, _) = run(&["policy", "list", "--admin", &s.admin, "gitops"]);
+    let (_, out, _) = run(&["policy", "list", "--admin", &s.admin, "--key", &key, "gitops"]);
     assert!(out.contains("per_user\tuser\t10/minute"), "{out}");
 
     std::fs::write(&file, "domain: gitops\ndescriptors:\n  - key: user\n    rate_limit: {unit: minute, requests_per_unt: 20}\n").unwrap();
-    let (code, _, err) = run(&["policy", "apply", "--admin", &s.admin, &file]);
+    let (code, _, err) = run(&["policy", "apply", "--admin", &s.admin, "--key", &key, &file]);
     assert_eq!(code, 1);
     assert!(
         err.contains("gitops.yaml:") && err.contains("requests_per_unt"),
@@ -735,10 +739,10 @@ async fn policy_apply_shows_the_difference_and_pushes_files() {
     );
 
     let (code, out, _) = run(&[
-        "policy", "delete", "--admin", &s.admin, "gitops", "per_user",
+        "policy", "delete", "--admin", &s.admin, "--key", &key, "gitops", "per_user",
     ]);
     assert_eq!(code, 0, "{out}");
-    let (code, _, err) = run(&["policy", "get", "--admin", &s.admin, "gitops", "per_user"]);
+    let (code, _, err) = run(&["policy", "get", "--admin", &s.admin, "--key", &key, "gitops", "per_user"]);
     assert_ne!(code, 0);
     assert!(err.contains("404"), "{err}");
 }

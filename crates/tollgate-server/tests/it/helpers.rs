@@ -52,7 +52,53 @@ pub struct TestServer {
     /// there), unless the test chose a database itself.
     pub data_dir: Option<TempDir>,
     pub logs: Arc<Mutex<Vec<String>>>,
+    /// Sends the admin key (when there is one) with every request.
     pub client: reqwest::Client,
+    /// An admin key of every domain, made with `tollgate keys create` before the server
+    /// started (none when the test chose `--admin-auth`).
+    pub admin_key: Option<String>,
+}
+
+/// Runs `tollgate keys create` on the database `db_args` name and returns the key.
+pub fn create_key(db_args: &[String], env: &[(&str, &str)], create: &[&str]) -> String {
+    let mut cmd = Command::new(binary());
+    cmd.arg("keys").args(db_args).arg("create").args(create);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run tollgate keys create");
+    assert!(
+        out.status.success(),
+        "keys create failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 key").trim().to_owned()
+}
+
+/// The database flags among `args` (`--database X`, `--data-dir X`).
+fn database_flags(args: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for pair in args.windows(2) {
+        if pair[0] == "--database" || pair[0] == "--data-dir" {
+            out.extend(pair.iter().cloned());
+        }
+    }
+    out
+}
+
+/// A client that sends `key` as its bearer credential.
+pub fn client_with_key(key: Option<&str>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(key) = key {
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {key}").parse().expect("header value"),
+        );
+    }
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("client")
 }
 
 impl TestServer {
@@ -101,6 +147,7 @@ impl TestServer {
             args.extend(["--data-dir".into(), dir.0.display().to_string()]);
             data_dir = Some(dir);
         }
+
         let mut cmd = Command::new(binary());
         cmd.args(&args)
             .env("TOLLGATE_LOG_FORMAT", "json")
@@ -142,6 +189,10 @@ impl TestServer {
         for a in [&addr, &grpc, &admin] {
             assert!(a.starts_with("127.0.0.1:"), "listens on loopback only: {a}");
         }
+        // Made once the server has created (or migrated) its database.
+        let admin_key = (serve && !given(&args, "--admin-auth")).then(|| {
+            create_key(&database_flags(&args), env, &["--role", "admin", "--name", "tests"])
+        });
         Self {
             child,
             base: format!("http://{addr}"),
@@ -149,7 +200,8 @@ impl TestServer {
             admin: format!("http://{admin}"),
             data_dir,
             logs,
-            client: reqwest::Client::new(),
+            client: client_with_key(admin_key.as_deref()),
+            admin_key,
         }
     }
 
