@@ -167,6 +167,14 @@ impl ControlPlane {
     ) -> Result<Page<AuditEvent>, ControlError> {
         actor.require_admin("read the audit log")?;
         let limit = page_size(limit)?;
+        if action.is_some_and(|a| a.len() > 64) {
+            return Err(ControlError::Invalid {
+                errors: vec![crate::FieldError {
+                    field: "action".into(),
+                    message: "must be at most 64 characters".into(),
+                }],
+            });
+        }
         let before = match cursor {
             None => i64::MAX,
             Some(c) => c.parse::<i64>().map_err(|_| ControlError::Invalid {

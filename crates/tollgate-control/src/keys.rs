@@ -255,6 +255,14 @@ impl ControlPlane {
         let audit = Audit::new(actor, "key.revoke", id.to_owned());
         self.audited(&audit, async {
             actor.require_admin("revoke API keys")?;
+            if actor.name == format!("key:{id}") {
+                // Revoking the key in hand could lock out the last admin: use another key,
+                // or `tollgate keys revoke` on the database.
+                return Err(ControlError::Conflict(format!(
+                    "API key '{id}' authenticates this request and cannot revoke itself; \
+                     revoke it with another admin key or `tollgate keys revoke {id}`"
+                )));
+            }
             let mut tx = self.database().pool().begin().await?;
             let revoked = sqlx::query(
                 "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",

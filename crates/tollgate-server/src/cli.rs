@@ -157,17 +157,36 @@ pub struct SecurityArgs {
     #[arg(long, env = "TOLLGATE_ADMIN_REQUESTS_PER_SECOND", value_name = "N")]
     pub admin_requests_per_second: Option<u32>,
     /// Failed authentications per minute from one address before it gets 429 (default 10).
-    #[arg(long, env = "TOLLGATE_ADMIN_AUTH_FAILURES_PER_MINUTE", value_name = "N")]
+    #[arg(
+        long,
+        env = "TOLLGATE_ADMIN_AUTH_FAILURES_PER_MINUTE",
+        value_name = "N"
+    )]
     pub admin_auth_failures_per_minute: Option<u32>,
     /// Browser origins allowed to call the admin API (CORS); none by default. Repeatable.
-    #[arg(long = "admin-cors-origin", env = "TOLLGATE_ADMIN_CORS_ORIGINS", value_name = "ORIGIN", value_delimiter = ',')]
+    #[arg(
+        long = "admin-cors-origin",
+        env = "TOLLGATE_ADMIN_CORS_ORIGINS",
+        value_name = "ORIGIN",
+        value_delimiter = ','
+    )]
     pub admin_cors_origins: Vec<String>,
     /// Serve TLS on every listener with this certificate chain (PEM); reloaded when the
     /// file changes.
-    #[arg(long, env = "TOLLGATE_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    #[arg(
+        long,
+        env = "TOLLGATE_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
     pub tls_cert: Option<PathBuf>,
     /// The private key of --tls-cert (PEM).
-    #[arg(long, env = "TOLLGATE_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    #[arg(
+        long,
+        env = "TOLLGATE_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
     pub tls_key: Option<PathBuf>,
     /// With --data-auth mtls: CA certificates (PEM) that sign the clients' certificates.
     #[arg(long, env = "TOLLGATE_TLS_CLIENT_CA", value_name = "FILE")]
@@ -339,7 +358,12 @@ pub struct AdminArgs {
     pub admin: String,
     /// An API key (from `tollgate keys create`) or a JWT. Prefer the environment variable:
     /// command lines are visible to other users of the machine.
-    #[arg(long, env = "TOLLGATE_ADMIN_KEY", value_name = "KEY", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "TOLLGATE_ADMIN_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
     pub key: Option<String>,
     /// With https://: a PEM file of CA certificates to trust (default: the public roots).
     #[arg(long, env = "TOLLGATE_ADMIN_CA_FILE", value_name = "FILE")]

@@ -13,8 +13,8 @@ use tollgate_redis::StoreUrl;
 use crate::admin::access::{AdminAuthMode, GuardLimits};
 use crate::cli::{DatabaseArgs, LogFormat, ResponseHeaders, SecurityArgs, ServeArgs};
 use crate::data_auth::{DataAuthMode, DataToken};
-use crate::tls::TlsSettings;
 use crate::http::listener::MaxAge;
+use crate::tls::TlsSettings;
 
 /// Default address of the HTTP listener.
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
@@ -260,8 +260,8 @@ impl Settings {
 }
 
 fn read_secret(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
-    let mut bytes =
-        std::fs::read(path).with_context(|| format!("cannot read {what} from {}", path.display()))?;
+    let mut bytes = std::fs::read(path)
+        .with_context(|| format!("cannot read {what} from {}", path.display()))?;
     while bytes.last().is_some_and(|b| b.is_ascii_whitespace()) {
         bytes.pop();
     }
@@ -278,7 +278,10 @@ fn security_settings(
     let pick = |flag: &Option<PathBuf>, from_file: Option<PathBuf>| {
         flag.clone().or_else(|| from_file.map(relative))
     };
-    let secret_file = pick(&args.jwt_hs256_secret_file, file.jwt_hs256_secret_file.take());
+    let secret_file = pick(
+        &args.jwt_hs256_secret_file,
+        file.jwt_hs256_secret_file.take(),
+    );
     let jwks_file = pick(&args.jwt_jwks_file, file.jwt_jwks_file.take());
     let issuer = args.jwt_issuer.clone().or(file.jwt_issuer.take());
     let audience = args.jwt_audience.clone().or(file.jwt_audience.take());
@@ -363,8 +366,10 @@ fn security_settings(
         DataAuthMode::Token => {
             let path = token_file
                 .context("data_auth = token needs data_token_file (a file holding the token)")?;
-            let text = String::from_utf8(read_secret(&path, "the data-plane token")?)
-                .map_err(|_| anyhow::anyhow!("the data-plane token in {} is not UTF-8", path.display()))?;
+            let text =
+                String::from_utf8(read_secret(&path, "the data-plane token")?).map_err(|_| {
+                    anyhow::anyhow!("the data-plane token in {} is not UTF-8", path.display())
+                })?;
             Some(DataToken::new(&text).map_err(|e| anyhow::anyhow!("{e} ({})", path.display()))?)
         }
         _ if token_file.is_some() => bail!("data_token_file is only used with data_auth = token"),
@@ -588,7 +593,10 @@ mod tests {
                 ..ServeArgs::default()
             })
             .unwrap_err();
-            assert!(format!("{err:#}").contains(expected), "{security:?}: {err:#}");
+            assert!(
+                format!("{err:#}").contains(expected),
+                "{security:?}: {err:#}"
+            );
         }
         let ok = Settings::load(&ServeArgs {
             security: SecurityArgs {

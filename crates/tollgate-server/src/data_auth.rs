@@ -60,7 +60,11 @@ impl DataToken {
 
     /// Whether `headers` carry the token.
     pub fn admits(&self, headers: &HeaderMap) -> bool {
-        self.admits_value(headers.get(http::header::AUTHORIZATION).map(|v| v.as_bytes()))
+        self.admits_value(
+            headers
+                .get(http::header::AUTHORIZATION)
+                .map(|v| v.as_bytes()),
+        )
     }
 }
 

@@ -73,30 +73,37 @@ pub async fn serve(
     http2
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(KEEPALIVE_EVERY));
-    crate::http::listener::accept_until_stopped("grpc", listener, stop, max_age, tls, move |stream| {
-        let services = (
-            rls.clone(),
-            health.clone(),
-            reflection.clone(),
-            reflection_alpha.clone(),
-        );
-        let service = service_fn(move |request: http::Request<Incoming>| {
-            let (rls, health, reflection, reflection_alpha) = services.clone();
-            async move {
-                let path = request.uri().path();
-                if path.starts_with(HEALTH_PREFIX) {
-                    health.oneshot(request).await
-                } else if path.starts_with(REFLECTION_PREFIX) {
-                    reflection.oneshot(request).await
-                } else if path.starts_with(REFLECTION_ALPHA_PREFIX) {
-                    reflection_alpha.oneshot(request).await
-                } else {
-                    rls.oneshot(request).await
+    crate::http::listener::accept_until_stopped(
+        "grpc",
+        listener,
+        stop,
+        max_age,
+        tls,
+        move |stream| {
+            let services = (
+                rls.clone(),
+                health.clone(),
+                reflection.clone(),
+                reflection_alpha.clone(),
+            );
+            let service = service_fn(move |request: http::Request<Incoming>| {
+                let (rls, health, reflection, reflection_alpha) = services.clone();
+                async move {
+                    let path = request.uri().path();
+                    if path.starts_with(HEALTH_PREFIX) {
+                        health.oneshot(request).await
+                    } else if path.starts_with(REFLECTION_PREFIX) {
+                        reflection.oneshot(request).await
+                    } else if path.starts_with(REFLECTION_ALPHA_PREFIX) {
+                        reflection_alpha.oneshot(request).await
+                    } else {
+                        rls.oneshot(request).await
+                    }
                 }
-            }
-        });
-        http2.serve_connection(TokioIo::new(stream), service)
-    })
+            });
+            http2.serve_connection(TokioIo::new(stream), service)
+        },
+    )
     .await;
     Ok(())
 }
@@ -297,7 +304,12 @@ impl RateLimitService for RateLimitGrpc {
     ) -> Result<Response<RateLimitResponse>, Status> {
         let started = std::time::Instant::now();
         if let Some(token) = &self.state.data_token
-            && !token.admits_value(request.metadata().get("authorization").map(|v| v.as_bytes()))
+            && !token.admits_value(
+                request
+                    .metadata()
+                    .get("authorization")
+                    .map(|v| v.as_bytes()),
+            )
         {
             self.state.metrics.rejected("unauthenticated");
             return Err(Status::unauthenticated(

@@ -256,12 +256,9 @@ impl Application {
             .as_ref()
             .map(tollgate_control::jwt::TokenVerifier::new)
             .transpose()?;
-        let admin_access = crate::admin::access::AdminAccess::new(
-            security.admin_auth,
-            tokens,
-            security.guard,
-        )
-        .map_err(|e| anyhow::anyhow!("cannot set up the admin guard: {e}"))?;
+        let admin_access =
+            crate::admin::access::AdminAccess::new(security.admin_auth, tokens, security.guard)
+                .map_err(|e| anyhow::anyhow!("cannot set up the admin guard: {e}"))?;
         tracing::info!(
             admin_auth = ?security.admin_auth,
             jwt = security.tokens.is_some(),
@@ -351,8 +348,10 @@ impl Application {
                 self.admin_access,
                 &self.admin_cors_origins,
             );
-            let listener =
-                crate::admin::AdminListener::new(listener, self.tls.as_ref().map(|t| t.admin.clone()));
+            let listener = crate::admin::AdminListener::new(
+                listener,
+                self.tls.as_ref().map(|t| t.admin.clone()),
+            );
             self.control_runtime
                 .spawn(crate::admin::serve(listener, router, stop_rx.clone()))
         };

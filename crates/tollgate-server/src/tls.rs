@@ -40,7 +40,8 @@ pub struct TlsSettings {
 }
 
 /// A connection, with or without TLS.
-pub type MaybeTls = tokio_util::either::Either<TcpStream, tokio_rustls::server::TlsStream<TcpStream>>;
+pub type MaybeTls =
+    tokio_util::either::Either<TcpStream, tokio_rustls::server::TlsStream<TcpStream>>;
 
 /// A listener's TLS configuration, reloaded when its files change.
 pub struct ReloadingTls {
@@ -79,13 +80,14 @@ fn build(settings: &TlsSettings, alpn: &[Vec<u8>]) -> anyhow::Result<ServerConfi
         None => builder.with_no_client_auth(),
         Some(ca) => {
             let mut roots = rustls::RootCertStore::empty();
-            for cert in CertificateDer::pem_file_iter(ca)
-                .with_context(|| format!("cannot read client CA certificates from {}", ca.display()))?
-            {
-                let cert = cert.with_context(|| format!("invalid certificate in {}", ca.display()))?;
-                roots
-                    .add(cert)
-                    .with_context(|| format!("unusable client CA certificate in {}", ca.display()))?;
+            for cert in CertificateDer::pem_file_iter(ca).with_context(|| {
+                format!("cannot read client CA certificates from {}", ca.display())
+            })? {
+                let cert =
+                    cert.with_context(|| format!("invalid certificate in {}", ca.display()))?;
+                roots.add(cert).with_context(|| {
+                    format!("unusable client CA certificate in {}", ca.display())
+                })?;
             }
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
                 .build()
@@ -123,11 +125,15 @@ impl ReloadingTls {
     }
 
     fn stamps_of(settings: &TlsSettings) -> Vec<Option<SystemTime>> {
-        [Some(&settings.cert), Some(&settings.key), settings.client_ca.as_ref()]
-            .into_iter()
-            .flatten()
-            .map(|p| stamp(p))
-            .collect()
+        [
+            Some(&settings.cert),
+            Some(&settings.key),
+            settings.client_ca.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|p| stamp(p))
+        .collect()
     }
 
     /// Reloads if a file changed; true when a new configuration is in use.
@@ -149,7 +155,10 @@ impl ReloadingTls {
                 true
             }
             Err(e) => {
-                tracing::error!(error = format!("{e:#}"), "TLS files changed but do not load; keeping the previous certificate");
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    "TLS files changed but do not load; keeping the previous certificate"
+                );
                 false
             }
         }

@@ -5,11 +5,14 @@
 //! - [`RedisCluster`]: three `redis-server` masters joined into a Cluster.
 //! - [`FaultProxy`]: a TCP proxy that can add latency, refuse and cut connections.
 //! - [`PostgresDatabase`]: a database of its own on the test PostgreSQL server.
+//! - [`TestCa`]: a throwaway CA issuing server and client certificates.
 
+mod pki;
 mod postgres;
 mod proxy;
 mod redis;
 
+pub use pki::{Issued, TestCa};
 pub use postgres::{PostgresDatabase, server_url as postgres_server_url};
 pub use proxy::FaultProxy;
 pub use redis::{RedisCluster, RedisServer};

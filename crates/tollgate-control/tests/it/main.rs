@@ -6,4 +6,5 @@ mod follow;
 mod migrations;
 mod service;
 mod support;
+mod tls;
 mod tokens;

@@ -315,11 +315,14 @@ impl AdminAccess {
     ) {
         // The failure's text names at most a key's public id, never a secret.
         let reason = failure.to_string();
-        tracing::warn!(remote = ip, via, target, reason, "admin authentication failed");
-        if let Err(e) = control
-            .record_auth_failure(via, target, ip, &reason)
-            .await
-        {
+        tracing::warn!(
+            remote = ip,
+            via,
+            target,
+            reason,
+            "admin authentication failed"
+        );
+        if let Err(e) = control.record_auth_failure(via, target, ip, &reason).await {
             tracing::error!(error = %e, "cannot write the audit log");
         }
     }
@@ -333,9 +336,9 @@ fn bearer(headers: &HeaderMap) -> Result<Option<&str>, AuthFailure> {
     let text = value
         .to_str()
         .map_err(|_| AuthFailure::Malformed("Authorization must be visible ASCII"))?;
-    let (scheme, credential) = text
-        .split_once(' ')
-        .ok_or(AuthFailure::Malformed("Authorization must be 'Bearer <credential>'"))?;
+    let (scheme, credential) = text.split_once(' ').ok_or(AuthFailure::Malformed(
+        "Authorization must be 'Bearer <credential>'",
+    ))?;
     if !scheme.eq_ignore_ascii_case("bearer") || credential.trim().is_empty() {
         return Err(AuthFailure::Malformed(
             "Authorization must be 'Bearer <credential>'",
@@ -405,9 +408,15 @@ mod tests {
     fn bearer_credentials_are_parsed_strictly() {
         let mut h = HeaderMap::new();
         assert!(matches!(bearer(&h), Ok(None)));
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer tg_x"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer tg_x"),
+        );
         assert_eq!(bearer(&h).unwrap(), Some("tg_x"));
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("bearer  a.b.c "));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("bearer  a.b.c "),
+        );
         assert_eq!(bearer(&h).unwrap(), Some("a.b.c"));
         for bad in ["Basic dXNlcjpwYXNz", "Bearer", "Bearer   ", "tg_x"] {
             h.insert(header::AUTHORIZATION, HeaderValue::from_static(bad));
@@ -418,7 +427,10 @@ mod tests {
     #[test]
     fn paths_name_their_interface_and_only_documents_are_public() {
         assert_eq!(via_of(&Method::POST, "/graphql"), "graphql");
-        assert_eq!(via_of(&Method::PUT, "/v1/admin/domains/a/document"), "apply");
+        assert_eq!(
+            via_of(&Method::PUT, "/v1/admin/domains/a/document"),
+            "apply"
+        );
         assert_eq!(via_of(&Method::GET, "/v1/admin/domains/a/document"), "rest");
         assert!(public(&Method::GET, "/graphql"));
         assert!(!public(&Method::POST, "/graphql"));
@@ -438,14 +450,23 @@ mod tests {
         )
         .unwrap();
         for _ in 0..3 {
-            access.guard("auth_failure", "10.0.0.1", false).await.unwrap();
-            access.guard("auth_failure", "10.0.0.1", true).await.unwrap();
+            access
+                .guard("auth_failure", "10.0.0.1", false)
+                .await
+                .unwrap();
+            access
+                .guard("auth_failure", "10.0.0.1", true)
+                .await
+                .unwrap();
         }
         assert!(matches!(
             access.guard("auth_failure", "10.0.0.1", false).await,
             Err(Refusal::TooMany { .. })
         ));
         // Another address is not affected.
-        access.guard("auth_failure", "10.0.0.2", false).await.unwrap();
+        access
+            .guard("auth_failure", "10.0.0.2", false)
+            .await
+            .unwrap();
     }
 }

@@ -40,8 +40,10 @@ fn control<'a>(ctx: &Context<'a>) -> &'a Arc<ControlPlane> {
 
 /// The caller, put into every request's data by the admin listener.
 fn actor<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a Actor> {
-    ctx.data::<Actor>()
-        .map_err(|_| async_graphql::Error::new("unauthenticated").extend_with(|_, e| e.set("code", "UNAUTHENTICATED")))
+    ctx.data::<Actor>().map_err(|_| {
+        async_graphql::Error::new("unauthenticated")
+            .extend_with(|_, e| e.set("code", "UNAUTHENTICATED"))
+    })
 }
 
 fn condition(if_revision: Option<i64>) -> Precondition {
@@ -297,22 +299,25 @@ impl SubscriptionRoot {
             .map_err(ControlError::into_graphql)?;
         let app = ctx.data_unchecked::<Arc<AppState>>().clone();
         let watch = app.decisions.watch();
-        Ok(async_graphql::futures_util::stream::unfold(watch, move |mut watch| {
-            let domain = domain.clone();
-            async move {
-                loop {
-                    match watch.events.recv().await {
-                        Ok(event) if event.domain == domain => {
-                            return Some(((*event).clone(), watch));
+        Ok(async_graphql::futures_util::stream::unfold(
+            watch,
+            move |mut watch| {
+                let domain = domain.clone();
+                async move {
+                    loop {
+                        match watch.events.recv().await {
+                            Ok(event) if event.domain == domain => {
+                                return Some(((*event).clone(), watch));
+                            }
+                            Ok(_) => {}
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                                tracing::debug!(skipped = n, "decision watcher fell behind");
+                            }
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
                         }
-                        Ok(_) => {}
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                            tracing::debug!(skipped = n, "decision watcher fell behind");
-                        }
-                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
                     }
                 }
-            }
-        }))
+            },
+        ))
     }
 }

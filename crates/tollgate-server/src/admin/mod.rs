@@ -35,6 +35,9 @@ use graphql::AdminSchema;
 /// Largest admin request body (policy files included).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
+/// Most bytes of headers an admin request may carry.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+
 /// Longest an admin request may take before it is answered with 503 (a stuck database
 /// must not pile up requests). WebSocket subscriptions are exempt once upgraded.
 pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -145,8 +148,14 @@ pub fn router(
         )
         .route("/v1/admin/validate", post(rest::validate))
         .route("/v1/admin/explain", post(explain_handler))
-        .route("/v1/admin/keys", get(rest::list_keys).post(rest::create_key))
-        .route("/v1/admin/keys/{id}", axum::routing::delete(rest::revoke_key))
+        .route(
+            "/v1/admin/keys",
+            get(rest::list_keys).post(rest::create_key),
+        )
+        .route(
+            "/v1/admin/keys/{id}",
+            axum::routing::delete(rest::revoke_key),
+        )
         .route("/v1/admin/audit", get(rest::audit_log))
         .route("/graphql", get(graphiql).post(graphql_handler))
         .route("/graphql/ws", get(graphql_ws))
@@ -164,7 +173,9 @@ pub fn router(
 
 /// CORS for the listed origins: outside authentication, so that preflight requests
 /// (which carry no credentials) are answered; an empty list adds nothing.
-fn cors(origins: &[http::HeaderValue]) -> tower::util::Either<tower_http::cors::CorsLayer, tower::layer::util::Identity> {
+fn cors(
+    origins: &[http::HeaderValue],
+) -> tower::util::Either<tower_http::cors::CorsLayer, tower::layer::util::Identity> {
     use http::{Method, header};
     if origins.is_empty() {
         return tower::util::Either::Right(tower::layer::util::Identity::new());
@@ -264,7 +275,24 @@ async fn access_log(request: Request, next: Next) -> Response {
     let id = RequestId::of(request.headers());
     let (method, path) = (request.method().clone(), request.uri().path().to_owned());
     let started = Instant::now();
-    let mut response = match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+    let head: usize = request
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum();
+    let answer = async {
+        if head > MAX_HEADER_BYTES {
+            return Problem::new(
+                http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "urn:tollgate:problem:headers-too-large",
+                "Request headers too large",
+                format!("the request's headers must total at most {MAX_HEADER_BYTES} bytes"),
+            )
+            .into_response();
+        }
+        next.run(request).await
+    };
+    let mut response = match tokio::time::timeout(REQUEST_TIMEOUT, answer).await {
         Ok(response) => response,
         Err(_) => Problem::new(
             http::StatusCode::SERVICE_UNAVAILABLE,
@@ -335,7 +363,10 @@ async fn graphql_handler(
     Extension(actor): Extension<Actor>,
     request: GraphQLRequest,
 ) -> GraphQLResponse {
-    s.schema.execute(request.into_inner().data(actor)).await.into()
+    s.schema
+        .execute(request.into_inner().data(actor))
+        .await
+        .into()
 }
 
 /// GraphQL subscriptions over WebSocket. Browsers cannot set headers on a WebSocket, so a
@@ -397,9 +428,12 @@ pub async fn serve(
     router: Router,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router.into_make_service_with_connect_info::<Peer>())
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<Peer>(),
+    )
     .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })
-        .await
+        let _ = stop.wait_for(|s| *s).await;
+    })
+    .await
 }

@@ -342,7 +342,11 @@ pub async fn get_domain(
     p: Result<Path<String>, PathRejection>,
 ) -> Reply {
     let name = path(p)?;
-    let domain = s.control.get_domain(&name, &actor).await.map_err(|e| problem(&e))?;
+    let domain = s
+        .control
+        .get_domain(&name, &actor)
+        .await
+        .map_err(|e| problem(&e))?;
     Ok(with_etag(StatusCode::OK, domain.revision, &domain))
 }
 
@@ -572,7 +576,11 @@ pub async fn get_document(
     p: Result<Path<String>, PathRejection>,
 ) -> Reply {
     let domain = path(p)?;
-    let document = s.control.document(&domain, &actor).await.map_err(|e| problem(&e))?;
+    let document = s
+        .control
+        .document(&domain, &actor)
+        .await
+        .map_err(|e| problem(&e))?;
     Ok(Json(document).into_response())
 }
 
@@ -716,7 +724,7 @@ pub async fn create_key(
               (status = 200, description = "Revoked", body = ApiKey),
               (status = 400, description = "Bad path", body = ProblemDoc, content_type = "application/problem+json"),
               (status = 404, description = "No such key", body = ProblemDoc, content_type = "application/problem+json"),
-              (status = 409, description = "Already revoked", body = ProblemDoc, content_type = "application/problem+json")))]
+              (status = 409, description = "Already revoked, or the key authenticating this request", body = ProblemDoc, content_type = "application/problem+json")))]
 pub async fn revoke_key(
     State(s): State<Arc<AdminState>>,
     Extension(actor): Extension<Actor>,

@@ -20,8 +20,9 @@ impl Admin {
     fn new(args: &AdminArgs) -> anyhow::Result<Self> {
         let mut headers = reqwest::header::HeaderMap::new();
         if let Some(key) = &args.key {
-            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", key.trim()))
-                .context("the admin key must be visible ASCII")?;
+            let mut value =
+                reqwest::header::HeaderValue::from_str(&format!("Bearer {}", key.trim()))
+                    .context("the admin key must be visible ASCII")?;
             value.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, value);
         }
@@ -81,7 +82,9 @@ fn tls_client(ca_file: Option<&std::path::Path>) -> anyhow::Result<rustls::Clien
                 .with_context(|| format!("cannot read CA certificates from {}", path.display()))?
             {
                 roots
-                    .add(cert.with_context(|| format!("invalid certificate in {}", path.display()))?)
+                    .add(
+                        cert.with_context(|| format!("invalid certificate in {}", path.display()))?,
+                    )
                     .with_context(|| format!("unusable CA certificate in {}", path.display()))?;
             }
         }

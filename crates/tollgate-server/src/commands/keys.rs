@@ -19,9 +19,8 @@ pub async fn run(args: &KeysArgs) -> anyhow::Result<ExitCode> {
         tollgate_control::migrations::up(&db).await?;
     }
     let status = tollgate_control::migrations::status(&db).await?;
-    tollgate_control::migrations::require_current(&status).map_err(|e| {
-        anyhow::anyhow!("{e} (run `tollgate migrate up` first)")
-    })?;
+    tollgate_control::migrations::require_current(&status)
+        .map_err(|e| anyhow::anyhow!("{e} (run `tollgate migrate up` first)"))?;
     let control = ControlPlane::new(db).await?;
     let actor = Actor {
         name: format!("cli:{}", whoami()),
@@ -71,7 +70,9 @@ pub async fn run(args: &KeysArgs) -> anyhow::Result<ExitCode> {
                 "ID", "ROLE", "DOMAINS", "STATE", "LAST USED"
             );
             loop {
-                let page = control.list_keys(cursor.as_deref(), Some(500), &actor).await?;
+                let page = control
+                    .list_keys(cursor.as_deref(), Some(500), &actor)
+                    .await?;
                 for k in &page.items {
                     let state = match (&k.revoked_at, &k.expires_at) {
                         (Some(at), _) => format!("revoked {at}"),

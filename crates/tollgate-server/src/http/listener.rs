@@ -28,6 +28,8 @@ use crate::tls::{MaybeTls, ReloadingTls};
 
 /// How long a client may take to send a request's headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest request head (request line and headers) accepted.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Largest oversized body still read (and discarded) to keep its connection usable.
 const DRAIN_LIMIT: usize = 1 << 20;
 /// How long in-flight requests get to finish once shutdown starts.
@@ -46,6 +48,8 @@ pub async fn serve(
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
+        // Bounds a request's head (hyper answers 431 beyond it); bodies stream past it.
+        .max_buf_size(MAX_HEAD_BYTES)
         .keep_alive(true);
     accept_until_stopped("http", listener, stop, None, tls, move |stream| {
         let state = state.clone();

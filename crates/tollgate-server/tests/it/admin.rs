@@ -431,6 +431,8 @@ async fn rest_round_trip(s: &TestServer) {
     assert!(headers.contains_key("x-request-id"));
     assert_eq!(headers["x-content-type-options"], "nosniff");
     assert_eq!(headers["cache-control"], "no-store");
+    assert_eq!(headers["x-frame-options"], "DENY");
+    assert_eq!(headers["referrer-policy"], "no-referrer");
     assert!(
         p["detail"]
             .as_str()
@@ -709,13 +711,24 @@ async fn policy_apply_shows_the_difference_and_pushes_files() {
     assert!(out.contains("unchanged"), "{out}");
 
     std::fs::write(&file, "domain: gitops\ndescriptors:\n  - key: user\n    rate_limit: {unit: minute, requests_per_unit: 20, name: per_user}\n").unwrap();
-    let (code, out, _) = run(&["policy", "apply", "--admin", &s.admin, "--key", &key, "--dry-run", &file]);
+    let (code, out, _) = run(&[
+        "policy",
+        "apply",
+        "--admin",
+        &s.admin,
+        "--key",
+        &key,
+        "--dry-run",
+        &file,
+    ]);
     assert_eq!(code, 0);
     assert!(
         out.contains("-    requests_per_unit: 10") && out.contains("+    requests_per_unit: 20"),
         "{out}"
     );
-    let (_, out, _) = run(&["policy", "get", "--admin", &s.admin, "--key", &key, "gitops"]);
+    let (_, out, _) = run(&[
+        "policy", "get", "--admin", &s.admin, "--key", &key, "gitops",
+    ]);
     assert!(
         out.contains("requests_per_unit: 10"),
         "the dry run changed nothing: {out}"
@@ -727,7 +740,9 @@ async fn policy_apply_shows_the_difference_and_pushes_files() {
         out.contains("gitops\tdatabase, 1 policies") && out.contains("shop\tfile "),
         "{out}"
     );
-    let (_, out, _) = run(&["policy", "list", "--admin", &s.admin, "--key", &key, "gitops"]);
+    let (_, out, _) = run(&[
+        "policy", "list", "--admin", &s.admin, "--key", &key, "gitops",
+    ]);
     assert!(out.contains("per_user\tuser\t10/minute"), "{out}");
 
     std::fs::write(&file, "domain: gitops\ndescriptors:\n  - key: user\n    rate_limit: {unit: minute, requests_per_unt: 20}\n").unwrap();
@@ -742,7 +757,9 @@ async fn policy_apply_shows_the_difference_and_pushes_files() {
         "policy", "delete", "--admin", &s.admin, "--key", &key, "gitops", "per_user",
     ]);
     assert_eq!(code, 0, "{out}");
-    let (code, _, err) = run(&["policy", "get", "--admin", &s.admin, "--key", &key, "gitops", "per_user"]);
+    let (code, _, err) = run(&[
+        "policy", "get", "--admin", &s.admin, "--key", &key, "gitops", "per_user",
+    ]);
     assert_ne!(code, 0);
     assert!(err.contains("404"), "{err}");
 }

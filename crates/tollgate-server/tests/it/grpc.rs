@@ -69,6 +69,19 @@ fn request(domain: &str, descriptors: Vec<RateLimitDescriptor>, hits: u32) -> Ra
     }
 }
 
+/// A `ShouldRateLimit` call with one descriptor per entry list.
+pub fn rls_request(
+    domain: &str,
+    descriptors: &[&[(&str, &str)]],
+    hits: u32,
+) -> tonic::Request<RateLimitRequest> {
+    tonic::Request::new(request(
+        domain,
+        descriptors.iter().map(|d| descriptor(d)).collect(),
+        hits,
+    ))
+}
+
 async fn ask(
     client: &mut RateLimitServiceClient<Channel>,
     r: RateLimitRequest,

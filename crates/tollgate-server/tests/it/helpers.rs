@@ -72,7 +72,10 @@ pub fn create_key(db_args: &[String], env: &[(&str, &str)], create: &[&str]) -> 
         "keys create failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout).expect("utf-8 key").trim().to_owned()
+    String::from_utf8(out.stdout)
+        .expect("utf-8 key")
+        .trim()
+        .to_owned()
 }
 
 /// The database flags among `args` (`--database X`, `--data-dir X`).
@@ -191,7 +194,11 @@ impl TestServer {
         }
         // Made once the server has created (or migrated) its database.
         let admin_key = (serve && !given(&args, "--admin-auth")).then(|| {
-            create_key(&database_flags(&args), env, &["--role", "admin", "--name", "tests"])
+            create_key(
+                &database_flags(&args),
+                env,
+                &["--role", "admin", "--name", "tests"],
+            )
         });
         Self {
             child,

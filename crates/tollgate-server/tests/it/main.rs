@@ -10,3 +10,4 @@ mod helpers;
 mod operations;
 mod propagation;
 mod reload;
+mod security;
