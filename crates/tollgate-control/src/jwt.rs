@@ -237,6 +237,22 @@ mod tests {
         ));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_tokens_are_refused_without_panicking(
+            parts in proptest::collection::vec("[A-Za-z0-9_=-]{0,60}", 0..5)
+        ) {
+            let v = TokenVerifier::new(&TokenSettings {
+                hs256_secret: Some(b"a-very-secret-value-of-32-bytes!!".to_vec()),
+                issuer: "i".into(),
+                audience: "a".into(),
+                ..TokenSettings::default()
+            })
+            .unwrap();
+            proptest::prop_assert!(v.verify(&parts.join(".")).is_err());
+        }
+    }
+
     #[test]
     fn debug_output_never_shows_the_secret() {
         let v = TokenVerifier::new(&TokenSettings {

@@ -356,6 +356,15 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_text_is_parsed_or_refused_without_panicking(text in ".{0,120}") {
+            if let Ok(id) = key_id(&text) {
+                proptest::prop_assert!(text.starts_with(PREFIX) && id.len() == 2 * ID_BYTES);
+            }
+        }
+    }
+
     #[test]
     fn hashes_are_of_the_whole_key() {
         assert_ne!(hash("tg_a_b"), hash("tg_a_c"));

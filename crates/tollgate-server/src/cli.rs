@@ -450,4 +450,15 @@ pub struct CheckArgs {
     /// Print the server's JSON answer instead of the summary.
     #[arg(long)]
     pub json: bool,
+    /// The data-plane token, when the server runs with `--data-auth token`.
+    #[arg(
+        long,
+        env = "TOLLGATE_DATA_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+    /// With https://: a PEM file of CA certificates to trust (default: the public roots).
+    #[arg(long, env = "TOLLGATE_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
 }

@@ -205,6 +205,7 @@ impl AdminAccess {
         if !refused {
             return Ok(());
         }
+        metrics::counter!("tollgate_admin_throttled_total").increment(1);
         let wait = status.retry_after.unwrap_or(status.reset_after);
         Err(Refusal::TooMany {
             retry_after_secs: wait.div_ceil(tollgate_core::SECOND).max(1),
@@ -315,6 +316,7 @@ impl AdminAccess {
     ) {
         // The failure's text names at most a key's public id, never a secret.
         let reason = failure.to_string();
+        metrics::counter!("tollgate_admin_auth_failures_total").increment(1);
         tracing::warn!(
             remote = ip,
             via,
@@ -361,8 +363,7 @@ fn via_of(method: &Method, path: &str) -> &'static str {
 /// Whether a route is public: the OpenAPI document and the GraphiQL page (neither holds
 /// data; every call they lead to is authenticated).
 fn public(method: &Method, path: &str) -> bool {
-    (method == Method::GET && (path == "/graphql" || path == "/v1/admin/openapi.json"))
-        || path == "/healthz"
+    method == Method::GET && (path == "/graphql" || path == "/v1/admin/openapi.json")
 }
 
 /// Middleware: authenticates every non-public admin request and puts its [`Actor`] into

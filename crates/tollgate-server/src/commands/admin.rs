@@ -72,7 +72,9 @@ impl Admin {
 }
 
 /// TLS for `https://` admin URLs: the CA file's certificates, else the public web roots.
-fn tls_client(ca_file: Option<&std::path::Path>) -> anyhow::Result<rustls::ClientConfig> {
+pub(crate) fn tls_client(
+    ca_file: Option<&std::path::Path>,
+) -> anyhow::Result<rustls::ClientConfig> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();

@@ -45,9 +45,18 @@ async fn ask(args: &CheckArgs) -> anyhow::Result<bool> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let body = json!({"domain": args.domain, "descriptors": descriptors, "hits": args.hits});
     let url = format!("{}/v1/check", args.server.trim_end_matches('/'));
-    let response = reqwest::Client::new()
-        .post(&url)
-        .json(&body)
+    let client = reqwest::Client::builder()
+        .use_preconfigured_tls(super::admin::tls_client(args.ca_file.as_deref())?)
+        .build()
+        .context("cannot build the HTTP client")?;
+    let mut request = client.post(&url).json(&body);
+    if let Some(token) = &args.token {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.trim()))
+            .context("the token must be visible ASCII")?;
+        value.set_sensitive(true);
+        request = request.header(reqwest::header::AUTHORIZATION, value);
+    }
+    let response = request
         .send()
         .await
         .with_context(|| format!("cannot reach {url} (is `tollgate serve` running?)"))?;

@@ -1453,6 +1453,34 @@ async fn a_data_plane_token_guards_checks_over_http_and_grpc() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
+    // The CLI sends the token from TOLLGATE_DATA_TOKEN.
+    let cli = |token: Option<&str>| {
+        let mut cmd = std::process::Command::new(crate::helpers::binary());
+        cmd.args([
+            "check",
+            "--server",
+            &s.base,
+            "-D",
+            "api",
+            "-d",
+            "remote_address=10.0.0.9",
+        ]);
+        if let Some(t) = token {
+            cmd.env("TOLLGATE_DATA_TOKEN", t);
+        }
+        cmd.output().unwrap()
+    };
+    assert_eq!(
+        cli(Some("shared-data-plane-secret-42")).status.code(),
+        Some(0)
+    );
+    let refused = cli(None);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("401"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
     // Probes stay open.
     assert_eq!(
         plain.get(s.url("/healthz")).send().await.unwrap().status(),
@@ -1518,4 +1546,41 @@ async fn cors_is_off_unless_origins_are_listed() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn oversize_and_malformed_grpc_requests_get_errors_and_the_listener_lives_on() {
+    use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
+    let s = TestServer::start(None);
+    let mut grpc = RateLimitServiceClient::connect(s.grpc.clone())
+        .await
+        .unwrap();
+    // 5 MB in one value: beyond the 4 MB message limit.
+    let huge = "v".repeat(5 * 1024 * 1024);
+    let err = grpc
+        .should_rate_limit(crate::grpc::rls_request(
+            "api",
+            &[&[("remote_address", &huge)]],
+            1,
+        ))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err.code(),
+            tonic::Code::ResourceExhausted | tonic::Code::OutOfRange | tonic::Code::InvalidArgument
+        ),
+        "{err:?}"
+    );
+    // Malformed protobuf bytes are the `rls_request` fuzz target's daily bread.
+    // Still serving.
+    let answer = grpc
+        .should_rate_limit(crate::grpc::rls_request(
+            "api",
+            &[&[("remote_address", "10.0.0.1")]],
+            1,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(answer.get_ref().overall_code, 1);
 }
