@@ -12,7 +12,9 @@ use sqlx::{Any, Row};
 use crate::ControlError;
 use crate::auth::Actor;
 use crate::model::{AuditEvent, Page};
-use crate::service::{ControlPlane, now_ms, page_size, rfc3339};
+use crate::service::{
+    ControlPlane, decode_position, now_ms, page_size, paginate_by_position, rfc3339,
+};
 
 /// Longest detail stored (longer ones are cut at a character boundary).
 const MAX_DETAIL: usize = 512;
@@ -175,15 +177,7 @@ impl ControlPlane {
                 }],
             });
         }
-        let before = match cursor {
-            None => i64::MAX,
-            Some(c) => c.parse::<i64>().map_err(|_| ControlError::Invalid {
-                errors: vec![crate::FieldError {
-                    field: "cursor".into(),
-                    message: "is not a cursor this API returned".into(),
-                }],
-            })?,
-        };
+        let before = decode_position(cursor)?;
         let rows = sqlx::query(
             "SELECT id, at, actor, via, action, target, remote, outcome, detail FROM audit_events \
              WHERE id < $1 AND ($2 = '' OR action = $2) ORDER BY id DESC LIMIT $3",
@@ -193,7 +187,7 @@ impl ControlPlane {
         .bind(limit + 1)
         .fetch_all(self.database().pool())
         .await?;
-        let mut items = rows
+        let items = rows
             .iter()
             .map(|row| {
                 Ok(AuditEvent {
@@ -209,12 +203,7 @@ impl ControlPlane {
                 })
             })
             .collect::<Result<Vec<_>, ControlError>>()?;
-        let more = items.len() as i64 > limit;
-        items.truncate(usize::try_from(limit).unwrap_or(0));
-        let next_cursor = more
-            .then(|| items.last().map(|e| e.id.to_string()))
-            .flatten();
-        Ok(Page { items, next_cursor })
+        Ok(paginate_by_position(items, limit, |e| e.id))
     }
 }
 

@@ -952,15 +952,7 @@ impl ControlPlane {
     ) -> Result<Page<PolicyChange>, ControlError> {
         actor.require_read(domain)?;
         let limit = page_size(limit)?;
-        let before = match cursor {
-            None => i64::MAX,
-            Some(c) => c.parse::<i64>().map_err(|_| ControlError::Invalid {
-                errors: vec![FieldError {
-                    field: "cursor".into(),
-                    message: "is not a cursor this API returned".into(),
-                }],
-            })?,
-        };
+        let before = decode_position(cursor)?;
         self.require_database_domain(domain).await?;
         let rows = sqlx::query(
             "SELECT revision, domain, policy, action, actor, at, after, before FROM policy_changes \
@@ -996,12 +988,7 @@ impl ControlPlane {
                 "history of policy '{policy}' of domain '{domain}'"
             )));
         }
-        let more = items.len() as i64 > limit;
-        items.truncate(usize::try_from(limit).unwrap_or(0));
-        let next_cursor = more
-            .then(|| items.last().map(|c| c.revision.to_string()))
-            .flatten();
-        Ok(Page { items, next_cursor })
+        Ok(paginate_by_position(items, limit, |c| c.revision))
     }
 
     /// The last step of every write: its audit entry, and on PostgreSQL the notification
@@ -1080,6 +1067,33 @@ fn check_precondition(
         Precondition::Absent => Err(ControlError::Conflict(format!("{what} already exists"))),
         _ => Ok(()),
     }
+}
+
+/// A newest-first listing's cursor: the position (revision, id) to continue below.
+pub(crate) fn decode_position(cursor: Option<&str>) -> Result<i64, ControlError> {
+    match cursor {
+        None => Ok(i64::MAX),
+        Some(c) => c.parse::<i64>().map_err(|_| ControlError::Invalid {
+            errors: vec![FieldError {
+                field: "cursor".into(),
+                message: "is not a cursor this API returned".into(),
+            }],
+        }),
+    }
+}
+
+/// One page of a newest-first listing read with `limit + 1` rows.
+pub(crate) fn paginate_by_position<T: async_graphql::OutputType>(
+    mut items: Vec<T>,
+    limit: i64,
+    position: impl Fn(&T) -> i64,
+) -> Page<T> {
+    let more = items.len() as i64 > limit;
+    items.truncate(usize::try_from(limit).unwrap_or(0));
+    let next_cursor = more
+        .then(|| items.last().map(|i| position(i).to_string()))
+        .flatten();
+    Page { items, next_cursor }
 }
 
 pub(crate) fn paginate<T: async_graphql::OutputType>(

@@ -571,28 +571,8 @@ async fn graphql_mirrors_rest_and_streams_live_decisions() {
         Duration::from_secs(1),
     )
     .await;
-    let ws_url = s.admin_url("/graphql/ws").replacen("http://", "ws://", 1);
-    let mut request =
-        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
-            ws_url.as_str(),
-        )
-        .unwrap();
-    request.headers_mut().insert(
-        "sec-websocket-protocol",
-        "graphql-transport-ws".parse().unwrap(),
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(request)
-        .await
-        .expect("websocket");
     use tokio_tungstenite::tungstenite::Message;
-    // Browsers cannot set headers on a WebSocket: the key goes in connection_init.
-    let key = s.admin_key.clone().unwrap();
-    ws.send(Message::text(
-        json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {key}")}})
-            .to_string(),
-    ))
-    .await
-    .unwrap();
+    let mut ws = crate::helpers::graphql_ws(&s, s.admin_key.as_deref()).await;
     let ack = ws.next().await.unwrap().unwrap();
     assert!(ack.to_text().unwrap().contains("connection_ack"), "{ack:?}");
     ws.send(Message::text(json!({"id": "1", "type": "subscribe", "payload": {"query": "subscription { decisions(domain: \"search\") { allowed descriptors { entries policy remaining } } }"}}).to_string())).await.unwrap();

@@ -351,3 +351,37 @@ descriptors:
     shadow_mode: true
     rate_limit: {name: trial, unit: hour, requests_per_unit: 1}
 ";
+
+/// A WebSocket to the admin listener's GraphQL subscriptions.
+pub type GraphqlWs =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens `/graphql/ws` (graphql-transport-ws) and sends `connection_init`, with `key` in
+/// its payload as browsers must (they cannot set headers on a WebSocket).
+pub async fn graphql_ws(s: &TestServer, key: Option<&str>) -> GraphqlWs {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let url = s.admin_url("/graphql/ws").replacen("http://", "ws://", 1);
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+            url.as_str(),
+        )
+        .expect("websocket request");
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        "graphql-transport-ws".parse().expect("header value"),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("websocket");
+    let init = match key {
+        Some(key) => {
+            serde_json::json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {key}")}})
+        }
+        None => serde_json::json!({"type": "connection_init"}),
+    };
+    ws.send(Message::text(init.to_string()))
+        .await
+        .expect("connection_init");
+    ws
+}

@@ -636,25 +636,7 @@ async fn every_graphql_field_allows_and_denies_by_role_and_scope() {
 /// after the acknowledgement (an error, or the first event once a check is made).
 async fn subscribe_once(s: &TestServer, key: &str, domain: &str) -> String {
     use tokio_tungstenite::tungstenite::Message;
-    let url = s.admin_url("/graphql/ws").replacen("http://", "ws://", 1);
-    let mut request =
-        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
-            url.as_str(),
-        )
-        .expect("test fixture");
-    request.headers_mut().insert(
-        "sec-websocket-protocol",
-        "graphql-transport-ws".parse().expect("test fixture"),
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(request)
-        .await
-        .expect("websocket");
-    ws.send(Message::text(
-        json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {key}")}})
-            .to_string(),
-    ))
-    .await
-    .expect("test fixture");
+    let mut ws = crate::helpers::graphql_ws(s, Some(key)).await;
     let ack = ws
         .next()
         .await
@@ -683,26 +665,8 @@ async fn subscribe_once(s: &TestServer, key: &str, domain: &str) -> String {
 
 #[tokio::test]
 async fn a_websocket_without_credentials_is_not_acknowledged() {
-    use tokio_tungstenite::tungstenite::Message;
     let s = TestServer::start(None);
-    let url = s.admin_url("/graphql/ws").replacen("http://", "ws://", 1);
-    let mut request =
-        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
-            url.as_str(),
-        )
-        .unwrap();
-    request.headers_mut().insert(
-        "sec-websocket-protocol",
-        "graphql-transport-ws".parse().unwrap(),
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(request)
-        .await
-        .expect("websocket");
-    ws.send(Message::text(
-        json!({"type": "connection_init"}).to_string(),
-    ))
-    .await
-    .unwrap();
+    let mut ws = crate::helpers::graphql_ws(&s, None).await;
     let reply = tokio::time::timeout(Duration::from_secs(5), ws.next())
         .await
         .expect("an answer");
