@@ -35,6 +35,7 @@ pub fn markdown(openapi: &str) -> String {
         out.push_str("\n\n");
     }
     out.push_str("GraphQL (`POST /graphql`, GraphiQL on `GET /graphql`, subscriptions over WebSocket at `/graphql/ws`) offers the same operations; its schema is introspectable.\n");
+    out.push_str("\nEvery operation but `GET /v1/admin/openapi.json` and the GraphiQL page needs `Authorization: Bearer <API key or JWT>` (a WebSocket may send it in `connection_init` instead): 401 without valid credentials, 403 outside the caller's role or domains, 429 after too many requests or failed authentications from one address. Roles, scopes and token rules: [design/authn-authz.md](design/authn-authz.md).\n");
     let Some(paths) = doc["paths"].as_object() else {
         return out;
     };
