@@ -26,9 +26,17 @@ impl RedisServer {
         Self::start_with(&[])
     }
 
-    /// Starts a server with extra `redis-server` arguments.
+    /// Starts a server with extra `redis-server` arguments. A port taken between choosing
+    /// and binding it (other tests start servers too) is retried on another.
     pub fn start_with(extra: &[&str]) -> Self {
-        Self::start_on(free_port(), extra)
+        let mut last = String::new();
+        for _ in 0..5 {
+            match Self::spawn_on(free_port(), extra) {
+                Ok(server) => return server,
+                Err(e) => last = e,
+            }
+        }
+        panic!("{last}");
     }
 
     /// Starts a server that accepts only TLS, with a certificate for `127.0.0.1` signed by
@@ -132,6 +140,10 @@ impl RedisServer {
 
     /// Starts a server on `port` (to restart one where clients expect it).
     pub fn start_on(port: u16, extra: &[&str]) -> Self {
+        Self::spawn_on(port, extra).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn spawn_on(port: u16, extra: &[&str]) -> Result<Self, String> {
         let dir =
             std::env::temp_dir().join(format!("tollgate-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir)
@@ -162,14 +174,14 @@ impl RedisServer {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start redis-server: {e}; {HOW_TO_GET_REDIS}"));
         let tls = extra.contains(&"--tls-port");
-        let server = Self {
+        let mut server = Self {
             child,
             port,
             dir,
             tls,
         };
-        server.wait_until_answering();
-        server
+        server.wait_until_answering()?;
+        Ok(server)
     }
 
     fn tls_only(&self) -> bool {
@@ -199,22 +211,32 @@ impl RedisServer {
         let _ = self.child.wait();
     }
 
-    fn wait_until_answering(&self) {
+    /// Waits for this server (checked by its process id) to answer; an error when it
+    /// exited instead (its port was taken), a panic when it neither answers nor exits
+    /// within 10 s.
+    fn wait_until_answering(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Ok(reply) = command(self.port, &["PING"])
-                && reply.starts_with("+PONG")
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!(
+                    "redis-server on port {} exited at startup ({status}); is the port taken?",
+                    self.port
+                ));
+            }
+            // The server answering must be this one, not another that holds the port.
+            if let Ok(reply) = command(self.port, &["INFO", "server"])
+                && reply.contains(&format!("process_id:{}\r\n", self.child.id()))
             {
-                return;
+                return Ok(());
             }
             // A TLS-only server does not speak plain RESP: accepting connections is the
             // sign of life there, and the client under test does the rest.
             if self.tls_only() && TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
+                return Ok(());
             }
             assert!(
                 Instant::now() < deadline,
-                "redis-server on port {} did not answer PING within 10 s",
+                "redis-server on port {} did not answer within 10 s",
                 self.port
             );
             std::thread::sleep(Duration::from_millis(10));
