@@ -96,6 +96,19 @@ impl<'a> Audit<'a> {
     where
         E: sqlx::Executor<'c, Database = Any>,
     {
+        self.write(executor, "ok", detail).await
+    }
+
+    /// Records this attempt with `outcome`.
+    async fn write<'c, E>(
+        &self,
+        executor: E,
+        outcome: &str,
+        detail: &str,
+    ) -> Result<(), ControlError>
+    where
+        E: sqlx::Executor<'c, Database = Any>,
+    {
         insert(
             executor,
             &self.actor.name,
@@ -103,7 +116,7 @@ impl<'a> Audit<'a> {
             self.action,
             &self.target,
             &self.actor.remote,
-            "ok",
+            outcome,
             detail,
         )
         .await
@@ -119,17 +132,9 @@ impl ControlPlane {
     ) -> Result<T, ControlError> {
         let result = mutation.await;
         if let Err(e) = &result {
-            let written = insert(
-                self.database().pool(),
-                &audit.actor.name,
-                audit.actor.via,
-                audit.action,
-                &audit.target,
-                &audit.actor.remote,
-                outcome_of(e),
-                &e.to_string(),
-            )
-            .await;
+            let written = audit
+                .write(self.database().pool(), outcome_of(e), &e.to_string())
+                .await;
             if let Err(w) = written {
                 tracing::error!(error = %w, action = audit.action, "cannot write the audit log");
             }

@@ -167,11 +167,6 @@ impl AdminAccess {
         })
     }
 
-    /// The mode.
-    pub fn mode(&self) -> AdminAuthMode {
-        self.mode
-    }
-
     /// Runs one guard check (`consume`: take from the limit; otherwise only look).
     async fn guard(&self, key: &str, ip: &str, consume: bool) -> Result<(), Refusal> {
         let entries = [Entry { key, value: ip }];
