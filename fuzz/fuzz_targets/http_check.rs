@@ -5,19 +5,17 @@
 #[path = "common.rs"]
 mod common;
 
-use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, header};
+use http::header;
 use libfuzzer_sys::fuzz_target;
-use tollgate_server::http::check::answer;
+use tollgate_server::http::check::{CheckHeaders, answer};
 
 fuzz_target!(|data: &[u8]| {
     let state = common::state();
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    let response = common::run(answer(&state, &headers, Ok(Bytes::copy_from_slice(data))));
+    let headers = CheckHeaders {
+        content_type: Some(b"application/json"),
+        ..CheckHeaders::default()
+    };
+    let response = common::run(answer(&state, headers, Ok(data)));
     let status = response.status().as_u16();
     assert!(
         status == 200 || (400..500).contains(&status),

@@ -163,7 +163,9 @@ fn rate_limit_headers(kind: ResponseHeaders, decision: &Decision) -> Vec<PbHeade
     match kind {
         ResponseHeaders::None => Vec::new(),
         ResponseHeaders::Draft11 => {
-            let (policy, current) = crate::http::render::ratelimit_headers(decision);
+            let (mut policy, mut current) = (Vec::new(), Vec::new());
+            crate::http::render::policy_value(&mut policy, decision);
+            crate::http::render::current_value(&mut current, decision);
             let text = |v: Vec<u8>| String::from_utf8(v).unwrap_or_default();
             if policy.is_empty() {
                 return Vec::new();

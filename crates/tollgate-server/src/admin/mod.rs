@@ -323,7 +323,9 @@ async fn access_log(request: Request, next: Next) -> Response {
         micros = started.elapsed().as_micros() as u64,
         "admin request"
     );
-    response.headers_mut().insert(REQUEST_ID.clone(), id.0);
+    response
+        .headers_mut()
+        .insert(REQUEST_ID.clone(), id.header_value());
     response
 }
 

@@ -15,7 +15,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::response::Response;
 use http::{HeaderMap, StatusCode, header};
 use serde::Deserialize;
-use tollgate_core::{CheckRequest, Entry, LimitOverride, Unit};
+use tollgate_core::{CheckRequest, Decision, Entry, LimitOverride, Unit};
 
 use super::AppState;
 use super::problem::Problem;
@@ -61,15 +61,38 @@ struct LimitBody<'a> {
     unit: Cow<'a, str>,
 }
 
-fn is_json(headers: &HeaderMap) -> bool {
-    match headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    {
+/// The request headers a check reads, wherever they were parsed (hyper's header map, or
+/// the listener's own HTTP/1.1 loop). The first value counts when a header repeats.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CheckHeaders<'a> {
+    /// `Content-Type`.
+    pub content_type: Option<&'a [u8]>,
+    /// `Authorization` (the data-plane token, when one is required).
+    pub authorization: Option<&'a [u8]>,
+    /// `X-Request-Id`.
+    pub request_id: Option<&'a [u8]>,
+}
+
+impl<'a> CheckHeaders<'a> {
+    /// The headers a check reads, from a header map.
+    pub fn of(headers: &'a HeaderMap) -> Self {
+        let get = |name| headers.get(name).map(http::HeaderValue::as_bytes);
+        Self {
+            content_type: get(&header::CONTENT_TYPE),
+            authorization: get(&header::AUTHORIZATION),
+            request_id: get(&REQUEST_ID),
+        }
+    }
+}
+
+fn is_json(content_type: Option<&[u8]>) -> bool {
+    match content_type {
         None => true,
         Some(ct) => {
-            let essence = ct.split(';').next().unwrap_or("").trim();
-            essence.eq_ignore_ascii_case("application/json")
+            let essence = ct.split(|&b| b == b';').next().unwrap_or(b"");
+            essence
+                .trim_ascii()
+                .eq_ignore_ascii_case(b"application/json")
         }
     }
 }
@@ -93,21 +116,48 @@ pub async fn check(
         StatusCode::PAYLOAD_TOO_LARGE => BodyError::TooLarge,
         _ => BodyError::Unreadable(rejection.body_text()),
     });
-    answer(&state, &headers, body)
+    answer(&state, CheckHeaders::of(&headers), body.as_deref())
         .await
         .map(axum::body::Body::from)
+}
+
+/// What a check comes to, before it is put on the wire.
+#[derive(Debug)]
+pub enum Outcome {
+    /// A decision: the answer is 200, rendered by [`super::render`].
+    Decided(Decision),
+    /// A refusal (4xx), already a response.
+    Refused(http::Response<Bytes>),
 }
 
 /// Answers one check request: a decision (200) or a problem (4xx), with a request id.
 pub async fn answer(
     state: &AppState,
-    headers: &HeaderMap,
-    body: Result<Bytes, BodyError>,
+    headers: CheckHeaders<'_>,
+    body: Result<&[u8], &BodyError>,
 ) -> http::Response<Bytes> {
+    let (id, outcome) = evaluate(state, headers, body).await;
+    let mut response = match outcome {
+        Outcome::Decided(decision) => super::render::decision(&decision),
+        Outcome::Refused(response) => response,
+    };
+    response
+        .headers_mut()
+        .insert(REQUEST_ID.clone(), id.header_value());
+    response
+}
+
+/// Decides one check request, leaving the rendering to the caller: [`answer`] for hyper
+/// and axum, the listener's own loop writes straight to the wire.
+pub async fn evaluate(
+    state: &AppState,
+    headers: CheckHeaders<'_>,
+    body: Result<&[u8], &BodyError>,
+) -> (RequestId, Outcome) {
     let started = Instant::now();
-    let id = RequestId::of(headers);
+    let id = RequestId::from_header(headers.request_id);
     if let Some(token) = &state.data_token
-        && !token.admits(headers)
+        && !token.admits_value(headers.authorization)
     {
         state.metrics.rejected("unauthenticated");
         let mut response = Problem::new(
@@ -121,63 +171,64 @@ pub async fn answer(
             http::header::WWW_AUTHENTICATE,
             http::HeaderValue::from_static(r#"Bearer realm="tollgate""#),
         );
-        response.headers_mut().insert(REQUEST_ID.clone(), id.0);
-        return response;
+        return (id, Outcome::Refused(response));
     }
-    let mut response = decide(state, headers, &id, body).await;
-    response.headers_mut().insert(REQUEST_ID.clone(), id.0);
-    if response.status() == StatusCode::OK {
-        // Decisions only: refused requests are counted by reason instead.
-        state.metrics.observe_latency(started.elapsed());
-    }
-    response
+    let outcome = match decide(state, headers, &id, body).await {
+        Ok(decision) => {
+            // Decisions only: refused requests are counted by reason instead.
+            state.metrics.observe_latency(started.elapsed());
+            Outcome::Decided(decision)
+        }
+        Err(refused) => Outcome::Refused(refused),
+    };
+    (id, outcome)
 }
 
 async fn decide(
     state: &AppState,
-    headers: &HeaderMap,
+    headers: CheckHeaders<'_>,
     id: &RequestId,
-    body: Result<Bytes, BodyError>,
-) -> http::Response<Bytes> {
+    body: Result<&[u8], &BodyError>,
+) -> Result<Decision, http::Response<Bytes>> {
     let body = match body {
         Ok(body) => body,
         Err(BodyError::TooLarge) => {
             state.metrics.rejected("body");
-            return Problem::new(
+            return Err(Problem::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "urn:tollgate:problem:body-too-large",
                 "Body too large",
                 format!("the body must be at most {} bytes", super::MAX_BODY_BYTES),
             )
-            .to_response();
+            .to_response());
         }
         Err(BodyError::Unreadable(detail)) => {
             state.metrics.rejected("body");
-            return Problem::new(
+            return Err(Problem::new(
                 StatusCode::BAD_REQUEST,
                 "urn:tollgate:problem:unreadable-body",
                 "Unreadable body",
-                detail,
+                detail.clone(),
             )
-            .to_response();
+            .to_response());
         }
     };
-    if !is_json(headers) {
+    if !is_json(headers.content_type) {
         state.metrics.rejected("content_type");
-        return Problem::new(
+        return Err(Problem::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "urn:tollgate:problem:unsupported-media-type",
             "Unsupported media type",
             "send the request as application/json",
         )
-        .to_response();
+        .to_response());
     }
-    let parsed: CheckBody<'_> = match parse_body(&body) {
+    let parsed: CheckBody<'_> = match parse_body(body) {
         Ok(parsed) => parsed,
         Err(detail) => {
             state.metrics.rejected("json");
             tracing::info!(request_id = id.as_str(), %detail, "malformed check request");
-            return Problem::invalid_body(detail).to_response();
+            return Err(Problem::invalid_body(detail).to_response());
         }
     };
 
@@ -202,11 +253,11 @@ async fn decide(
                 }),
                 None => {
                     state.metrics.rejected("invalid");
-                    return Problem::invalid_request(format!(
+                    return Err(Problem::invalid_request(format!(
                         "descriptors[{i}].limit.unit: invalid unit '{}' (expected second, minute, hour, day, week, month or year)",
                         l.unit
                     ))
-                    .to_response();
+                    .to_response());
                 }
             },
         };
@@ -227,11 +278,11 @@ async fn decide(
         Err(e) => {
             state.metrics.rejected("invalid");
             tracing::info!(request_id = id.as_str(), detail = %e, "invalid check request");
-            return Problem::invalid_request(e.to_string()).to_response();
+            return Err(Problem::invalid_request(e.to_string()).to_response());
         }
     };
     data_plane::record(state, id, &request, &decision);
-    super::render::decision(&decision)
+    Ok(decision)
 }
 
 /// Decodes the body, naming the field at fault (`descriptors[0].entries[1].key: ...`).
@@ -261,13 +312,15 @@ mod tests {
     #[test]
     fn json_content_types() {
         let mut h = HeaderMap::new();
-        assert!(is_json(&h));
+        assert!(is_json(CheckHeaders::of(&h).content_type));
         h.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json; charset=utf-8"),
         );
-        assert!(is_json(&h));
+        assert!(is_json(CheckHeaders::of(&h).content_type));
+        assert!(is_json(Some(b" Application/JSON ;q=1")));
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-        assert!(!is_json(&h));
+        assert!(!is_json(CheckHeaders::of(&h).content_type));
+        assert!(!is_json(Some(b"application/jsonx")));
     }
 }

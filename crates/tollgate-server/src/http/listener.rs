@@ -1,10 +1,11 @@
-//! The HTTP/1.1 listener loop: hyper connections with keep-alive, header read timeouts and
-//! graceful shutdown.
+//! The accept loop every listener shares (connections, TLS handshakes, graceful shutdown,
+//! connection ages), and the data listener's HTTP/1.1 service.
 //!
-//! `POST /v1/check` is dispatched before the axum router, straight from hyper's request to
-//! [`check::answer`]: the router's boxed services and body conversions are work the hot
-//! path does not need (callgrind: about 4 000 fewer instructions per request, of ~30 000).
-//! Everything else goes through the router.
+//! Data connections start on [`DataConnection`], which answers checks itself and moves a
+//! connection to hyper at its first request of another kind. On hyper, `POST /v1/check` is
+//! still dispatched before the axum router, straight to [`check::answer`]: the router's
+//! boxed services and body conversions are work a check does not need. Everything else
+//! goes through the router.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -15,14 +16,13 @@ use axum::body::{Body, Bytes};
 use http::{HeaderValue, Method, Request, Response, header};
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulConnection;
+use hyper_util::rt::TokioTimer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower::ServiceExt;
 
-use super::check::{self, BodyError};
+use super::check::{self, BodyError, CheckHeaders};
+use super::connection::DataConnection;
 use super::{AppState, MAX_BODY_BYTES};
 use crate::tls::{MaybeTls, ReloadingTls};
 
@@ -37,6 +37,48 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 
 type ResponseBody = Either<Full<Bytes>, Body>;
 
+/// A connection the accept loop serves: a future that ends with the connection, which can
+/// be asked to finish its requests and close. After `graceful_shutdown` the accept loop
+/// polls the connection again, so the request may be noticed on that poll.
+pub(crate) trait Connection: Future<Output = Result<(), Self::Error>> {
+    /// What a failed connection reports (logged at debug level).
+    type Error;
+
+    /// Asks the connection to finish the requests it has started, then close.
+    fn graceful_shutdown(self: std::pin::Pin<&mut Self>);
+}
+
+impl<I, S, B> Connection for hyper::server::conn::http1::Connection<I, S>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Error = hyper::Error;
+
+    fn graceful_shutdown(self: std::pin::Pin<&mut Self>) {
+        hyper::server::conn::http1::Connection::graceful_shutdown(self);
+    }
+}
+
+impl<I, S, B, E> Connection for hyper::server::conn::http2::Connection<I, S, E>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    type Error = hyper::Error;
+
+    fn graceful_shutdown(self: std::pin::Pin<&mut Self>) {
+        hyper::server::conn::http2::Connection::graceful_shutdown(self);
+    }
+}
+
 /// Serves connections from `listener` until `stop` turns true, then drains them.
 pub async fn serve(
     listener: TcpListener,
@@ -50,12 +92,16 @@ pub async fn serve(
         .header_read_timeout(HEADER_READ_TIMEOUT)
         // Bounds a request's head (hyper answers 431 beyond it); bodies stream past it.
         .max_buf_size(MAX_HEAD_BYTES)
+        .max_header_size(MAX_HEAD_BYTES)
         .keep_alive(true);
     accept_until_stopped("http", listener, stop, None, tls, move |stream| {
-        let state = state.clone();
-        let router = router.clone();
-        let service = service_fn(move |request| dispatch(state.clone(), router.clone(), request));
-        http.serve_connection(TokioIo::new(stream), service)
+        DataConnection::new(
+            stream,
+            state.clone(),
+            router.clone(),
+            http.clone(),
+            HEADER_READ_TIMEOUT,
+        )
     })
     .await;
     Ok(())
@@ -85,7 +131,7 @@ pub(crate) async fn accept_until_stopped<C, F>(
     connection: F,
 ) where
     F: Fn(MaybeTls) -> C + Clone + Send + 'static,
-    C: GracefulConnection + Send + 'static,
+    C: Connection + Send + 'static,
     C::Error: std::fmt::Display + Send,
 {
     // Every connection task holds a sender; when all are gone, draining is done.
@@ -176,7 +222,9 @@ pub(crate) async fn accept_until_stopped<C, F>(
     }
 }
 
-async fn dispatch(
+/// hyper's service on the data listener: checks straight to [`check::answer`], the rest
+/// through the router.
+pub(crate) async fn dispatch(
     state: Arc<AppState>,
     router: Router,
     request: Request<Incoming>,
@@ -184,7 +232,8 @@ async fn dispatch(
     if request.method() == Method::POST && request.uri().path() == "/v1/check" {
         let (parts, body) = request.into_parts();
         let (body, unread) = read_body(&parts.headers, body).await;
-        let mut answer = check::answer(&state, &parts.headers, body).await;
+        let mut answer =
+            check::answer(&state, CheckHeaders::of(&parts.headers), body.as_deref()).await;
         if unread {
             // Part of the body is still on the wire: this connection cannot carry another
             // request, and the client must know before it tries.

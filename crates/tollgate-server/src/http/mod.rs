@@ -1,6 +1,7 @@
 //! The HTTP listener: `POST /v1/check` and the operations endpoints.
 
 pub mod check;
+pub mod connection;
 pub mod listener;
 mod ops;
 pub mod problem;

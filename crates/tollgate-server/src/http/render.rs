@@ -14,7 +14,7 @@ static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 const MS: Nanos = 1_000_000;
 const S: Nanos = 1_000_000_000;
 
-/// The 200 answer for a decision.
+/// The 200 answer for a decision, for hyper and axum.
 pub fn decision(decision: &Decision) -> http::Response<Bytes> {
     let mut body = Vec::with_capacity(32 + 256 * decision.statuses.len());
     json(&mut body, decision);
@@ -24,7 +24,10 @@ pub fn decision(decision: &Decision) -> http::Response<Bytes> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    let (policy, current) = ratelimit_headers(decision);
+    let size = 48 * decision.statuses.len();
+    let (mut policy, mut current) = (Vec::with_capacity(size), Vec::with_capacity(size));
+    policy_value(&mut policy, decision);
+    current_value(&mut current, decision);
     for (name, value) in [(&RATELIMIT_POLICY, policy), (&RATELIMIT, current)] {
         if !value.is_empty()
             && let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(value))
@@ -36,6 +39,40 @@ pub fn decision(decision: &Decision) -> http::Response<Bytes> {
         headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     }
     response
+}
+
+/// The same answer's header lines (`name: value\r\n`), appended to `out`, for the
+/// listener's own HTTP/1.1 loop: [`decision`]'s headers without a header map.
+pub(crate) fn decision_head(out: &mut Vec<u8>, decision: &Decision) {
+    out.extend_from_slice(b"content-type: application/json\r\n");
+    for (name, value) in [
+        (
+            &RATELIMIT_POLICY,
+            policy_value as fn(&mut Vec<u8>, &Decision),
+        ),
+        (&RATELIMIT, current_value),
+    ] {
+        let start = out.len();
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        let value_start = out.len();
+        value(out, decision);
+        if out.len() == value_start {
+            out.truncate(start);
+        } else {
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    if let Some(seconds) = retry_after_seconds(decision) {
+        out.extend_from_slice(b"retry-after: ");
+        out.extend_from_slice(itoa::Buffer::new().format(seconds).as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// The answer's body, appended to `out`.
+pub(crate) fn decision_body(out: &mut Vec<u8>, decision: &Decision) {
+    json(out, decision);
 }
 
 fn number(out: &mut Vec<u8>, n: Option<u64>) {
@@ -125,32 +162,45 @@ fn sf_string(out: &mut Vec<u8>, name: &str) {
     out.push(b'"');
 }
 
-/// `RateLimit-Policy` and `RateLimit` values: one list member per limited descriptor.
-pub(crate) fn ratelimit_headers(decision: &Decision) -> (Vec<u8>, Vec<u8>) {
-    let size = 48 * decision.statuses.len();
-    let (mut policy, mut current) = (Vec::with_capacity(size), Vec::with_capacity(size));
-    let mut n = itoa::Buffer::new();
-    for s in &decision.statuses {
-        let Some(rule) = &s.rule else { continue };
+/// The limited descriptors' rules with their rates and windows.
+fn limited(decision: &Decision) -> impl Iterator<Item = (&DescriptorStatus, &str, u64, u64)> {
+    decision.statuses.iter().filter_map(|s| {
+        let rule = s.rule.as_ref()?;
         let (Some((_, unit)), Some(quota)) = (rule.rate(), rule.quota()) else {
-            continue;
+            return None;
         };
-        if !policy.is_empty() {
-            policy.extend_from_slice(b", ");
-            current.extend_from_slice(b", ");
+        Some((s, rule.name(), quota, unit.seconds()))
+    })
+}
+
+/// The `RateLimit-Policy` value: one list member per limited descriptor (may be empty).
+pub(crate) fn policy_value(out: &mut Vec<u8>, decision: &Decision) {
+    let mut n = itoa::Buffer::new();
+    for (i, (_, name, quota, window)) in limited(decision).enumerate() {
+        if i > 0 {
+            out.extend_from_slice(b", ");
         }
-        sf_string(&mut policy, rule.name());
-        policy.extend_from_slice(b";q=");
-        policy.extend_from_slice(n.format(quota).as_bytes());
-        policy.extend_from_slice(b";w=");
-        policy.extend_from_slice(n.format(unit.seconds()).as_bytes());
-        sf_string(&mut current, rule.name());
-        current.extend_from_slice(b";r=");
-        current.extend_from_slice(n.format(s.remaining).as_bytes());
-        current.extend_from_slice(b";t=");
-        current.extend_from_slice(n.format(s.reset_after.div_ceil(S)).as_bytes());
+        sf_string(out, name);
+        out.extend_from_slice(b";q=");
+        out.extend_from_slice(n.format(quota).as_bytes());
+        out.extend_from_slice(b";w=");
+        out.extend_from_slice(n.format(window).as_bytes());
     }
-    (policy, current)
+}
+
+/// The `RateLimit` value: what remains of each limited descriptor, and when it resets.
+pub(crate) fn current_value(out: &mut Vec<u8>, decision: &Decision) {
+    let mut n = itoa::Buffer::new();
+    for (i, (s, name, _, _)) in limited(decision).enumerate() {
+        if i > 0 {
+            out.extend_from_slice(b", ");
+        }
+        sf_string(out, name);
+        out.extend_from_slice(b";r=");
+        out.extend_from_slice(n.format(s.remaining).as_bytes());
+        out.extend_from_slice(b";t=");
+        out.extend_from_slice(n.format(s.reset_after.div_ceil(S)).as_bytes());
+    }
 }
 
 /// Seconds until a denied request may pass: the longest wait among the descriptors that

@@ -18,27 +18,53 @@ static PREFIX: LazyLock<u32> = LazyLock::new(|| {
 });
 static NEXT: AtomicU64 = AtomicU64::new(0);
 
-/// The id of one request.
-#[derive(Debug, Clone)]
-pub struct RequestId(pub HeaderValue);
+/// Longest caller-chosen id kept; longer ones are replaced by a new id.
+const MAX_LEN: usize = 128;
+
+/// The id of one request, kept inline (no allocation per request).
+#[derive(Clone)]
+pub struct RequestId {
+    len: u8,
+    bytes: [u8; MAX_LEN],
+}
+
+impl std::fmt::Debug for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("RequestId").field(&self.as_str()).finish()
+    }
+}
 
 impl RequestId {
     /// The caller's id (if it is at most 128 visible characters), else a new one.
     pub fn of(headers: &HeaderMap) -> Self {
-        match headers.get(&REQUEST_ID) {
-            Some(v) if v.len() <= 128 && v.to_str().is_ok() => Self(v.clone()),
+        Self::from_header(headers.get(&REQUEST_ID).map(HeaderValue::as_bytes))
+    }
+
+    /// The same for the raw value of the header, when the caller sent one.
+    pub fn from_header(value: Option<&[u8]>) -> Self {
+        match value {
+            Some(v)
+                if !v.is_empty()
+                    && v.len() <= MAX_LEN
+                    && v.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b)) =>
+            {
+                Self::inline(v)
+            }
             _ => Self::generate(),
         }
     }
 
     /// The same for an id read from elsewhere (gRPC metadata).
     pub fn from_caller(id: Option<&str>) -> Self {
-        match id
-            .filter(|v| v.len() <= 128)
-            .and_then(|v| HeaderValue::from_str(v).ok())
-        {
-            Some(v) => Self(v),
-            None => Self::generate(),
+        Self::from_header(id.map(str::as_bytes))
+    }
+
+    fn inline(v: &[u8]) -> Self {
+        let mut bytes = [0; MAX_LEN];
+        bytes[..v.len()].copy_from_slice(v);
+        Self {
+            len: v.len() as u8,
+            bytes,
         }
     }
 
@@ -54,13 +80,23 @@ impl RequestId {
         for i in 0..12 {
             buf[9 + i] = HEX[((n >> (44 - 4 * i)) & 0xf) as usize];
         }
-        // Hex digits and a dash are always a valid header value.
-        Self(HeaderValue::from_bytes(&buf).unwrap_or(HeaderValue::from_static("-")))
+        Self::inline(&buf)
+    }
+
+    /// The id as sent on the wire.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
     }
 
     /// The id as text (for logs).
     pub fn as_str(&self) -> &str {
-        self.0.to_str().unwrap_or("-")
+        // Only visible ASCII is ever kept.
+        std::str::from_utf8(self.as_bytes()).unwrap_or("-")
+    }
+
+    /// The id as a header value.
+    pub fn header_value(&self) -> HeaderValue {
+        HeaderValue::from_bytes(self.as_bytes()).unwrap_or(HeaderValue::from_static("-"))
     }
 }
 
@@ -87,5 +123,21 @@ mod tests {
             HeaderValue::from_str(&"x".repeat(200)).unwrap(),
         );
         assert_eq!(RequestId::of(&h).as_str().len(), 21);
+        assert_eq!(RequestId::from_header(Some(b"abc-123")).as_str(), "abc-123");
+        assert_eq!(RequestId::from_header(Some(b"a\x01b")).as_str().len(), 21);
+        assert_eq!(
+            RequestId::from_header(Some(&[b'y'; 129])).as_str().len(),
+            21
+        );
+        assert_eq!(RequestId::from_header(None).as_str().len(), 21);
+        assert_eq!(RequestId::from_header(Some(b"")).as_str().len(), 21);
+        assert_eq!(
+            RequestId::from_caller(Some("grpc-1")).header_value(),
+            "grpc-1"
+        );
+        assert_eq!(
+            RequestId::from_header(Some(&[b'z'; 128])).as_bytes(),
+            &[b'z'; 128]
+        );
     }
 }

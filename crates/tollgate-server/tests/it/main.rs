@@ -7,6 +7,7 @@ mod distributed;
 mod envoy_examples;
 mod grpc;
 mod helpers;
+mod http1;
 mod operations;
 mod propagation;
 mod reload;
