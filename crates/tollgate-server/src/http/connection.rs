@@ -36,7 +36,12 @@ use super::check::{self, CheckHeaders, Outcome};
 use super::listener::Connection;
 use super::request_id::{REQUEST_ID, RequestId};
 use super::{AppState, MAX_BODY_BYTES, render};
-use crate::tls::MaybeTls;
+
+/// What a connection runs over: a TCP stream, with TLS or without (or, in tests and fuzzing,
+/// an in-memory pipe).
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for T {}
 
 /// Largest request head answered here; longer ones go to hyper, which allows 64 KiB.
 pub const MAX_OWN_HEAD: usize = 16 * 1024;
@@ -56,7 +61,7 @@ impl DataConnection {
     /// settings) once the first such request arrives. A client gets `head_timeout` to
     /// send each request head, the first one included.
     pub fn new(
-        io: MaybeTls,
+        io: impl Transport,
         state: Arc<AppState>,
         router: Router,
         http: http1::Builder,
@@ -223,7 +228,7 @@ fn end_head(out: &mut Vec<u8>, body: &[u8], close: bool) {
 }
 
 async fn serve(
-    mut io: MaybeTls,
+    mut io: impl Transport,
     state: Arc<AppState>,
     router: Router,
     http: http1::Builder,
@@ -312,7 +317,7 @@ async fn serve(
 /// Serves the rest of the connection on hyper, starting with `read`, the bytes already
 /// read and not answered.
 async fn hand_over(
-    io: MaybeTls,
+    io: impl Transport,
     read: BytesMut,
     state: Arc<AppState>,
     router: Router,
@@ -337,12 +342,12 @@ async fn hand_over(
 }
 
 /// A stream whose first bytes were already read: they are read again, then the stream.
-struct Replayed {
+struct Replayed<S> {
     read: BytesMut,
-    io: MaybeTls,
+    io: S,
 }
 
-impl AsyncRead for Replayed {
+impl<S: Transport> AsyncRead for Replayed<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -358,7 +363,7 @@ impl AsyncRead for Replayed {
     }
 }
 
-impl AsyncWrite for Replayed {
+impl<S: Transport> AsyncWrite for Replayed<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -27,11 +27,23 @@ use super::{AppState, MAX_BODY_BYTES};
 use crate::tls::{MaybeTls, ReloadingTls};
 
 /// How long a client may take to send a request's headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest request head (request line and headers) accepted.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Largest oversized body still read (and discarded) to keep its connection usable.
 const DRAIN_LIMIT: usize = 1 << 20;
+/// hyper's HTTP/1.1 settings on the data listener, for connections it takes over.
+pub fn hyper_settings() -> hyper::server::conn::http1::Builder {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        // Bounds a request's head (hyper answers 431 beyond it); bodies stream past it.
+        .max_buf_size(MAX_HEAD_BYTES)
+        .max_header_size(MAX_HEAD_BYTES)
+        .keep_alive(true);
+    http
+}
+
 /// How long in-flight requests get to finish once shutdown starts.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -87,13 +99,7 @@ pub async fn serve(
     stop: watch::Receiver<bool>,
     tls: Option<Arc<ReloadingTls>>,
 ) -> anyhow::Result<()> {
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        // Bounds a request's head (hyper answers 431 beyond it); bodies stream past it.
-        .max_buf_size(MAX_HEAD_BYTES)
-        .max_header_size(MAX_HEAD_BYTES)
-        .keep_alive(true);
+    let http = hyper_settings();
     accept_until_stopped("http", listener, stop, None, tls, move |stream| {
         DataConnection::new(
             stream,
