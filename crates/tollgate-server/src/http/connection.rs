@@ -99,15 +99,23 @@ impl Connection for DataConnection {
     }
 }
 
+/// A check this loop answers, once `head + body` bytes are in.
+#[derive(Debug)]
+struct OwnCheck<'b> {
+    /// Length of the request head.
+    head: usize,
+    /// Length of the body (`Content-Length`).
+    body: usize,
+    /// Whether the client asked to close the connection after the answer.
+    close: bool,
+    /// The headers a check reads.
+    headers: CheckHeaders<'b>,
+}
+
 /// What the start of the read buffer holds.
 enum Head<'b> {
-    /// A check this loop answers, once `head + body` bytes are in.
-    Check {
-        head: usize,
-        body: usize,
-        close: bool,
-        headers: CheckHeaders<'b>,
-    },
+    /// A check answered here.
+    Check(OwnCheck<'b>),
     /// Not a whole head yet.
     Partial,
     /// A request for hyper.
@@ -159,12 +167,12 @@ fn head(buf: &[u8]) -> Head<'_> {
             headers.request_id.get_or_insert(value);
         }
     }
-    Head::Check {
+    Head::Check(OwnCheck {
         head,
         body: body.unwrap_or(0),
         close,
         headers,
-    }
+    })
 }
 
 /// A `Content-Length` value: decimal digits only.
@@ -248,28 +256,23 @@ async fn serve(
         let mut handover = false;
         let mut waiting_for_head = true;
         while !input.is_empty() {
-            let (head_len, body_len, closing, headers) = match head(&input) {
-                Head::Check {
-                    head,
-                    body,
-                    close,
-                    headers,
-                } => (head, body, close, headers),
+            let request = match head(&input) {
+                Head::Check(request) => request,
                 Head::Partial => break,
                 Head::Other => {
                     handover = true;
                     break;
                 }
             };
-            let end = head_len + body_len;
+            let end = request.head + request.body;
             if input.len() < end {
                 input.reserve(end - input.len());
                 waiting_for_head = false;
                 break;
             }
-            let body = &input[head_len..end];
-            let (id, outcome) = check::evaluate(&state, headers, Ok(body)).await;
-            close = closing || stopping.load(Ordering::Relaxed);
+            let body = &input[request.head..end];
+            let (id, outcome) = check::evaluate(&state, request.headers, Ok(body)).await;
+            close = request.close || stopping.load(Ordering::Relaxed);
             match outcome {
                 Outcome::Decided(decision) => {
                     write_decision(&mut output, &mut scratch, &decision, &id, close);
@@ -477,12 +480,7 @@ mod tests {
 
     fn check_head(raw: &[u8]) -> (usize, usize, bool, CheckHeaders<'_>) {
         match head(raw) {
-            Head::Check {
-                head,
-                body,
-                close,
-                headers,
-            } => (head, body, close, headers),
+            Head::Check(r) => (r.head, r.body, r.close, r.headers),
             Head::Partial => panic!("partial: {}", String::from_utf8_lossy(raw)),
             Head::Other => panic!("other: {}", String::from_utf8_lossy(raw)),
         }
@@ -638,7 +636,7 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn any_bytes_get_a_verdict_within_the_limits(raw in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
-            if let Head::Check { head: h, body, .. } = head(&raw) {
+            if let Head::Check(OwnCheck { head: h, body, .. }) = head(&raw) {
                 proptest::prop_assert!(h <= raw.len() && h <= MAX_OWN_HEAD);
                 proptest::prop_assert!(body <= MAX_BODY_BYTES);
             }
@@ -652,7 +650,7 @@ mod tests {
                 body.len()
             );
             let raw = raw.as_bytes();
-            let Head::Check { head: h, body: b, headers, .. } = head(raw) else {
+            let Head::Check(OwnCheck { head: h, body: b, headers, .. }) = head(raw) else {
                 return Err(proptest::test_runner::TestCaseError::fail("a whole check"));
             };
             proptest::prop_assert_eq!(h + b, raw.len());
@@ -660,7 +658,7 @@ mod tests {
             let cut = cut.min(raw.len());
             match head(&raw[..cut]) {
                 Head::Partial => proptest::prop_assert!(cut < h),
-                Head::Check { head: h2, body: b2, .. } => proptest::prop_assert!(cut >= h && h2 == h && b2 == b),
+                Head::Check(OwnCheck { head: h2, body: b2, .. }) => proptest::prop_assert!(cut >= h && h2 == h && b2 == b),
                 Head::Other => return Err(proptest::test_runner::TestCaseError::fail("cut became other")),
             }
         }
