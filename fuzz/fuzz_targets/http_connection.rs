@@ -9,7 +9,7 @@ mod common;
 use libfuzzer_sys::fuzz_target;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tollgate_server::http::connection::DataConnection;
-use tollgate_server::http::listener::{HEADER_READ_TIMEOUT, hyper_settings};
+use tollgate_server::http::listener::hyper_settings;
 
 thread_local! {
     /// One runtime for all runs. Its clock is paused: timeouts elapse as soon as everything
@@ -31,8 +31,7 @@ fuzz_target!(|data: &[u8]| {
             let state = common::state();
             let router = tollgate_server::http::router(state.clone());
             let (client, server) = tokio::io::duplex(16 * 1024);
-            let connection =
-                DataConnection::new(server, state, router, hyper_settings(), HEADER_READ_TIMEOUT);
+            let connection = DataConnection::new(server, state, router, hyper_settings());
             let served = tokio::spawn(connection);
             let (mut from_server, mut to_server) = tokio::io::split(client);
             let write = async move {

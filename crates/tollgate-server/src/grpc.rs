@@ -306,7 +306,7 @@ impl RateLimitService for RateLimitGrpc {
     ) -> Result<Response<RateLimitResponse>, Status> {
         let started = std::time::Instant::now();
         if let Some(token) = &self.state.data_token
-            && !token.admits_value(
+            && !token.admits(
                 request
                     .metadata()
                     .get("authorization")

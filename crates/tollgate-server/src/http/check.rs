@@ -157,7 +157,7 @@ pub async fn evaluate(
     let started = Instant::now();
     let id = RequestId::from_header(headers.request_id);
     if let Some(token) = &state.data_token
-        && !token.admits_value(headers.authorization)
+        && !token.admits(headers.authorization)
     {
         state.metrics.rejected("unauthenticated");
         let mut response = Problem::new(

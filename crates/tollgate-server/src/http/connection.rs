@@ -35,7 +35,7 @@ use tokio::time::Sleep;
 use tollgate_core::Decision;
 
 use super::check::{self, CheckHeaders, Outcome};
-use super::listener::Connection;
+use super::listener::{Connection, HEADER_READ_TIMEOUT};
 use super::request_id::{REQUEST_ID, RequestId};
 use super::{AppState, MAX_BODY_BYTES, render};
 
@@ -61,23 +61,16 @@ pub struct DataConnection {
 impl DataConnection {
     /// Serves `io`: checks here, anything else through `dispatch` on hyper (with `http`'s
     /// settings) once the first such request arrives. A client gets at least
-    /// `head_timeout` (at most twice that) to send each request head, the first included.
+    /// [`HEADER_READ_TIMEOUT`] (at most twice that) to send each request head, the first
+    /// included.
     pub fn new(
         io: impl Transport,
         state: Arc<AppState>,
         router: Router,
         http: http1::Builder,
-        head_timeout: Duration,
     ) -> Self {
         let stopping = Arc::new(AtomicBool::new(false));
-        let served = Box::pin(serve(
-            io,
-            state,
-            router,
-            http,
-            head_timeout,
-            stopping.clone(),
-        ));
+        let served = Box::pin(serve(io, state, router, http, stopping.clone()));
         Self { served, stopping }
     }
 }
@@ -243,13 +236,12 @@ async fn serve(
     state: Arc<AppState>,
     router: Router,
     http: http1::Builder,
-    head_timeout: Duration,
     stopping: Arc<AtomicBool>,
 ) -> io::Result<()> {
     let mut input = BytesMut::with_capacity(2 * READ_ROOM);
     let mut output = Vec::with_capacity(1024);
     let mut scratch = Vec::with_capacity(512);
-    let mut clock = HeadClock::new(head_timeout);
+    let mut clock = HeadClock::new(HEADER_READ_TIMEOUT);
     loop {
         // Answer every whole request read so far.
         let mut close = false;

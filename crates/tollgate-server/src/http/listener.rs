@@ -27,11 +27,16 @@ use super::{AppState, MAX_BODY_BYTES};
 use crate::tls::{MaybeTls, ReloadingTls};
 
 /// How long a client may take to send a request's headers.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest request head (request line and headers) accepted.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Largest oversized body still read (and discarded) to keep its connection usable.
 const DRAIN_LIMIT: usize = 1 << 20;
+/// How long in-flight requests get to finish once shutdown starts.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
+
+type ResponseBody = Either<Full<Bytes>, Body>;
+
 /// hyper's HTTP/1.1 settings on the data listener, for connections it takes over.
 pub fn hyper_settings() -> hyper::server::conn::http1::Builder {
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -43,11 +48,6 @@ pub fn hyper_settings() -> hyper::server::conn::http1::Builder {
         .keep_alive(true);
     http
 }
-
-/// How long in-flight requests get to finish once shutdown starts.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
-
-type ResponseBody = Either<Full<Bytes>, Body>;
 
 /// A connection the accept loop serves: a future that ends with the connection, which can
 /// be asked to finish its requests and close. After `graceful_shutdown` the accept loop
@@ -101,13 +101,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let http = hyper_settings();
     accept_until_stopped("http", listener, stop, None, tls, move |stream| {
-        DataConnection::new(
-            stream,
-            state.clone(),
-            router.clone(),
-            http.clone(),
-            HEADER_READ_TIMEOUT,
-        )
+        DataConnection::new(stream, state.clone(), router.clone(), http.clone())
     })
     .await;
     Ok(())

@@ -175,31 +175,37 @@ fn limited(decision: &Decision) -> impl Iterator<Item = (&DescriptorStatus, &str
 
 /// The `RateLimit-Policy` value: one list member per limited descriptor (may be empty).
 pub(crate) fn policy_value(out: &mut Vec<u8>, decision: &Decision) {
-    let mut n = itoa::Buffer::new();
-    for (i, (_, name, quota, window)) in limited(decision).enumerate() {
-        if i > 0 {
-            out.extend_from_slice(b", ");
-        }
-        sf_string(out, name);
-        out.extend_from_slice(b";q=");
-        out.extend_from_slice(n.format(quota).as_bytes());
-        out.extend_from_slice(b";w=");
-        out.extend_from_slice(n.format(window).as_bytes());
-    }
+    sf_list(out, decision, |_, quota, window| {
+        [(b"q", quota), (b"w", window)]
+    });
 }
 
 /// The `RateLimit` value: what remains of each limited descriptor, and when it resets.
 pub(crate) fn current_value(out: &mut Vec<u8>, decision: &Decision) {
+    sf_list(out, decision, |s, _, _| {
+        [(b"r", s.remaining), (b"t", s.reset_after.div_ceil(S))]
+    });
+}
+
+/// Appends a structured-field list with one member per limited descriptor: its policy name
+/// and the two parameters `params` picks from (status, quota, window in seconds).
+fn sf_list(
+    out: &mut Vec<u8>,
+    decision: &Decision,
+    params: impl Fn(&DescriptorStatus, u64, u64) -> [(&'static [u8; 1], u64); 2],
+) {
     let mut n = itoa::Buffer::new();
-    for (i, (s, name, _, _)) in limited(decision).enumerate() {
+    for (i, (s, name, quota, window)) in limited(decision).enumerate() {
         if i > 0 {
             out.extend_from_slice(b", ");
         }
         sf_string(out, name);
-        out.extend_from_slice(b";r=");
-        out.extend_from_slice(n.format(s.remaining).as_bytes());
-        out.extend_from_slice(b";t=");
-        out.extend_from_slice(n.format(s.reset_after.div_ceil(S)).as_bytes());
+        for (key, value) in params(s, quota, window) {
+            out.push(b';');
+            out.extend_from_slice(key);
+            out.push(b'=');
+            out.extend_from_slice(n.format(value).as_bytes());
+        }
     }
 }
 
