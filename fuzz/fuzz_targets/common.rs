@@ -6,28 +6,26 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Waker};
 
 use tollgate_core::{Limiter, LimiterConfig, MemoryStore, SystemClock};
-use tollgate_server::http::AppState;
-use tollgate_server::metrics::Metrics;
+use tollgate_core::PolicySet;
+use tollgate_data::AppState;
+use tollgate_data::metrics::Metrics;
 
 pub fn state() -> Arc<AppState> {
     static STATE: OnceLock<Arc<AppState>> = OnceLock::new();
     STATE
         .get_or_init(|| {
-            let policies = tollgate_server::policies::load(None).expect("built-in policies");
+            let example = include_str!("../../examples/policies/api.yaml");
+            let policies =
+                PolicySet::from_files([("api.yaml", example)]).expect("the example policies");
             let memory = Arc::new(MemoryStore::default());
             let limiter = Limiter::new(
                 policies,
-                memory.clone(),
+                memory,
                 Arc::new(SystemClock),
                 LimiterConfig::default(),
             );
             let metrics = Metrics::install().expect("metrics");
-            Arc::new(AppState::new(
-                Arc::new(limiter),
-                Some(memory),
-                None,
-                metrics,
-            ))
+            Arc::new(AppState::new(Arc::new(limiter), metrics))
         })
         .clone()
 }

@@ -7,7 +7,7 @@ mod common;
 
 use http::header;
 use libfuzzer_sys::fuzz_target;
-use tollgate_server::http::check::{CheckHeaders, answer};
+use tollgate_data::http::check::{CheckHeaders, answer};
 
 fuzz_target!(|data: &[u8]| {
     let state = common::state();

@@ -8,8 +8,8 @@ mod common;
 
 use libfuzzer_sys::fuzz_target;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tollgate_server::http::connection::DataConnection;
-use tollgate_server::http::listener::hyper_settings;
+use tollgate_data::http::connection::DataConnection;
+use tollgate_data::http::hyper_side::hyper_settings;
 
 thread_local! {
     /// One runtime for all runs. Its clock is paused: timeouts elapse as soon as everything
@@ -29,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
     let output = RUNTIME.with(|runtime| {
         runtime.block_on(async {
             let state = common::state();
-            let router = tollgate_server::http::router(state.clone());
+            let router = tollgate_data::http::router(state.clone());
             let (client, server) = tokio::io::duplex(16 * 1024);
             let connection = DataConnection::new(server, state, router, hyper_settings());
             let served = tokio::spawn(connection);

@@ -9,8 +9,8 @@ use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitService;
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
-use tollgate_server::cli::ResponseHeaders;
-use tollgate_server::grpc::RateLimitGrpc;
+use tollgate_data::grpc::ResponseHeaders;
+use tollgate_data::grpc::RateLimitGrpc;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(request) = RateLimitRequest::decode(data) else {

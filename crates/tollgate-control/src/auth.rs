@@ -157,9 +157,10 @@ pub struct Actor {
 }
 
 impl Actor {
-    /// An unauthenticated caller with full access: the CLI working on its own database, an
-    /// admin listener explicitly configured without authentication (loopback only), tests.
-    pub fn anonymous(via: &'static str) -> Self {
+    /// A caller trusted without authentication, with every right on every domain: the
+    /// node itself (startup, policy sync), the CLI working on its own database, an admin
+    /// listener explicitly configured without authentication (loopback only), tests.
+    pub fn unauthenticated_admin(via: &'static str) -> Self {
         Self {
             name: "anonymous".into(),
             via,

@@ -78,24 +78,7 @@ struct Replace {
     name: String,
 }
 
-/// A problem with one field of a policy, named by its path in the request
-/// (`rate_limit.burst`, `descriptor[1].key`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct FieldError {
-    /// Where, as a path into the request body.
-    pub field: String,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl FieldError {
-    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
+pub use tollgate_api::FieldError;
 
 /// Why a set of policies cannot form one domain.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -21,8 +21,8 @@ use crate::keys::AuthFailure;
 /// Default clock leeway for `exp` and `nbf`, in seconds.
 pub const DEFAULT_LEEWAY_SECS: u64 = 30;
 
-/// How tokens are checked.
-#[derive(Debug, Clone, Default)]
+/// How tokens are checked. Its `Debug` never shows the secret.
+#[derive(Clone, Default)]
 pub struct TokenSettings {
     /// The HS256 secret (at least 32 bytes), if HS256 tokens are accepted.
     pub hs256_secret: Option<Vec<u8>>,
@@ -34,6 +34,24 @@ pub struct TokenSettings {
     pub audience: String,
     /// Clock leeway for `exp` and `nbf`, in seconds.
     pub leeway_secs: u64,
+}
+
+impl std::fmt::Debug for TokenSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenSettings")
+            .field(
+                "hs256_secret",
+                &self.hs256_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field(
+                "jwks",
+                &self.jwks.as_ref().map(|j| format!("<{} bytes>", j.len())),
+            )
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("leeway_secs", &self.leeway_secs)
+            .finish()
+    }
 }
 
 /// A token configuration that cannot be used.
@@ -263,5 +281,14 @@ mod tests {
         })
         .unwrap();
         assert!(!format!("{v:?}").contains("very-secret"));
+        let settings = TokenSettings {
+            hs256_secret: Some(b"a-very-secret-value-of-32-bytes!!".to_vec()),
+            ..TokenSettings::default()
+        };
+        let shown = format!("{settings:?}");
+        assert!(
+            !shown.contains("very-secret") && shown.contains("<redacted>"),
+            "{shown}"
+        );
     }
 }

@@ -228,22 +228,8 @@ impl ControlPlane {
         ))
     }
 
-    /// Names of database domains that clash with `files` (for startup and file reloads).
-    pub async fn clashes_with(
-        &self,
-        files: &BTreeMap<String, String>,
-    ) -> Result<Vec<String>, ControlError> {
-        let names: Vec<String> = sqlx::query_scalar("SELECT name FROM domains ORDER BY name")
-            .fetch_all(self.db.pool())
-            .await?;
-        Ok(names
-            .into_iter()
-            .filter(|n| files.contains_key(n))
-            .collect())
-    }
-
     /// The store's current revision, read from the database.
-    pub async fn current_revision(&self) -> Result<i64, ControlError> {
+    pub(crate) async fn current_revision(&self) -> Result<i64, ControlError> {
         Ok(
             sqlx::query_scalar("SELECT value FROM store_revision WHERE id = 1")
                 .fetch_one(self.db.pool())
@@ -251,8 +237,10 @@ impl ControlPlane {
         )
     }
 
-    /// Every database domain as a policy document, read in one transaction.
-    pub async fn snapshot(&self) -> Result<Snapshot, ControlError> {
+    /// Every database domain as a policy document, read in one transaction (for the node
+    /// itself, which puts them in force: an actor with every domain).
+    pub async fn snapshot(&self, actor: &Actor) -> Result<Snapshot, ControlError> {
+        actor.require_admin("read every domain")?;
         let mut tx = self.db.pool().begin().await?;
         if self.db.backend() == Backend::Postgres {
             sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")

@@ -26,6 +26,6 @@ pub use limiter::{Decision, DescriptorStatus, Limiter, LimiterConfig, Rule};
 pub use policy::{Consistency, OnStoreError, Policy, PolicyError, PolicyLimit, PolicySet, Unit};
 pub use store::{
     Admission, CircuitBreaker, CircuitBreakerConfig, CircuitState, CommitRule, LeaseGrant, LimitOp,
-    MemoryStore, MemoryStoreConfig, Store, StoreError,
+    MemoryStore, MemoryStoreConfig, Store, StoreCalls, StoreError, StoreReport,
 };
 pub use time::{Clock, ManualClock, Nanos, SECOND, SystemClock};

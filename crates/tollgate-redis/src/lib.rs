@@ -508,6 +508,28 @@ impl Store for RedisStore {
     fn kind(&self) -> &'static str {
         "redis"
     }
+
+    fn report(&self) -> tollgate_core::StoreReport {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        tollgate_core::StoreReport {
+            keys: None,
+            overflows: 0,
+            calls: Some(tollgate_core::StoreCalls {
+                ok: load(&self.stats.calls),
+                error: load(&self.stats.errors),
+                timeout: load(&self.stats.timeouts),
+                circuit_open: load(&self.stats.refused),
+            }),
+        }
+    }
+
+    fn attach_current_thread(&self) -> StoreFuture<'_> {
+        Box::pin(async move {
+            RedisStore::attach_current_thread(self)
+                .await
+                .map_err(|e| StoreError::Unavailable(e.to_string()))
+        })
+    }
 }
 
 /// One op's reply: allowed, remaining, reset_after, retry_after (-1: none), then the

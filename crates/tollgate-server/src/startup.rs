@@ -19,11 +19,15 @@ use tollgate_core::{
 };
 use tollgate_redis::{RedisStore, RedisStoreConfig};
 
+use tollgate_admin::sync::{self, PolicyControl, PolicySources, Rejected};
+use tollgate_admin::{policies, reload};
+use tollgate_data::grpc::{GrpcFrontEnd, GrpcOptions};
+use tollgate_data::http::HttpFrontEnd;
+use tollgate_data::metrics::Metrics;
+use tollgate_data::tls::{ReloadingTls, TlsSettings};
+use tollgate_data::{AppState, FrontEnd};
+
 use crate::configuration::{Settings, StoreSettings};
-use crate::grpc::GrpcOptions;
-use crate::http::{AppState, router};
-use crate::metrics::Metrics;
-use crate::tls::{ReloadingTls, TlsSettings};
 
 /// How often expired counters are dropped from the in-memory store and histogram samples
 /// are folded into buckets.
@@ -32,14 +36,14 @@ const UPKEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// A built service, bound to its port, not yet serving.
 pub struct Application {
-    /// One (HTTP, gRPC) pair of listening sockets per worker.
-    listeners: Vec<(StdListener, StdListener)>,
+    /// The front ends, each with one listening socket per worker.
+    front_ends: Vec<BoundFrontEnd>,
     state: Arc<AppState>,
+    /// The policy sources and the domain service.
+    policy_control: Arc<PolicyControl>,
     /// The policy path to watch for changes (none for the built-in examples), with the
     /// fingerprint of what was loaded.
-    policies: Option<(std::path::PathBuf, Option<crate::reload::Fingerprint>)>,
-    /// Settings of the gRPC listeners.
-    grpc: GrpcOptions,
+    policies: Option<(std::path::PathBuf, Option<reload::Fingerprint>)>,
     /// Runs a shared store's connections (one thread), apart from the request workers,
     /// whose runtimes come and go with their listeners.
     store_runtime: Option<tokio::runtime::Runtime>,
@@ -49,11 +53,17 @@ pub struct Application {
     /// The admin listener.
     admin: StdListener,
     /// The admin listener's authentication.
-    admin_access: crate::admin::access::AdminAccess,
+    admin_access: tollgate_admin::access::AdminAccess,
     /// Origins allowed to call the admin API from browsers.
     admin_cors_origins: Vec<http::HeaderValue>,
     /// TLS of each listener, when configured.
     tls: Option<ListenerTls>,
+}
+
+/// A front end and its listening sockets, one per worker, all on one address.
+struct BoundFrontEnd {
+    front_end: Arc<dyn FrontEnd>,
+    listeners: Vec<StdListener>,
 }
 
 /// Each listener's TLS configuration (the data listeners require client certificates when
@@ -81,8 +91,6 @@ impl ListenerTls {
 /// The store chosen by the settings, and the key seed to use with it.
 struct BuiltStore {
     store: Arc<dyn Store>,
-    memory: Option<Arc<MemoryStore>>,
-    redis: Option<Arc<RedisStore>>,
     key_seed: [u8; 16],
     runtime: Option<tokio::runtime::Runtime>,
 }
@@ -99,9 +107,7 @@ fn build_store(settings: &StoreSettings) -> anyhow::Result<BuiltStore> {
                 .map_err(|e| anyhow::anyhow!("cannot read random bytes for the key seed: {e}"))?;
             tracing::info!(store = "memory", max_keys, "counter store ready");
             Ok(BuiltStore {
-                store: memory.clone(),
-                memory: Some(memory),
-                redis: None,
+                store: memory,
                 key_seed,
                 runtime: None,
             })
@@ -144,11 +150,8 @@ fn build_store(settings: &StoreSettings) -> anyhow::Result<BuiltStore> {
                     )
                 })?;
             tracing::info!(store = "redis", url = %redacted, timeout_ms = timeout.as_millis() as u64, %prefix, "counter store ready");
-            let redis = Arc::new(redis);
             Ok(BuiltStore {
-                store: redis.clone(),
-                memory: None,
-                redis: Some(redis),
+                store: Arc::new(redis),
                 key_seed,
                 runtime: Some(runtime),
             })
@@ -171,15 +174,13 @@ fn bind_shared(addr: SocketAddr) -> std::io::Result<StdListener> {
 impl Application {
     /// Loads policies, creates the store and binds one listener per worker.
     pub fn build(settings: Settings) -> anyhow::Result<Self> {
+        let options = &settings.options;
+        let policy_path = options.policies.policies.clone();
         // Fingerprint first: a change made while loading is then seen as a change.
-        let loaded = settings
-            .policies
-            .as_deref()
-            .map(|p| crate::reload::fingerprint(p).ok());
-        let files = crate::policies::read_sources(settings.policies.as_deref())?;
+        let loaded = policy_path.as_deref().map(|p| reload::fingerprint(p).ok());
+        let files = policies::read_sources(policy_path.as_deref())?;
         // Invalid files stop startup before anything else is touched.
-        crate::policies::build(&files)
-            .map_err(|errors| anyhow::anyhow!("{}", crate::control::Rejected(errors)))?;
+        policies::build(&files).map_err(|errors| anyhow::anyhow!("{}", Rejected(errors)))?;
         let built = build_store(&settings.store)?;
 
         let control_runtime = tokio::runtime::Builder::new_multi_thread()
@@ -189,11 +190,13 @@ impl Application {
             .build()
             .context("cannot start the control plane's runtime")?;
         let (control, snapshot) = control_runtime.block_on(async {
-            let control = crate::control::open(&settings.database, settings.migrate).await?;
-            let snapshot = control.snapshot().await?;
+            let control = sync::open(&settings.database, options.policies.migrate).await?;
+            let snapshot = control
+                .snapshot(&tollgate_control::Actor::unauthenticated_admin("startup"))
+                .await?;
             Ok::<_, anyhow::Error>((control, snapshot))
         })?;
-        let sources = crate::control::PolicySources {
+        let sources = PolicySources {
             files,
             database: snapshot.domains,
             revision: snapshot.revision,
@@ -201,12 +204,12 @@ impl Application {
         let policies = sources.build().map_err(|errors| {
             anyhow::anyhow!(
                 "{}\n(a domain comes from one source: a policy file or the policy database, not both)",
-                crate::control::Rejected(errors)
+                Rejected(errors)
             )
         })?;
-        control.set_file_domains(crate::control::file_domains(&policies));
-        let source = settings.policies.as_ref().map_or_else(
-            || crate::policies::BUILTIN_NAME.to_owned(),
+        control.set_file_domains(sync::file_domains(&policies));
+        let source = policy_path.as_ref().map_or_else(
+            || policies::BUILTIN_NAME.to_owned(),
             |p| p.display().to_string(),
         );
         let domains: Vec<String> = policies.domains().map(|d| d.name().to_string()).collect();
@@ -215,12 +218,13 @@ impl Application {
         let metrics = Metrics::install().context("cannot install the metrics recorder")?;
         metrics.set_domains(&policies);
 
+        let limiter_options = &options.limiter;
         let config = LimiterConfig {
             key_seed: built.key_seed,
-            nodes: settings.nodes,
-            local_max_keys: settings.max_keys,
-            shadow_mode: settings.shadow_mode,
-            commit_rule: if settings.count_denied_requests {
+            nodes: options.store.nodes,
+            local_max_keys: usize::try_from(options.store.max_keys).unwrap_or(usize::MAX),
+            shadow_mode: limiter_options.shadow_mode,
+            commit_rule: if limiter_options.count_denied_requests {
                 CommitRule::EveryRequestCounts
             } else {
                 CommitRule::AllOrNothing
@@ -229,7 +233,7 @@ impl Application {
         };
         tracing::info!(
             shadow_mode = config.shadow_mode,
-            count_denied_requests = settings.count_denied_requests,
+            count_denied_requests = limiter_options.count_denied_requests,
             "limiter configured"
         );
         let limiter = Arc::new(Limiter::new(
@@ -239,11 +243,6 @@ impl Application {
             config,
         ));
 
-        let http = bind_all(settings.http_addr, settings.workers, "--http-addr")?;
-        let grpc = bind_all(settings.grpc_addr, settings.workers, "--grpc-addr")?;
-        let listeners = http.into_iter().zip(grpc).collect();
-        let admin = bind_shared(settings.admin_addr)
-            .with_context(|| format!("cannot listen on {} (--admin-addr)", settings.admin_addr))?;
         let security = &settings.security;
         let tls = security
             .tls
@@ -251,28 +250,62 @@ impl Application {
             .map(ListenerTls::load)
             .transpose()
             .context("cannot set up TLS (--tls-cert, --tls-key, --tls-client-ca)")?;
+        // The data plane's front ends: one line each.
+        let listen = &options.listen;
+        let registered: Vec<(Arc<dyn FrontEnd>, SocketAddr, &str)> = vec![
+            (
+                Arc::new(HttpFrontEnd {
+                    tls: tls.as_ref().map(|t| t.http.clone()),
+                }),
+                listen.http_addr,
+                "--http-addr",
+            ),
+            (
+                Arc::new(GrpcFrontEnd {
+                    options: GrpcOptions {
+                        headers: options.grpc.grpc_response_headers,
+                        max_age: settings.grpc_max_age,
+                        tls: tls.as_ref().map(|t| t.grpc.clone()),
+                    },
+                }),
+                listen.grpc_addr,
+                "--grpc-addr",
+            ),
+        ];
+        let front_ends = registered
+            .into_iter()
+            .map(|(front_end, addr, flag)| {
+                Ok(BoundFrontEnd {
+                    front_end,
+                    listeners: bind_all(addr, settings.workers, flag)?,
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let admin = bind_shared(listen.admin_addr)
+            .with_context(|| format!("cannot listen on {} (--admin-addr)", listen.admin_addr))?;
         let tokens = security
             .tokens
             .as_ref()
             .map(tollgate_control::jwt::TokenVerifier::new)
             .transpose()?;
+        let admin_auth = options.security.admin_auth;
         let admin_access =
-            crate::admin::access::AdminAccess::new(security.admin_auth, tokens, security.guard)
+            tollgate_admin::access::AdminAccess::new(admin_auth, tokens, security.guard)
                 .map_err(|e| anyhow::anyhow!("cannot set up the admin guard: {e}"))?;
         tracing::info!(
-            admin_auth = ?security.admin_auth,
+            admin_auth = ?admin_auth,
             jwt = security.tokens.is_some(),
             tls = tls.is_some(),
-            data_auth = ?security.data_auth,
+            data_auth = ?options.security.data_auth,
             "security configured"
         );
-        if security.admin_auth == crate::admin::access::AdminAuthMode::Required
+        if admin_auth == tollgate_admin::access::AdminAuthMode::Required
             && security.tokens.is_none()
         {
             let keys = control_runtime.block_on(control.list_keys(
                 None,
                 Some(1),
-                &tollgate_control::Actor::anonymous("startup"),
+                &tollgate_control::Actor::unauthenticated_admin("startup"),
             ))?;
             if keys.items.is_empty() {
                 tracing::info!(
@@ -281,25 +314,20 @@ impl Application {
             }
         }
         let state = Arc::new(AppState {
-            policy_control: Some(Arc::new(crate::control::PolicyControl {
-                control,
-                sources: std::sync::Mutex::new(sources),
-            })),
             data_token: security.data_token.clone(),
-            ..AppState::new(limiter, built.memory, built.redis, metrics)
+            ..AppState::new(limiter, metrics)
         });
-        let policies = settings.policies.map(|p| (p, loaded.flatten()));
+        let policy_control = Arc::new(PolicyControl {
+            control,
+            sources: std::sync::Mutex::new(sources),
+        });
         Ok(Self {
-            listeners,
+            front_ends,
             state,
-            policies,
-            grpc: GrpcOptions {
-                headers: settings.grpc_response_headers,
-                max_age: settings.grpc_max_connection_age,
-                tls: tls.as_ref().map(|t| t.grpc.clone()),
-            },
+            policy_control,
+            policies: policy_path.map(|p| (p, loaded.flatten())),
             admin_access,
-            admin_cors_origins: settings.security.admin_cors_origins.clone(),
+            admin_cors_origins: options.security.admin_cors_origins.clone(),
             tls,
             store_runtime: built.runtime,
             control_runtime,
@@ -312,61 +340,62 @@ impl Application {
         Ok(self.admin.local_addr()?)
     }
 
-    /// The address the HTTP listeners are bound to (useful with port 0).
-    pub fn http_addr(&self) -> anyhow::Result<SocketAddr> {
-        Ok(self.listeners[0].0.local_addr()?)
-    }
-
-    /// The address the gRPC listeners are bound to.
-    pub fn grpc_addr(&self) -> anyhow::Result<SocketAddr> {
-        Ok(self.listeners[0].1.local_addr()?)
+    /// The address the front end called `name` (`http`, `grpc`) is bound to (useful with
+    /// port 0).
+    pub fn front_end_addr(&self, name: &str) -> anyhow::Result<SocketAddr> {
+        let bound = (self.front_ends.iter())
+            .find(|f| f.front_end.name() == name)
+            .with_context(|| format!("no {name} front end"))?;
+        Ok(bound.listeners[0].local_addr()?)
     }
 
     /// Serves until SIGINT or SIGTERM, then drains in-flight requests and returns.
     /// Blocks the calling thread, which becomes worker 0.
     pub fn run_until_stopped(self) -> anyhow::Result<()> {
-        let (http_addr, grpc_addr) = (self.http_addr()?, self.grpc_addr()?);
+        let (http_addr, grpc_addr) = (self.front_end_addr("http")?, self.front_end_addr("grpc")?);
         let admin_addr = self.admin_addr()?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let admin_task = {
             let _guard = self.control_runtime.enter();
             let listener = tokio::net::TcpListener::from_std(self.admin)?;
-            let policy_control = self
-                .state
-                .policy_control
-                .clone()
-                .context("the service has no control plane")?;
-            crate::control::spawn_sync(self.state.clone(), policy_control.clone());
+            sync::spawn_sync(self.state.clone(), self.policy_control.clone());
             if let Some(tls) = &self.tls {
                 for listener in [&tls.http, &tls.grpc, &tls.admin] {
                     listener.spawn_watcher(stop_rx.clone());
                 }
             }
-            let router = crate::admin::router(
-                policy_control.control.clone(),
+            let router = tollgate_admin::router(
+                self.policy_control.control.clone(),
                 self.state.clone(),
                 self.admin_access,
                 &self.admin_cors_origins,
             );
-            let listener = crate::admin::AdminListener::new(
+            let listener = tollgate_admin::AdminListener::new(
                 listener,
                 self.tls.as_ref().map(|t| t.admin.clone()),
             );
             self.control_runtime
-                .spawn(crate::admin::serve(listener, router, stop_rx.clone()))
+                .spawn(tollgate_admin::serve(listener, router, stop_rx.clone()))
         };
-        let http_tls = self.tls.as_ref().map(|t| t.http.clone());
-        let grpc = self.grpc;
-        let mut listeners = self.listeners.into_iter();
-        let main_listener = listeners.next().context("no listener")?;
+        // Worker i serves the i-th listener of every front end.
+        let mut workers: Vec<Vec<(Arc<dyn FrontEnd>, StdListener)>> = Vec::new();
+        for bound in self.front_ends {
+            for (i, listener) in bound.listeners.into_iter().enumerate() {
+                if workers.len() <= i {
+                    workers.push(Vec::new());
+                }
+                workers[i].push((bound.front_end.clone(), listener));
+            }
+        }
+        let mut workers = workers.into_iter();
+        let main_worker = workers.next().context("no listener")?;
         let mut threads = Vec::new();
-        for (i, listener) in listeners.enumerate() {
+        for (i, front_ends) in workers.enumerate() {
             let state = self.state.clone();
             let stop = stop_rx.clone();
-            let (grpc, http_tls) = (grpc.clone(), http_tls.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("tollgate-worker-{}", i + 1))
-                .spawn(move || serve_worker(listener, state, grpc, http_tls, stop))
+                .spawn(move || serve_worker(front_ends, state, stop))
                 .context("cannot start a worker thread")?;
             threads.push(thread);
         }
@@ -376,12 +405,13 @@ impl Application {
         let state = self.state.clone();
         let workers = threads.len() + 1;
         let policies = self.policies;
+        let policy_control = self.policy_control.clone();
         let result = runtime.block_on(async move {
             let signals = ShutdownSignals::register()?;
             tracing::info!(%http_addr, %grpc_addr, %admin_addr, workers, "listening");
             spawn_housekeeping(&state);
             if let Some((path, loaded)) = policies {
-                crate::reload::spawn(state.clone(), path, loaded);
+                reload::spawn(state.clone(), policy_control, path, loaded);
             }
             let signal_state = state.clone();
             tokio::spawn(async move {
@@ -390,7 +420,7 @@ impl Application {
                 tracing::info!("shutdown requested; draining in-flight requests");
                 let _ = stop_tx.send(true);
             });
-            serve(main_listener, state, grpc, http_tls, stop_rx).await
+            serve(main_worker, state, stop_rx).await
         });
         for thread in threads {
             match thread.join() {
@@ -415,40 +445,27 @@ impl Application {
 }
 
 fn serve_worker(
-    listener: (StdListener, StdListener),
+    front_ends: Vec<(Arc<dyn FrontEnd>, StdListener)>,
     state: Arc<AppState>,
-    grpc: GrpcOptions,
-    http_tls: Option<Arc<ReloadingTls>>,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(serve(listener, state, grpc, http_tls, stop))
+    runtime.block_on(serve(front_ends, state, stop))
 }
 
-/// Serves one worker's HTTP and gRPC listeners until `stop`; both drain on the way out.
+/// Serves one worker's front ends until `stop`; all drain on the way out.
 async fn serve(
-    (http, grpc): (StdListener, StdListener),
+    front_ends: Vec<(Arc<dyn FrontEnd>, StdListener)>,
     state: Arc<AppState>,
-    grpc_options: GrpcOptions,
-    http_tls: Option<Arc<ReloadingTls>>,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    if let Some(redis) = &state.redis
-        && let Err(e) = redis.attach_current_thread().await
-    {
+    if let Err(e) = state.limiter.store().attach_current_thread().await {
         // The shared connection still works; this worker just takes a thread hop per call.
         tracing::warn!(error = %e, "no store connection of this worker's own; using the shared one");
     }
-    let http = tokio::net::TcpListener::from_std(http)?;
-    let grpc = tokio::net::TcpListener::from_std(grpc)?;
-    let router = router(state.clone());
-    let grpc_server = crate::grpc::serve(grpc, state.clone(), grpc_options, stop.clone());
-    let http_server = crate::http::listener::serve(http, state, router, stop, http_tls);
-    let (http_result, grpc_result) = tokio::join!(http_server, grpc_server);
-    http_result?;
-    grpc_result
+    tollgate_data::front_end::serve_all(front_ends, state, stop).await
 }
 
 /// Binds `workers` listening sockets on `addr` (one port, chosen by the first when 0).
@@ -488,7 +505,6 @@ fn spawn_housekeeping(state: &Arc<AppState>) {
             }
         });
     }
-    let memory = state.memory.clone();
     let limiter = state.limiter.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(SWEEP_EVERY);
@@ -496,11 +512,10 @@ fn spawn_housekeeping(state: &Arc<AppState>) {
         loop {
             tick.tick().await;
             let now = limiter.clock().now();
-            let memory = memory.clone();
             let limiter = limiter.clone();
             // Sweeping walks every shard: keep it off the serving thread.
             let swept = tokio::task::spawn_blocking(move || {
-                limiter.sweep(now) + memory.map_or(0, |m| m.sweep(now))
+                limiter.sweep(now) + limiter.store().sweep(now)
             });
             match swept.await {
                 Ok(dropped) if dropped > 0 => tracing::debug!(dropped, "expired counters dropped"),

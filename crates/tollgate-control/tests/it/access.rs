@@ -7,7 +7,7 @@ use tollgate_control::{Actor, AuthFailure, ControlError, Precondition, Principal
 use crate::support::{BACKENDS, TestDb, per_minute};
 
 fn admin() -> Actor {
-    Actor::anonymous("test")
+    Actor::unauthenticated_admin("test")
 }
 
 fn as_role(role: Role, domains: &[&str]) -> Actor {

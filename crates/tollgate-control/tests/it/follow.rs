@@ -26,7 +26,7 @@ async fn a_change_on_one_node_reaches_another_through_notify() {
                 name: "n".into(),
                 description: String::new(),
             },
-            &Actor::anonymous("test"),
+            &Actor::unauthenticated_admin("test"),
         )
         .await
         .unwrap();

@@ -82,22 +82,35 @@ async fn data_seeded_at_every_earlier_version_survives_the_upgrade() {
             let control = ControlPlane::new(db).await.unwrap();
             if seeded_at >= 1 {
                 let policy = control
-                    .get_policy("seeded", "per_user", &Actor::anonymous("test"))
+                    .get_policy("seeded", "per_user", &Actor::unauthenticated_admin("test"))
                     .await
                     .unwrap();
                 assert_eq!(policy.rate_limit.requests_per_unit, Some(5));
                 assert_eq!(policy.updated_by, "old-admin");
                 let domain = control
-                    .get_domain("seeded", &Actor::anonymous("test"))
+                    .get_domain("seeded", &Actor::unauthenticated_admin("test"))
                     .await
                     .unwrap();
                 assert_eq!(domain.description, "from an old release");
                 let history = control
-                    .history("seeded", "per_user", None, None, &Actor::anonymous("test"))
+                    .history(
+                        "seeded",
+                        "per_user",
+                        None,
+                        None,
+                        &Actor::unauthenticated_admin("test"),
+                    )
                     .await
                     .unwrap();
                 assert_eq!(history.items.len(), 1);
-                assert_eq!(control.current_revision().await.unwrap(), 7);
+                assert_eq!(
+                    control
+                        .snapshot(&tollgate_control::Actor::unauthenticated_admin("test"))
+                        .await
+                        .unwrap()
+                        .revision,
+                    7
+                );
                 // The upgraded store keeps working: the next change is revision 8.
                 let spec = crate::support::per_minute("user", 9);
                 let written = control
@@ -106,7 +119,7 @@ async fn data_seeded_at_every_earlier_version_survives_the_upgrade() {
                         "per_user",
                         &spec,
                         Precondition::Revision(7),
-                        &Actor::anonymous("test"),
+                        &Actor::unauthenticated_admin("test"),
                     )
                     .await
                     .unwrap();

@@ -9,7 +9,7 @@ use tollgate_control::{Actor, ControlError, Precondition, document};
 use crate::support::{BACKENDS, TestDb, per_minute};
 
 fn actor() -> Actor {
-    Actor::anonymous("test")
+    Actor::unauthenticated_admin("test")
 }
 
 fn new_domain(name: &str) -> NewDomain {
@@ -305,7 +305,7 @@ async fn applying_a_document_changes_only_what_differs() {
         let text = "domain: gitops\ndescriptors:\n  - key: user\n    rate_limit: {unit: minute, requests_per_unit: 10, name: per_user}\n  - key: ip\n    rate_limit: {unit: second, requests_per_unit: 5, name: per_ip}\n";
         let doc = document::parse_document("gitops.yaml", text).unwrap();
         let report = control
-            .apply_document(&doc, &Actor::anonymous("apply"))
+            .apply_document(&doc, &Actor::unauthenticated_admin("apply"))
             .await
             .unwrap();
         assert!(report.domain_created);
@@ -334,7 +334,10 @@ async fn applying_a_document_changes_only_what_differs() {
         // The stored domain reads back as the same document.
         assert_eq!(control.document("gitops", &actor()).await.unwrap(), doc);
 
-        let snapshot = control.snapshot().await.unwrap();
+        let snapshot = control
+            .snapshot(&Actor::unauthenticated_admin("test"))
+            .await
+            .unwrap();
         assert_eq!(snapshot.revision, third.revision);
         assert_eq!(snapshot.domains, vec![doc]);
     }

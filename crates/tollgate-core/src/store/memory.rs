@@ -306,6 +306,19 @@ impl Store for MemoryStore {
     fn kind(&self) -> &'static str {
         "memory"
     }
+
+    fn report(&self) -> super::StoreReport {
+        // Counting takes every shard lock briefly: fine at scrape frequency.
+        super::StoreReport {
+            keys: Some(self.len() as u64),
+            overflows: self.overflows(),
+            calls: None,
+        }
+    }
+
+    fn sweep(&self, now: Nanos) -> usize {
+        MemoryStore::sweep(self, now)
+    }
 }
 
 #[cfg(test)]

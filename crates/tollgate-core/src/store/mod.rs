@@ -166,4 +166,47 @@ pub trait Store: Send + Sync + 'static {
 
     /// A short name for logs and metrics (`memory`, `redis`).
     fn kind(&self) -> &'static str;
+
+    /// What the store counts about itself, for `/metrics`.
+    fn report(&self) -> StoreReport {
+        StoreReport::default()
+    }
+
+    /// Drops counters that expired before `now` from a store that keeps them in this
+    /// process; returns how many. Shared stores expire their own.
+    fn sweep(&self, now: Nanos) -> usize {
+        let _ = now;
+        0
+    }
+
+    /// Prepares the calling thread to use this store from its own runtime (a server calls
+    /// it once in each worker thread; Redis opens the thread's own connection there). On
+    /// an error the store still works, through a connection shared with other threads.
+    fn attach_current_thread(&self) -> StoreFuture<'_> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+/// What a store counts about itself ([`Store::report`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreReport {
+    /// Counters held in this process, for stores that hold them here.
+    pub keys: Option<u64>,
+    /// New counters refused because the store was full.
+    pub overflows: u64,
+    /// Calls to a remote store, for stores that make them.
+    pub calls: Option<StoreCalls>,
+}
+
+/// Calls made to a remote store, by how they ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreCalls {
+    /// Answered.
+    pub ok: u64,
+    /// Failed with an error from the store or the connection.
+    pub error: u64,
+    /// Missed their deadline.
+    pub timeout: u64,
+    /// Not made because the circuit breaker was open.
+    pub circuit_open: u64,
 }

@@ -8,8 +8,8 @@ use serde_json::Value;
 use tollgate_control::PolicyDocument;
 use tollgate_control::document;
 
-use crate::admin::rest::segment;
 use crate::cli::{AdminArgs, ApplyArgs, DeleteArgs, GetArgs, ListArgs};
+use tollgate_admin::rest::segment;
 
 struct Admin {
     base: String,
@@ -142,7 +142,7 @@ pub async fn apply(args: &ApplyArgs) -> anyhow::Result<ExitCode> {
     let admin = Admin::new(&args.admin)?;
     let mut files = Vec::new();
     for path in &args.paths {
-        files.extend(crate::policies::read_files(path)?);
+        files.extend(tollgate_admin::policies::read_files(path)?);
     }
     // Every file must be valid before anything is pushed.
     let mut parsed = Vec::new();

@@ -3,12 +3,12 @@
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use serde_json::{Value, json};
+use tollgate_api::{CheckRequest, CheckResponse, DescriptorRequest, EntryRequest, ProblemDetails};
 
 use crate::cli::CheckArgs;
 
-/// Parses `k=v,k2=v2` into JSON entries.
-fn parse_descriptor(text: &str) -> anyhow::Result<Value> {
+/// Parses `k=v,k2=v2` into a descriptor.
+fn parse_descriptor(text: &str) -> anyhow::Result<DescriptorRequest<'_>> {
     let mut entries = Vec::new();
     for pair in text.split(',') {
         let Some((key, value)) = pair.split_once('=') else {
@@ -17,9 +17,16 @@ fn parse_descriptor(text: &str) -> anyhow::Result<Value> {
         if key.is_empty() {
             bail!("descriptor '{text}': empty key in '{pair}'");
         }
-        entries.push(json!({"key": key, "value": value}));
+        entries.push(EntryRequest {
+            key: key.into(),
+            value: value.into(),
+        });
     }
-    Ok(json!({ "entries": entries }))
+    Ok(DescriptorRequest {
+        entries,
+        hits: None,
+        limit: None,
+    })
 }
 
 /// Runs the command. Exit status: 0 allowed, 1 denied, 2 error.
@@ -43,7 +50,11 @@ async fn ask(args: &CheckArgs) -> anyhow::Result<bool> {
         .iter()
         .map(|d| parse_descriptor(d))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let body = json!({"domain": args.domain, "descriptors": descriptors, "hits": args.hits});
+    let body = CheckRequest {
+        domain: args.domain.as_str().into(),
+        descriptors,
+        hits: Some(args.hits),
+    };
     let url = format!("{}/v1/check", args.server.trim_end_matches('/'));
     let client = reqwest::Client::builder()
         .use_preconfigured_tls(super::admin::tls_client(args.ca_file.as_deref())?)
@@ -62,81 +73,58 @@ async fn ask(args: &CheckArgs) -> anyhow::Result<bool> {
         .with_context(|| format!("cannot reach {url} (is `tollgate serve` running?)"))?;
     let status = response.status();
     let headers = response.headers().clone();
-    let answer: Value = response
-        .json()
+    let text = response
+        .bytes()
         .await
-        .with_context(|| format!("{url} answered {status} without JSON"))?;
+        .with_context(|| format!("cannot read the answer of {url}"))?;
     if !status.is_success() {
-        let detail = answer
-            .get("detail")
-            .and_then(Value::as_str)
-            .unwrap_or("no detail");
+        let detail = serde_json::from_slice::<ProblemDetails>(&text)
+            .map_or_else(|_| "no detail".to_owned(), |p| p.detail);
         bail!("{url} answered {status}: {detail}");
     }
+    let answer: CheckResponse = serde_json::from_slice(&text)
+        .with_context(|| format!("{url} answered {status} without a check answer"))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&answer)?);
     } else {
         print_summary(args, &answer, &headers);
     }
-    Ok(answer
-        .get("allowed")
-        .and_then(Value::as_bool)
-        .unwrap_or(false))
+    Ok(answer.allowed)
 }
 
-fn print_summary(args: &CheckArgs, answer: &Value, headers: &reqwest::header::HeaderMap) {
-    let allowed = answer
-        .get("allowed")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
+fn print_summary(args: &CheckArgs, answer: &CheckResponse, headers: &reqwest::header::HeaderMap) {
     println!(
         "{} (domain {}, hits {})",
-        if allowed { "ALLOWED" } else { "DENIED" },
+        if answer.allowed { "ALLOWED" } else { "DENIED" },
         args.domain,
         args.hits
     );
-    let empty = Vec::new();
-    let statuses = answer
-        .get("statuses")
-        .and_then(Value::as_array)
-        .unwrap_or(&empty);
-    for (descriptor, s) in args.descriptors.iter().zip(statuses) {
-        let field = |k: &str| s.get(k).filter(|v| !v.is_null());
-        let verdict = if field("allowed").and_then(Value::as_bool).unwrap_or(false) {
-            "ok"
-        } else {
-            "over limit"
-        };
+    for (descriptor, s) in args.descriptors.iter().zip(&answer.statuses) {
+        let verdict = if s.allowed { "ok" } else { "over limit" };
         let mut line = format!("  {descriptor}: {verdict}");
-        match field("policy").and_then(Value::as_str) {
+        match &s.policy {
             None => line.push_str(", no policy matched"),
             Some(policy) => {
                 line.push_str(&format!(", policy {policy}"));
-                if field("unlimited").and_then(Value::as_bool).unwrap_or(false) {
+                if s.unlimited {
                     line.push_str(", unlimited");
                 }
-                if let (Some(rpu), Some(unit)) = (
-                    field("requests_per_unit"),
-                    field("unit").and_then(Value::as_str),
-                ) {
+                if let (Some(rpu), Some(unit)) = (s.requests_per_unit, &s.unit) {
                     line.push_str(&format!(", {rpu}/{unit}"));
                 }
-                if let Some(r) = field("remaining") {
+                if let Some(r) = s.remaining {
                     line.push_str(&format!(", {r} left"));
                 }
-                if let Some(ms) = field("reset_after_ms")
-                    .and_then(Value::as_u64)
-                    .filter(|&ms| ms > 0)
-                {
-                    line.push_str(&format!(", full again in {:.3}s", ms as f64 / 1000.0));
+                if s.reset_after_ms > 0 {
+                    line.push_str(&format!(
+                        ", full again in {:.3}s",
+                        s.reset_after_ms as f64 / 1000.0
+                    ));
                 }
-                if let Some(ms) = field("retry_after_ms").and_then(Value::as_u64) {
+                if let Some(ms) = s.retry_after_ms {
                     line.push_str(&format!(", retry in {:.3}s", ms as f64 / 1000.0));
                 }
-                if field("shadow_denied")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false)
-                {
+                if s.shadow_denied {
                     line.push_str(" (shadow mode: would deny)");
                 }
             }
@@ -157,8 +145,8 @@ mod tests {
     #[test]
     fn descriptors_parse_from_pairs() {
         let d = parse_descriptor("path=/login,user=42").unwrap();
-        assert_eq!(d["entries"][1]["key"], "user");
-        assert_eq!(d["entries"][1]["value"], "42");
+        assert_eq!(d.entries[1].key, "user");
+        assert_eq!(d.entries[1].value, "42");
         assert!(parse_descriptor("novalue").is_err());
         assert!(parse_descriptor("=x").is_err());
     }

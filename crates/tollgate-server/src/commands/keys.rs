@@ -12,7 +12,7 @@ use crate::cli::{KeysArgs, KeysCommand};
 
 /// Runs the command against the database the flags (or configuration file) name.
 pub async fn run(args: &KeysArgs) -> anyhow::Result<ExitCode> {
-    let url = crate::configuration::migrate_database(&args.database, args.config.as_deref())?;
+    let url = crate::configuration::database_url(&args.database)?;
     let db = Database::connect(&url).await?;
     // A brand-new database (the laptop's first run) is initialised as `serve` would.
     if tollgate_control::migrations::is_empty(&db).await? {
@@ -24,7 +24,7 @@ pub async fn run(args: &KeysArgs) -> anyhow::Result<ExitCode> {
     let control = ControlPlane::new(db).await?;
     let actor = Actor {
         name: format!("cli:{}", whoami()),
-        ..Actor::anonymous("cli")
+        ..Actor::unauthenticated_admin("cli")
     };
     let code = match &args.command {
         KeysCommand::Create {

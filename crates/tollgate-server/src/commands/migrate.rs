@@ -9,7 +9,7 @@ use crate::cli::{MigrateArgs, MigrateCommand};
 
 /// Runs the command; the exit code says whether the schema is (now) current.
 pub async fn run(args: &MigrateArgs) -> anyhow::Result<ExitCode> {
-    let url = crate::configuration::migrate_database(&args.database, args.config.as_deref())?;
+    let url = crate::configuration::database_url(&args.database)?;
     let shown = tollgate_control::db::redact(&url);
     let db = Database::connect(&url).await?;
     let result = match &args.command {

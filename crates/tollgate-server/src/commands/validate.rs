@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use crate::cli::ValidateArgs;
-use crate::policies;
+use tollgate_admin::policies;
 
 /// Validates every path; prints one line per valid file and one per error.
 pub fn run(args: &ValidateArgs) -> ExitCode {

@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::response::IntoResponse;
 use http::{StatusCode, header};
 
-use super::AppState;
+use crate::state::AppState;
 
 /// `GET /healthz`: the process is alive.
 pub async fn healthz() -> impl IntoResponse {
@@ -23,21 +23,20 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
 
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    if let Some(memory) = &state.memory {
-        // Counting takes every shard lock briefly: fine at scrape frequency.
-        metrics::gauge!("tollgate_store_keys").set(memory.len() as f64);
-        metrics::counter!("tollgate_store_overflows_total").absolute(memory.overflows());
+    let store = state.limiter.store();
+    let report = store.report();
+    if let Some(keys) = report.keys {
+        metrics::gauge!("tollgate_store_keys").set(keys as f64);
+        metrics::counter!("tollgate_store_overflows_total").absolute(report.overflows);
     }
-    if let Some(redis) = &state.redis {
-        let stats = redis.stats();
-        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    if let Some(calls) = report.calls {
         for (outcome, value) in [
-            ("ok", load(&stats.calls)),
-            ("error", load(&stats.errors)),
-            ("timeout", load(&stats.timeouts)),
-            ("circuit_open", load(&stats.refused)),
+            ("ok", calls.ok),
+            ("error", calls.error),
+            ("timeout", calls.timeout),
+            ("circuit_open", calls.circuit_open),
         ] {
-            metrics::counter!("tollgate_store_calls_total", "store" => "redis", "outcome" => outcome)
+            metrics::counter!("tollgate_store_calls_total", "store" => store.kind(), "outcome" => outcome)
                 .absolute(value);
         }
     }

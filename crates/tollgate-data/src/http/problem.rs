@@ -4,6 +4,7 @@ use axum::body::Bytes;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use serde::Serialize;
+use tollgate_api::problem::types as problem_types;
 
 /// An `application/problem+json` response.
 #[derive(Debug, Clone, Serialize)]
@@ -19,7 +20,7 @@ pub struct Problem {
     pub detail: String,
     /// For validation failures: each field that is wrong, and why.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub errors: Vec<tollgate_control::FieldError>,
+    pub errors: Vec<tollgate_api::FieldError>,
 }
 
 impl Problem {
@@ -43,7 +44,7 @@ impl Problem {
     pub fn invalid_body(detail: impl Into<String>) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
-            "urn:tollgate:problem:invalid-body",
+            problem_types::INVALID_BODY,
             "Malformed request body",
             detail,
         )
@@ -53,7 +54,7 @@ impl Problem {
     pub fn invalid_request(detail: impl Into<String>) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
-            "urn:tollgate:problem:invalid-request",
+            problem_types::INVALID_REQUEST,
             "Invalid request",
             detail,
         )
@@ -63,7 +64,7 @@ impl Problem {
     pub fn not_found(path: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
-            "urn:tollgate:problem:not-found",
+            problem_types::NOT_FOUND,
             "Not found",
             format!("no resource at {path}"),
         )
@@ -73,7 +74,7 @@ impl Problem {
     pub fn method_not_allowed() -> Self {
         Self::new(
             StatusCode::METHOD_NOT_ALLOWED,
-            "urn:tollgate:problem:method-not-allowed",
+            problem_types::METHOD_NOT_ALLOWED,
             "Method not allowed",
             "this resource does not support that method",
         )

@@ -249,4 +249,79 @@ mod tests {
         let back: String = serde_json::from_slice(&out).unwrap();
         assert_eq!(back, "we\"ird\n");
     }
+
+    /// The hand-written renderer and `tollgate-api`'s [`CheckResponse`] agree byte for
+    /// byte: every answer parses into the wire type (which refuses unknown fields) and
+    /// serializes back to the same bytes, for each kind of status.
+    ///
+    /// [`CheckResponse`]: tollgate_api::CheckResponse
+    #[test]
+    fn the_renderer_and_the_wire_type_agree() {
+        use std::sync::Arc;
+
+        use tollgate_core::{
+            CheckRequest, Descriptor, Entry, Limiter, LimiterConfig, ManualClock, MemoryStore,
+            PolicySet,
+        };
+
+        let example = include_str!("../../../../examples/policies/api.yaml");
+        let policies = PolicySet::from_files([("api.yaml", example)]).unwrap();
+        let clock = Arc::new(ManualClock::new(1_700_000_000 * S));
+        let limiter = Limiter::new(
+            policies,
+            Arc::new(MemoryStore::default()),
+            clock,
+            LimiterConfig::default(),
+        );
+        let entries: &[&[(&str, &str)]] = &[
+            &[("remote_address", "10.0.0.1")],
+            &[("path", "/login"), ("user", "u\"1")],
+            &[("path", "/healthz")],
+            &[("nothing", "matches")],
+            &[("api_key", "k")],
+            &[("path", "/search/x")],
+        ];
+        let entries: Vec<Vec<Entry<'_>>> = entries
+            .iter()
+            .map(|d| d.iter().map(|&(key, value)| Entry { key, value }).collect())
+            .collect();
+        let descriptors: Vec<Descriptor<'_>> = entries
+            .iter()
+            .map(|e| Descriptor {
+                entries: e,
+                hits: None,
+                limit_override: None,
+            })
+            .collect();
+        let mut kinds = std::collections::BTreeSet::new();
+        for hits in [1, 1, 1, 1, 1, 3, 50] {
+            let request = CheckRequest {
+                domain: "api",
+                descriptors: &descriptors,
+                hits,
+            };
+            // The in-memory store never waits: one poll decides.
+            let mut check = std::pin::pin!(limiter.check(&request));
+            let waker = std::task::Waker::noop();
+            let std::task::Poll::Ready(decision) = check
+                .as_mut()
+                .poll(&mut std::task::Context::from_waker(waker))
+            else {
+                panic!("the in-memory store waited");
+            };
+            let decision = decision.unwrap();
+            kinds.insert(decision.allowed);
+            let mut body = Vec::new();
+            json(&mut body, &decision);
+            let parsed: tollgate_api::CheckResponse = serde_json::from_slice(&body)
+                .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&body)));
+            assert_eq!(serde_json::to_vec(&parsed).unwrap(), body);
+            assert_eq!(parsed.statuses.len(), descriptors.len());
+        }
+        assert_eq!(
+            kinds.len(),
+            2,
+            "both allowed and denied answers were rendered"
+        );
+    }
 }

@@ -9,6 +9,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use tollgate_api::problem::types as problem_types;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
@@ -21,7 +22,7 @@ use tollgate_core::{
 };
 
 use super::AdminState;
-use crate::http::problem::Problem;
+use tollgate_data::http::problem::Problem;
 
 /// How the admin API authenticates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
@@ -89,7 +90,7 @@ impl Refusal {
                 };
                 let mut response = Problem::new(
                     StatusCode::UNAUTHORIZED,
-                    "urn:tollgate:problem:unauthenticated",
+                    problem_types::UNAUTHENTICATED,
                     "Unauthenticated",
                     detail,
                 )
@@ -108,7 +109,7 @@ impl Refusal {
             Refusal::TooMany { retry_after_secs } => {
                 let mut response = Problem::new(
                     StatusCode::TOO_MANY_REQUESTS,
-                    "urn:tollgate:problem:too-many-requests",
+                    problem_types::TOO_MANY_REQUESTS,
                     "Too many requests",
                     format!(
                         "too many admin requests or failed authentications from this address; retry in {retry_after_secs}s"
@@ -122,7 +123,7 @@ impl Refusal {
             }
             Refusal::Unavailable => Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "urn:tollgate:problem:policy-store-unavailable",
+                problem_types::POLICY_STORE_UNAVAILABLE,
                 "Policy store unavailable",
                 "credentials cannot be checked: the policy database did not answer; retry later",
             )
@@ -243,7 +244,7 @@ impl AdminAccess {
             .await
             .map_err(Refusal::into_response)?;
         if self.mode == AdminAuthMode::None {
-            let mut actor = Actor::anonymous(via);
+            let mut actor = Actor::unauthenticated_admin(via);
             actor.remote = ip;
             return Ok(Some(actor));
         }

@@ -5,61 +5,20 @@
 //! Rate-limit headers follow the IETF draft (`RateLimit-Policy`, `RateLimit`) and a denial
 //! carries `Retry-After`.
 
-use std::borrow::Cow;
-use std::sync::Arc;
 use std::time::Instant;
+use tollgate_api::problem::types as problem_types;
 
 use axum::body::Bytes;
-use axum::extract::State;
-use axum::extract::rejection::BytesRejection;
-use axum::response::Response;
 use http::{HeaderMap, StatusCode, header};
-use serde::Deserialize;
 use tollgate_core::{CheckRequest, Decision, Entry, LimitOverride, Unit};
 
-use super::AppState;
 use super::problem::Problem;
 use super::request_id::{REQUEST_ID, RequestId};
 use crate::data_plane::{self, DescriptorParts};
+use crate::state::AppState;
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CheckBody<'a> {
-    #[serde(borrow)]
-    domain: Cow<'a, str>,
-    #[serde(borrow)]
-    descriptors: Vec<DescriptorBody<'a>>,
-    #[serde(default, alias = "hits_addend")]
-    hits: Option<u64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DescriptorBody<'a> {
-    #[serde(borrow)]
-    entries: Vec<EntryBody<'a>>,
-    #[serde(default, alias = "hits_addend")]
-    hits: Option<u64>,
-    #[serde(default)]
-    limit: Option<LimitBody<'a>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EntryBody<'a> {
-    #[serde(borrow)]
-    key: Cow<'a, str>,
-    #[serde(borrow, default)]
-    value: Cow<'a, str>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LimitBody<'a> {
-    requests_per_unit: u32,
-    #[serde(borrow)]
-    unit: Cow<'a, str>,
-}
+/// The body, decoded in place (the wire type of `tollgate-api`).
+type CheckBody<'a> = tollgate_api::CheckRequest<'a>;
 
 /// The request headers a check reads, wherever they were parsed (hyper's header map, or
 /// the listener's own HTTP/1.1 loop). The first value counts when a header repeats.
@@ -106,21 +65,6 @@ pub enum BodyError {
     Unreadable(String),
 }
 
-/// The axum handler; the listener's fast path calls [`answer`] directly.
-pub async fn check(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let body = body.map_err(|rejection| match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => BodyError::TooLarge,
-        _ => BodyError::Unreadable(rejection.body_text()),
-    });
-    answer(&state, CheckHeaders::of(&headers), body.as_deref())
-        .await
-        .map(axum::body::Body::from)
-}
-
 /// What a check comes to, before it is put on the wire.
 #[derive(Debug)]
 pub enum Outcome {
@@ -162,7 +106,7 @@ pub async fn evaluate(
         state.metrics.rejected("unauthenticated");
         let mut response = Problem::new(
             StatusCode::UNAUTHORIZED,
-            "urn:tollgate:problem:unauthenticated",
+            problem_types::UNAUTHENTICATED,
             "Unauthenticated",
             "this server requires Authorization: Bearer <data-plane token> on every check",
         )
@@ -196,7 +140,7 @@ async fn decide(
             state.metrics.rejected("body");
             return Err(Problem::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "urn:tollgate:problem:body-too-large",
+                problem_types::BODY_TOO_LARGE,
                 "Body too large",
                 format!("the body must be at most {} bytes", super::MAX_BODY_BYTES),
             )
@@ -206,7 +150,7 @@ async fn decide(
             state.metrics.rejected("body");
             return Err(Problem::new(
                 StatusCode::BAD_REQUEST,
-                "urn:tollgate:problem:unreadable-body",
+                problem_types::UNREADABLE_BODY,
                 "Unreadable body",
                 detail.clone(),
             )
@@ -217,7 +161,7 @@ async fn decide(
         state.metrics.rejected("content_type");
         return Err(Problem::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "urn:tollgate:problem:unsupported-media-type",
+            problem_types::UNSUPPORTED_MEDIA_TYPE,
             "Unsupported media type",
             "send the request as application/json",
         )
@@ -225,9 +169,10 @@ async fn decide(
     }
     let parsed: CheckBody<'_> = match parse_body(body) {
         Ok(parsed) => parsed,
-        Err(detail) => {
+        Err(BodyFault { field, detail }) => {
             state.metrics.rejected("json");
-            tracing::info!(request_id = id.as_str(), %detail, "malformed check request");
+            // The field's path only: serde's message may quote a descriptor value.
+            tracing::info!(request_id = id.as_str(), field, "malformed check request");
             return Err(Problem::invalid_body(detail).to_response());
         }
     };
@@ -285,22 +230,33 @@ async fn decide(
     Ok(decision)
 }
 
+/// Why a body did not decode: the path of the field at fault (`.` for the whole body),
+/// and the message for the caller, which names that path.
+struct BodyFault {
+    field: String,
+    detail: String,
+}
+
 /// Decodes the body, naming the field at fault (`descriptors[0].entries[1].key: ...`).
-fn parse_body(body: &[u8]) -> Result<CheckBody<'_>, String> {
+fn parse_body(body: &[u8]) -> Result<CheckBody<'_>, BodyFault> {
     // Fast path without path tracking; on failure decode again to name the field.
     if let Ok(parsed) = serde_json::from_slice(body) {
         return Ok(parsed);
     }
     let mut de = serde_json::Deserializer::from_slice(body);
     let parsed: CheckBody<'_> = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        if path == "." {
+        let field = e.path().to_string();
+        let detail = if field == "." {
             e.inner().to_string()
         } else {
-            format!("{path}: {}", e.inner())
-        }
+            format!("{field}: {}", e.inner())
+        };
+        BodyFault { field, detail }
     })?;
-    de.end().map_err(|e| e.to_string())?;
+    de.end().map_err(|e| BodyFault {
+        field: ".".to_owned(),
+        detail: e.to_string(),
+    })?;
     Ok(parsed)
 }
 

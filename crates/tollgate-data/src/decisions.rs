@@ -13,7 +13,7 @@ use tollgate_core::{CheckRequest, Decision};
 const BUFFER: usize = 1024;
 
 /// One decision, as watchers see it.
-#[derive(Debug, Clone, async_graphql::SimpleObject)]
+#[derive(Debug, Clone)]
 pub struct DecisionEvent {
     /// The domain asked about.
     pub domain: String,
@@ -26,7 +26,7 @@ pub struct DecisionEvent {
 }
 
 /// One descriptor of a [`DecisionEvent`].
-#[derive(Debug, Clone, async_graphql::SimpleObject)]
+#[derive(Debug, Clone)]
 pub struct DescriptorEvent {
     /// The entries as `key=value`.
     pub entries: Vec<String>,

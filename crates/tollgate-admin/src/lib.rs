@@ -7,12 +7,16 @@
 pub mod access;
 pub mod explain;
 pub mod graphql;
+pub mod policies;
 pub mod reference;
+pub mod reload;
 pub mod rest;
+pub mod sync;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
+use tollgate_api::problem::types as problem_types;
 
 use async_graphql::http::GraphiQLSource;
 use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
@@ -26,11 +30,11 @@ use axum::routing::{get, post};
 use tollgate_control::{Actor, ControlPlane};
 use utoipa::OpenApi;
 
-use crate::http::AppState;
-use crate::http::problem::Problem;
-use crate::http::request_id::{REQUEST_ID, RequestId};
 use access::AdminAccess;
 use graphql::AdminSchema;
+use tollgate_data::AppState;
+use tollgate_data::http::problem::Problem;
+use tollgate_data::http::request_id::{REQUEST_ID, RequestId};
 
 /// Largest admin request body (policy files included).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -211,13 +215,16 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Admi
 /// that a slow client delays no one else's.
 pub struct AdminListener {
     tcp: tokio::net::TcpListener,
-    tls: Option<Arc<crate::tls::ReloadingTls>>,
-    handshakes: tokio::task::JoinSet<Option<(crate::tls::MaybeTls, SocketAddr)>>,
+    tls: Option<Arc<tollgate_data::tls::ReloadingTls>>,
+    handshakes: tokio::task::JoinSet<Option<(tollgate_data::tls::MaybeTls, SocketAddr)>>,
 }
 
 impl AdminListener {
     /// Wraps `tcp`, with TLS when `tls` is set.
-    pub fn new(tcp: tokio::net::TcpListener, tls: Option<Arc<crate::tls::ReloadingTls>>) -> Self {
+    pub fn new(
+        tcp: tokio::net::TcpListener,
+        tls: Option<Arc<tollgate_data::tls::ReloadingTls>>,
+    ) -> Self {
         Self {
             tcp,
             tls,
@@ -227,7 +234,7 @@ impl AdminListener {
 }
 
 impl axum::serve::Listener for AdminListener {
-    type Io = crate::tls::MaybeTls;
+    type Io = tollgate_data::tls::MaybeTls;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
@@ -284,7 +291,7 @@ async fn access_log(request: Request, next: Next) -> Response {
         if head > MAX_HEADER_BYTES {
             return Problem::new(
                 http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                "urn:tollgate:problem:headers-too-large",
+                problem_types::HEADERS_TOO_LARGE,
                 "Request headers too large",
                 format!("the request's headers must total at most {MAX_HEADER_BYTES} bytes"),
             )
@@ -296,7 +303,7 @@ async fn access_log(request: Request, next: Next) -> Response {
         Ok(response) => response,
         Err(_) => Problem::new(
             http::StatusCode::SERVICE_UNAVAILABLE,
-            "urn:tollgate:problem:timeout",
+            problem_types::TIMEOUT,
             "Request timed out",
             format!(
                 "the request took longer than {}s; retry later",

@@ -3,6 +3,7 @@
 //! or an RFC 9457 problem.
 
 use std::sync::Arc;
+use tollgate_api::problem::types as problem_types;
 
 use axum::Json;
 use axum::body::Bytes;
@@ -20,7 +21,7 @@ use tollgate_control::{Actor, ApplyReport, ControlError, Precondition};
 use utoipa::{IntoParams, ToSchema};
 
 use super::AdminState;
-use crate::http::problem::Problem;
+use tollgate_data::http::problem::Problem;
 
 /// The body of every error (RFC 9457 problem details).
 #[derive(Debug, ToSchema)]
@@ -130,7 +131,7 @@ pub fn problem(e: &ControlError) -> Problem {
         ControlError::Invalid { errors } => {
             let mut p = Problem::new(
                 StatusCode::BAD_REQUEST,
-                "urn:tollgate:problem:invalid-request",
+                problem_types::INVALID_REQUEST,
                 "Invalid request",
                 e.to_string(),
             );
@@ -139,25 +140,25 @@ pub fn problem(e: &ControlError) -> Problem {
         }
         ControlError::Forbidden(_) => Problem::new(
             StatusCode::FORBIDDEN,
-            "urn:tollgate:problem:forbidden",
+            problem_types::FORBIDDEN,
             "Forbidden",
             e.to_string(),
         ),
         ControlError::NotFound(what) => Problem::new(
             StatusCode::NOT_FOUND,
-            "urn:tollgate:problem:not-found",
+            problem_types::NOT_FOUND,
             "Not found",
             format!("{what} does not exist"),
         ),
         ControlError::Conflict(_) => Problem::new(
             StatusCode::CONFLICT,
-            "urn:tollgate:problem:conflict",
+            problem_types::CONFLICT,
             "Conflict",
             e.to_string(),
         ),
         ControlError::PreconditionFailed { .. } => Problem::new(
             StatusCode::PRECONDITION_FAILED,
-            "urn:tollgate:problem:stale",
+            problem_types::STALE,
             "Precondition failed",
             format!("{e}; read it again and retry with its current ETag"),
         ),
@@ -165,7 +166,7 @@ pub fn problem(e: &ControlError) -> Problem {
             tracing::error!(error = %e, "policy database call failed");
             Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "urn:tollgate:problem:policy-store-unavailable",
+                problem_types::POLICY_STORE_UNAVAILABLE,
                 "Policy store unavailable",
                 "the policy database did not answer; retry later",
             )
@@ -174,7 +175,7 @@ pub fn problem(e: &ControlError) -> Problem {
             tracing::error!(error = %e, "admin request failed");
             Problem::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "urn:tollgate:problem:internal",
+                problem_types::INTERNAL,
                 "Internal error",
                 "the server failed to handle this request; see its logs",
             )

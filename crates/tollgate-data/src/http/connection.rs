@@ -13,7 +13,7 @@
 //! `Expect`, `Upgrade`, a body over the limit, a head that is malformed or over
 //! [`MAX_OWN_HEAD`]) hands the connection, with the bytes already read, to hyper, which
 //! serves it from there on with the data listener's settings and service
-//! ([`super::listener::dispatch`]). Parsing is httparse's; only the framing of this one
+//! ([`super::hyper_side::dispatch`]). Parsing is httparse's; only the framing of this one
 //! shape is done here.
 
 use std::future::{Future, poll_fn};
@@ -35,9 +35,11 @@ use tokio::time::Sleep;
 use tollgate_core::Decision;
 
 use super::check::{self, CheckHeaders, Outcome};
-use super::listener::{Connection, HEADER_READ_TIMEOUT};
+use super::hyper_side::HEADER_READ_TIMEOUT;
 use super::request_id::{REQUEST_ID, RequestId};
-use super::{AppState, MAX_BODY_BYTES, render};
+use super::{MAX_BODY_BYTES, render};
+use crate::listener::Connection;
+use crate::state::AppState;
 
 /// What a connection runs over: a TCP stream, with TLS or without (or, in tests and fuzzing,
 /// an in-memory pipe).
@@ -323,7 +325,7 @@ async fn hand_over(
     stopping: Arc<AtomicBool>,
 ) -> io::Result<()> {
     let service = service_fn(move |request| {
-        super::listener::dispatch(state.clone(), router.clone(), request)
+        super::hyper_side::dispatch(state.clone(), router.clone(), request)
     });
     let connection = http.serve_connection(TokioIo::new(Replayed { read, io }), service);
     let mut connection = std::pin::pin!(connection);

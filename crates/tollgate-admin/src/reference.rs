@@ -28,7 +28,7 @@ pub fn markdown(openapi: &str) -> String {
     out.push_str(
         "Generated from the OpenAPI document (`GET /v1/admin/openapi.json`, committed as \
          [admin-api.openapi.json](admin-api.openapi.json)); do not edit by hand: \
-         `TOLLGATE_BLESS=1 cargo test -p tollgate-server admin_reference` rewrites both.\n\n",
+         `TOLLGATE_BLESS=1 cargo test -p tollgate-admin admin_reference` rewrites both.\n\n",
     );
     if let Some(d) = doc["info"]["description"].as_str() {
         out.push_str(d);
@@ -125,7 +125,7 @@ mod tests {
             let committed = std::fs::read_to_string(path).unwrap_or_default();
             assert!(
                 committed == *text,
-                "{} is out of date: run `TOLLGATE_BLESS=1 cargo test -p tollgate-server admin_reference`",
+                "{} is out of date: run `TOLLGATE_BLESS=1 cargo test -p tollgate-admin admin_reference`",
                 path.display()
             );
         }

@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use crate::http::AppState;
+use tollgate_data::AppState;
+
+use crate::sync::PolicyControl;
 
 /// How often the policy path is checked; a change applies within this much time.
 pub const POLL_EVERY: Duration = Duration::from_millis(250);
@@ -70,10 +72,15 @@ pub fn fingerprint(path: &Path) -> std::io::Result<Fingerprint> {
     Ok(Fingerprint(out))
 }
 
-/// Watches `path` for the life of the process, applying valid changes to `state`.
-/// `loaded` is the fingerprint taken just before the policies in force were read, so a
-/// change made while the service started is not missed.
-pub fn spawn(state: Arc<AppState>, path: PathBuf, loaded: Option<Fingerprint>) {
+/// Watches `path` for the life of the process, putting valid changes in force next to the
+/// database's domains (`control`). `loaded` is the fingerprint taken just before the
+/// policies in force were read, so a change made while the service started is not missed.
+pub fn spawn(
+    state: Arc<AppState>,
+    control: Arc<PolicyControl>,
+    path: PathBuf,
+    loaded: Option<Fingerprint>,
+) {
     tokio::spawn(async move {
         let mut last = loaded;
         let mut tick = tokio::time::interval(POLL_EVERY);
@@ -100,7 +107,9 @@ pub fn spawn(state: Arc<AppState>, path: PathBuf, loaded: Option<Fingerprint>) {
             let p = path.clone();
             let read = tokio::task::spawn_blocking(move || crate::policies::read_files(&p)).await;
             let result = match read {
-                Ok(Ok(files)) => apply(&state, files),
+                Ok(Ok(files)) => control
+                    .update(&state, |s| s.files = files)
+                    .map_err(|e| e.to_string()),
                 Ok(Err(e)) => Err(format!("{e:#}")),
                 Err(e) => Err(e.to_string()),
             };
@@ -120,20 +129,4 @@ pub fn spawn(state: Arc<AppState>, path: PathBuf, loaded: Option<Fingerprint>) {
             }
         }
     });
-}
-
-/// Puts new policy files in force, together with the database's domains when there is a
-/// control plane.
-fn apply(state: &AppState, files: Vec<(String, String)>) -> Result<Vec<String>, String> {
-    if let Some(control) = &state.policy_control {
-        return control
-            .update(state, |s| s.files = files)
-            .map_err(|e| e.to_string());
-    }
-    let policies =
-        crate::policies::build(&files).map_err(|e| crate::control::Rejected(e).to_string())?;
-    let domains = policies.domains().map(|d| d.name().to_string()).collect();
-    state.metrics.set_domains(&policies);
-    state.limiter.replace_policies(policies);
-    Ok(domains)
 }

@@ -1,58 +1,23 @@
-//! The accept loop every listener shares (connections, TLS handshakes, graceful shutdown,
-//! connection ages), and the data listener's HTTP/1.1 service.
-//!
-//! Data connections start on [`DataConnection`], which answers checks itself and moves a
-//! connection to hyper at its first request of another kind. On hyper, `POST /v1/check` is
-//! still dispatched before the axum router, straight to [`check::answer`]: the router's
-//! boxed services and body conversions are work a check does not need. Everything else
-//! goes through the router.
+//! The accept loop every listener shares: connections, TLS handshakes, graceful shutdown,
+//! connection ages. Front ends bring what a connection is; this brings when it starts
+//! and ends.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use axum::body::{Body, Bytes};
-use http::{HeaderValue, Method, Request, Response, header};
-use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioTimer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tower::ServiceExt;
 
-use super::check::{self, BodyError, CheckHeaders};
-use super::connection::DataConnection;
-use super::{AppState, MAX_BODY_BYTES};
 use crate::tls::{MaybeTls, ReloadingTls};
 
-/// How long a client may take to send a request's headers.
-pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest request head (request line and headers) accepted.
-const MAX_HEAD_BYTES: usize = 64 * 1024;
-/// Largest oversized body still read (and discarded) to keep its connection usable.
-const DRAIN_LIMIT: usize = 1 << 20;
 /// How long in-flight requests get to finish once shutdown starts.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
-
-type ResponseBody = Either<Full<Bytes>, Body>;
-
-/// hyper's HTTP/1.1 settings on the data listener, for connections it takes over.
-pub fn hyper_settings() -> hyper::server::conn::http1::Builder {
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        // Bounds a request's head (hyper answers 431 beyond it); bodies stream past it.
-        .max_buf_size(MAX_HEAD_BYTES)
-        .max_header_size(MAX_HEAD_BYTES)
-        .keep_alive(true);
-    http
-}
 
 /// A connection the accept loop serves: a future that ends with the connection, which can
 /// be asked to finish its requests and close. After `graceful_shutdown` the accept loop
 /// polls the connection again, so the request may be noticed on that poll.
-pub(crate) trait Connection: Future<Output = Result<(), Self::Error>> {
+pub trait Connection: Future<Output = Result<(), Self::Error>> {
     /// What a failed connection reports (logged at debug level).
     type Error;
 
@@ -91,22 +56,6 @@ where
     }
 }
 
-/// Serves connections from `listener` until `stop` turns true, then drains them.
-pub async fn serve(
-    listener: TcpListener,
-    state: Arc<AppState>,
-    router: Router,
-    stop: watch::Receiver<bool>,
-    tls: Option<Arc<ReloadingTls>>,
-) -> anyhow::Result<()> {
-    let http = hyper_settings();
-    accept_until_stopped("http", listener, stop, None, tls, move |stream| {
-        DataConnection::new(stream, state.clone(), router.clone(), http.clone())
-    })
-    .await;
-    Ok(())
-}
-
 /// How long connections may live (gRPC's "max connection age"): after `age` (± 10 %,
 /// so that connections opened together do not all close together) a connection is asked
 /// to finish, and closed `grace` later if it has not.
@@ -122,7 +71,7 @@ pub struct MaxAge {
 /// lets the open ones finish their requests (at most [`DRAIN_TIMEOUT`]). With `max_age`,
 /// connections are also recycled when they reach that age. With `tls`, each connection
 /// first completes a TLS handshake (in its own task, so a slow client holds up no one).
-pub(crate) async fn accept_until_stopped<C, F>(
+pub async fn accept_until_stopped<C, F>(
     name: &'static str,
     listener: TcpListener,
     mut stop: watch::Receiver<bool>,
@@ -219,67 +168,5 @@ pub(crate) async fn accept_until_stopped<C, F>(
         .is_err()
     {
         tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; closing them");
-    }
-}
-
-/// hyper's service on the data listener: checks straight to [`check::answer`], the rest
-/// through the router.
-pub(crate) async fn dispatch(
-    state: Arc<AppState>,
-    router: Router,
-    request: Request<Incoming>,
-) -> Result<Response<ResponseBody>, Infallible> {
-    if request.method() == Method::POST && request.uri().path() == "/v1/check" {
-        let (parts, body) = request.into_parts();
-        let (body, unread) = read_body(&parts.headers, body).await;
-        let mut answer =
-            check::answer(&state, CheckHeaders::of(&parts.headers), body.as_deref()).await;
-        if unread {
-            // Part of the body is still on the wire: this connection cannot carry another
-            // request, and the client must know before it tries.
-            answer
-                .headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        }
-        return Ok(answer.map(|b| Either::Left(Full::new(b))));
-    }
-    let response = match router.oneshot(request.map(Body::new)).await {
-        Ok(response) => response,
-        Err(never) => match never {},
-    };
-    Ok(response.map(Either::Right))
-}
-
-/// Reads the body, at most [`MAX_BODY_BYTES`]. A body declared too large is still read
-/// and thrown away when it is under [`DRAIN_LIMIT`], so the connection stays usable;
-/// the flag says whether unread bytes remain.
-async fn read_body(
-    headers: &http::HeaderMap,
-    mut body: Incoming,
-) -> (Result<Bytes, BodyError>, bool) {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if let Some(n) = declared.filter(|&n| n > MAX_BODY_BYTES) {
-        if n > DRAIN_LIMIT {
-            return (Err(BodyError::TooLarge), true);
-        }
-        while let Some(frame) = body.frame().await {
-            if frame.is_err() {
-                return (Err(BodyError::TooLarge), true);
-            }
-        }
-        return (Err(BodyError::TooLarge), false);
-    }
-    match Limited::new(body, MAX_BODY_BYTES).collect().await {
-        Ok(collected) => (Ok(collected.to_bytes()), false),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => (Err(BodyError::TooLarge), true),
-        Err(e) => (
-            Err(BodyError::Unreadable(format!(
-                "cannot read the request body: {e}"
-            ))),
-            true,
-        ),
     }
 }

@@ -3,8 +3,8 @@
 
 use tollgate_core::{CheckRequest, Decision, Descriptor, Entry, LimitOverride};
 
-use crate::http::AppState;
 use crate::http::request_id::RequestId;
+use crate::state::AppState;
 
 /// One decoded descriptor, apart from its entries.
 #[derive(Debug, Clone, Copy)]

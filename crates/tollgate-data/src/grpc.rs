@@ -29,11 +29,10 @@ use tollgate_core::{CheckRequest, Decision, Entry, LimitOverride, Unit};
 use tonic::{Request, Response, Status};
 use tower::ServiceExt;
 
-use crate::cli::ResponseHeaders;
 use crate::data_plane::{self, DescriptorParts};
-use crate::http::AppState;
-use crate::http::listener::MaxAge;
 use crate::http::request_id::RequestId;
+use crate::listener::MaxAge;
+use crate::state::AppState;
 
 /// Path prefix of the `grpc.health.v1.Health` service.
 const HEALTH_PREFIX: &str = "/grpc.health.v1.Health/";
@@ -73,37 +72,30 @@ pub async fn serve(
     http2
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(KEEPALIVE_EVERY));
-    crate::http::listener::accept_until_stopped(
-        "grpc",
-        listener,
-        stop,
-        max_age,
-        tls,
-        move |stream| {
-            let services = (
-                rls.clone(),
-                health.clone(),
-                reflection.clone(),
-                reflection_alpha.clone(),
-            );
-            let service = service_fn(move |request: http::Request<Incoming>| {
-                let (rls, health, reflection, reflection_alpha) = services.clone();
-                async move {
-                    let path = request.uri().path();
-                    if path.starts_with(HEALTH_PREFIX) {
-                        health.oneshot(request).await
-                    } else if path.starts_with(REFLECTION_PREFIX) {
-                        reflection.oneshot(request).await
-                    } else if path.starts_with(REFLECTION_ALPHA_PREFIX) {
-                        reflection_alpha.oneshot(request).await
-                    } else {
-                        rls.oneshot(request).await
-                    }
+    crate::listener::accept_until_stopped("grpc", listener, stop, max_age, tls, move |stream| {
+        let services = (
+            rls.clone(),
+            health.clone(),
+            reflection.clone(),
+            reflection_alpha.clone(),
+        );
+        let service = service_fn(move |request: http::Request<Incoming>| {
+            let (rls, health, reflection, reflection_alpha) = services.clone();
+            async move {
+                let path = request.uri().path();
+                if path.starts_with(HEALTH_PREFIX) {
+                    health.oneshot(request).await
+                } else if path.starts_with(REFLECTION_PREFIX) {
+                    reflection.oneshot(request).await
+                } else if path.starts_with(REFLECTION_ALPHA_PREFIX) {
+                    reflection_alpha.oneshot(request).await
+                } else {
+                    rls.oneshot(request).await
                 }
-            });
-            http2.serve_connection(TokioIo::new(stream), service)
-        },
-    )
+            }
+        });
+        http2.serve_connection(TokioIo::new(stream), service)
+    })
     .await;
     Ok(())
 }
@@ -113,6 +105,30 @@ pub async fn serve(
 const RLS_DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/rls_descriptor.bin"));
 const REFLECTION_PREFIX: &str = "/grpc.reflection.v1.ServerReflection/";
 const REFLECTION_ALPHA_PREFIX: &str = "/grpc.reflection.v1alpha.ServerReflection/";
+
+/// The Envoy RLS v3 front end (`--grpc-addr`).
+pub struct GrpcFrontEnd {
+    /// Its settings.
+    pub options: GrpcOptions,
+}
+
+impl crate::front_end::FrontEnd for GrpcFrontEnd {
+    fn name(&self) -> &'static str {
+        "grpc"
+    }
+
+    fn serve(
+        self: Arc<Self>,
+        listener: std::net::TcpListener,
+        state: Arc<AppState>,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> futures_util::future::LocalBoxFuture<'static, anyhow::Result<()>> {
+        Box::pin(async move {
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            serve(listener, state, self.options.clone(), stop).await
+        })
+    }
+}
 
 /// Settings of the gRPC listener.
 #[derive(Debug, Clone, Default)]
@@ -124,6 +140,19 @@ pub struct GrpcOptions {
     pub max_age: Option<MaxAge>,
     /// TLS (and client certificates), when configured.
     pub tls: Option<Arc<crate::tls::ReloadingTls>>,
+}
+
+/// Which rate-limit headers the gRPC service returns for Envoy to add.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ResponseHeaders {
+    /// None (envoyproxy/ratelimit's default).
+    #[default]
+    None,
+    /// `X-RateLimit-Limit`, `X-RateLimit-Remaining`, `X-RateLimit-Reset` (IETF draft 03).
+    Draft03,
+    /// `RateLimit-Policy` and `RateLimit` (IETF draft 11), as `POST /v1/check` sends.
+    Draft11,
 }
 
 /// HTTP/2 pings on idle connections, so that dead peers are noticed.

@@ -13,8 +13,7 @@ use tollgate_control::model::{
 use tollgate_control::{Actor, ControlError, ControlPlane, Precondition};
 
 use super::explain::{DescriptorInput, ExplainRequest, Explanation, explain};
-use crate::decisions::DecisionEvent;
-use crate::http::AppState;
+use tollgate_data::AppState;
 
 /// Deepest query accepted.
 pub const MAX_DEPTH: usize = 8;
@@ -282,6 +281,53 @@ impl MutationRoot {
     }
 }
 
+/// One decision, as watchers see it (GraphQL's shape of the data plane's
+/// [`tollgate_data::decisions::DecisionEvent`]).
+#[derive(Debug, Clone, async_graphql::SimpleObject)]
+pub struct DecisionEvent {
+    /// The domain asked about.
+    pub domain: String,
+    /// The overall decision.
+    pub allowed: bool,
+    /// When (RFC 3339).
+    pub at: String,
+    /// One per descriptor, in request order.
+    pub descriptors: Vec<DescriptorEvent>,
+}
+
+/// One descriptor of a [`DecisionEvent`].
+#[derive(Debug, Clone, async_graphql::SimpleObject)]
+pub struct DescriptorEvent {
+    /// The entries as `key=value`.
+    pub entries: Vec<String>,
+    /// Whether this descriptor's limit admitted the request.
+    pub allowed: bool,
+    /// The policy that matched, if any.
+    pub policy: Option<String>,
+    /// What is left of the limit.
+    pub remaining: u64,
+}
+
+impl From<&tollgate_data::decisions::DecisionEvent> for DecisionEvent {
+    fn from(e: &tollgate_data::decisions::DecisionEvent) -> Self {
+        Self {
+            domain: e.domain.clone(),
+            allowed: e.allowed,
+            at: e.at.clone(),
+            descriptors: e
+                .descriptors
+                .iter()
+                .map(|d| DescriptorEvent {
+                    entries: d.entries.clone(),
+                    allowed: d.allowed,
+                    policy: d.policy.clone(),
+                    remaining: d.remaining,
+                })
+                .collect(),
+        }
+    }
+}
+
 /// Streams.
 pub struct SubscriptionRoot;
 
@@ -307,7 +353,7 @@ impl SubscriptionRoot {
                     loop {
                         match watch.events.recv().await {
                             Ok(event) if event.domain == domain => {
-                                return Some(((*event).clone(), watch));
+                                return Some((DecisionEvent::from(&*event), watch));
                             }
                             Ok(_) => {}
                             Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {

@@ -14,7 +14,7 @@ use tollgate_control::migrations;
 use tollgate_control::{ControlPlane, Database, PolicyDocument};
 use tollgate_core::{PolicyError, PolicySet};
 
-use crate::http::AppState;
+use tollgate_data::AppState;
 
 /// Opens the policy database and checks its schema.
 ///
@@ -75,6 +75,10 @@ impl PolicySources {
         )
     }
 }
+
+/// Who the policy sync acts as: the node itself.
+static SYNC: std::sync::LazyLock<tollgate_control::Actor> =
+    std::sync::LazyLock::new(|| tollgate_control::Actor::unauthenticated_admin("sync"));
 
 /// The name database domains carry as their source in a built [`PolicySet`].
 const DATABASE_SOURCE: &str = "<database domain ";
@@ -151,7 +155,7 @@ pub fn spawn_sync(state: Arc<AppState>, control: Arc<PolicyControl>) {
             if wanted <= have {
                 continue;
             }
-            let snapshot = match control.control.snapshot().await {
+            let snapshot = match control.control.snapshot(&SYNC).await {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read the policy store; the policies in force stay");

@@ -1,0 +1,51 @@
+//! What every front end of the data plane shares.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tollgate_core::Limiter;
+
+use crate::data_auth::DataToken;
+use crate::decisions::DecisionTap;
+use crate::metrics::Metrics;
+
+/// What every front end and handler of the data plane shares. The store is reached only
+/// through the limiter (`Arc<dyn Store>`), so a new store needs nothing here.
+pub struct AppState {
+    /// The decision engine.
+    pub limiter: Arc<Limiter>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Set once shutdown starts: `/readyz` then answers 503 so balancers drain this node.
+    pub shutting_down: AtomicBool,
+    /// Live decisions for watchers.
+    pub decisions: Arc<DecisionTap>,
+    /// The shared token every check must carry, when the data plane requires one.
+    pub data_token: Option<DataToken>,
+}
+
+impl AppState {
+    /// The state of a data plane: nobody watching decisions yet, no data-plane token.
+    pub fn new(limiter: Arc<Limiter>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            limiter,
+            metrics,
+            shutting_down: AtomicBool::new(false),
+            decisions: Arc::default(),
+            data_token: None,
+        }
+    }
+
+    /// Whether this node should receive traffic: not shutting down, and its store
+    /// answering (a node cut off from a shared store that others still reach should lose
+    /// its traffic to them).
+    pub fn ready(&self) -> Result<(), &'static str> {
+        if self.shutting_down.load(Ordering::Relaxed) {
+            return Err("shutting down");
+        }
+        if !self.limiter.store().is_available() {
+            return Err("store unavailable");
+        }
+        Ok(())
+    }
+}
