@@ -2,10 +2,12 @@
 //! connection ages. Front ends bring what a connection is; this brings when it starts
 //! and ends.
 
+use std::net::{SocketAddr, TcpListener as StdListener};
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::Incoming;
+use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -54,6 +56,30 @@ where
     fn graceful_shutdown(self: std::pin::Pin<&mut Self>) {
         hyper::server::conn::http2::Connection::graceful_shutdown(self);
     }
+}
+
+/// Binds one listening socket with `SO_REUSEPORT`, so several can share `addr`.
+pub fn bind_shared(addr: SocketAddr) -> std::io::Result<StdListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    #[cfg(unix)]
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+/// Binds `workers` listening sockets on `addr`, one per worker (one port, chosen by the
+/// first when 0).
+pub fn bind_workers(addr: SocketAddr, workers: usize) -> std::io::Result<Vec<StdListener>> {
+    let first = bind_shared(addr)?;
+    let chosen = first.local_addr()?;
+    let mut listeners = vec![first];
+    for _ in 1..workers {
+        listeners.push(bind_shared(chosen)?);
+    }
+    Ok(listeners)
 }
 
 /// How long connections may live (gRPC's "max connection age"): after `age` (± 10 %,

@@ -200,3 +200,28 @@ impl ReloadingTls {
         }
     }
 }
+/// Each listener's TLS configuration (the data listeners require client certificates when
+/// a client CA is configured; the admin listener authenticates with keys and tokens).
+pub struct ListenerTls {
+    /// The HTTP front end's.
+    pub http: Arc<ReloadingTls>,
+    /// The gRPC front end's.
+    pub grpc: Arc<ReloadingTls>,
+    /// The admin listener's.
+    pub admin: Arc<ReloadingTls>,
+}
+
+impl ListenerTls {
+    /// Loads each listener's configuration from `settings`.
+    pub fn load(settings: &TlsSettings) -> anyhow::Result<Self> {
+        let admin = TlsSettings {
+            client_ca: None,
+            ..settings.clone()
+        };
+        Ok(Self {
+            http: ReloadingTls::load(settings, &[b"http/1.1"])?,
+            grpc: ReloadingTls::load(settings, &[b"h2"])?,
+            admin: ReloadingTls::load(&admin, &[b"http/1.1"])?,
+        })
+    }
+}

@@ -12,7 +12,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context;
-use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::watch;
 use tollgate_core::{
     CommitRule, Limiter, LimiterConfig, MemoryStore, MemoryStoreConfig, Store, SystemClock,
@@ -23,8 +22,10 @@ use tollgate_admin::sync::{self, PolicyControl, PolicySources, Rejected};
 use tollgate_admin::{policies, reload};
 use tollgate_data::grpc::{GrpcFrontEnd, GrpcOptions};
 use tollgate_data::http::HttpFrontEnd;
+use tollgate_data::listener::{bind_shared, bind_workers};
 use tollgate_data::metrics::Metrics;
-use tollgate_data::tls::{ReloadingTls, TlsSettings};
+use tollgate_data::shutdown::ShutdownSignals;
+use tollgate_data::tls::ListenerTls;
 use tollgate_data::{AppState, FrontEnd};
 
 use crate::configuration::{Settings, StoreSettings};
@@ -64,28 +65,6 @@ pub struct Application {
 struct BoundFrontEnd {
     front_end: Arc<dyn FrontEnd>,
     listeners: Vec<StdListener>,
-}
-
-/// Each listener's TLS configuration (the data listeners require client certificates when
-/// a client CA is configured; the admin listener authenticates with keys and tokens).
-struct ListenerTls {
-    http: Arc<ReloadingTls>,
-    grpc: Arc<ReloadingTls>,
-    admin: Arc<ReloadingTls>,
-}
-
-impl ListenerTls {
-    fn load(settings: &TlsSettings) -> anyhow::Result<Self> {
-        let admin = TlsSettings {
-            client_ca: None,
-            ..settings.clone()
-        };
-        Ok(Self {
-            http: ReloadingTls::load(settings, &[b"http/1.1"])?,
-            grpc: ReloadingTls::load(settings, &[b"h2"])?,
-            admin: ReloadingTls::load(&admin, &[b"http/1.1"])?,
-        })
-    }
 }
 
 /// The store chosen by the settings, and the key seed to use with it.
@@ -157,18 +136,6 @@ fn build_store(settings: &StoreSettings) -> anyhow::Result<BuiltStore> {
             })
         }
     }
-}
-
-/// Binds one listening socket with `SO_REUSEPORT`, so several can share `addr`.
-fn bind_shared(addr: SocketAddr) -> std::io::Result<StdListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    #[cfg(unix)]
-    socket.set_reuse_port(true)?;
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(1024)?;
-    Ok(socket.into())
 }
 
 impl Application {
@@ -277,7 +244,8 @@ impl Application {
             .map(|(front_end, addr, flag)| {
                 Ok(BoundFrontEnd {
                     front_end,
-                    listeners: bind_all(addr, settings.workers, flag)?,
+                    listeners: bind_workers(addr, settings.workers)
+                        .with_context(|| format!("cannot listen on {addr} ({flag})"))?,
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
@@ -468,18 +436,6 @@ async fn serve(
     tollgate_data::front_end::serve_all(front_ends, state, stop).await
 }
 
-/// Binds `workers` listening sockets on `addr` (one port, chosen by the first when 0).
-fn bind_all(addr: SocketAddr, workers: usize, flag: &str) -> anyhow::Result<Vec<StdListener>> {
-    let context = || format!("cannot listen on {addr} ({flag})");
-    let first = bind_shared(addr).with_context(context)?;
-    let chosen = first.local_addr()?;
-    let mut listeners = vec![first];
-    for _ in 1..workers {
-        listeners.push(bind_shared(chosen).with_context(context)?);
-    }
-    Ok(listeners)
-}
-
 fn spawn_housekeeping(state: &Arc<AppState>) {
     let metrics = state.metrics.clone();
     tokio::spawn(async move {
@@ -524,40 +480,4 @@ fn spawn_housekeeping(state: &Arc<AppState>) {
             }
         }
     });
-}
-
-/// SIGINT and SIGTERM, registered when this is built (so a signal that arrives before
-/// anyone waits is not lost to the default action, which would kill the process).
-struct ShutdownSignals {
-    #[cfg(unix)]
-    interrupt: tokio::signal::unix::Signal,
-    #[cfg(unix)]
-    terminate: tokio::signal::unix::Signal,
-}
-
-impl ShutdownSignals {
-    #[cfg(unix)]
-    fn register() -> anyhow::Result<Self> {
-        use tokio::signal::unix::{SignalKind, signal};
-        Ok(Self {
-            interrupt: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
-            terminate: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
-        })
-    }
-
-    #[cfg(not(unix))]
-    fn register() -> anyhow::Result<Self> {
-        Ok(Self {})
-    }
-
-    /// Waits for the first of them.
-    async fn recv(mut self) {
-        #[cfg(unix)]
-        tokio::select! {
-            _ = self.interrupt.recv() => {},
-            _ = self.terminate.recv() => {},
-        }
-        #[cfg(not(unix))]
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
