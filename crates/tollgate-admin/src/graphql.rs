@@ -7,10 +7,10 @@ use std::sync::Arc;
 use async_graphql::futures_util::Stream;
 use async_graphql::{Context, ErrorExtensions, Object, Schema, Subscription};
 use tollgate_control::model::{
-    ApiKey, AuditEvent, CreatedApiKey, Domain, DomainUpdate, NewApiKey, NewDomain, Page, Policy,
-    PolicyChange, PolicySpec,
+    ApiKey, AuditEvent, CreatedApiKey, Domain, DomainUpdate, NewApiKey, NewDomain, PageObject,
+    Policy, PolicyChange, PolicySpec, graphql_error,
 };
-use tollgate_control::{Actor, ControlError, ControlPlane, Precondition};
+use tollgate_control::{Actor, ControlPlane, Precondition};
 
 use super::explain::{DescriptorInput, ExplainRequest, Explanation, explain};
 use tollgate_data::AppState;
@@ -60,11 +60,12 @@ impl QueryRoot {
         ctx: &Context<'_>,
         cursor: Option<String>,
         #[graphql(validator(minimum = 1, maximum = 500))] limit: Option<u32>,
-    ) -> async_graphql::Result<Page<Domain>> {
+    ) -> async_graphql::Result<PageObject<Domain>> {
         control(ctx)
             .list_domains(cursor.as_deref(), limit, actor(ctx)?)
             .await
-            .map_err(ControlError::into_graphql)
+            .map(Into::into)
+            .map_err(graphql_error)
     }
 
     /// One domain.
@@ -72,7 +73,7 @@ impl QueryRoot {
         control(ctx)
             .get_domain(&name, actor(ctx)?)
             .await
-            .map_err(ControlError::into_graphql)
+            .map_err(graphql_error)
     }
 
     /// A domain's policies, by name.
@@ -82,11 +83,12 @@ impl QueryRoot {
         domain: String,
         cursor: Option<String>,
         #[graphql(validator(minimum = 1, maximum = 500))] limit: Option<u32>,
-    ) -> async_graphql::Result<Page<Policy>> {
+    ) -> async_graphql::Result<PageObject<Policy>> {
         control(ctx)
             .list_policies(&domain, cursor.as_deref(), limit, actor(ctx)?)
             .await
-            .map_err(ControlError::into_graphql)
+            .map(Into::into)
+            .map_err(graphql_error)
     }
 
     /// One policy.
@@ -99,7 +101,7 @@ impl QueryRoot {
         control(ctx)
             .get_policy(&domain, &name, actor(ctx)?)
             .await
-            .map_err(ControlError::into_graphql)
+            .map_err(graphql_error)
     }
 
     /// A policy's changes, newest first.
@@ -110,11 +112,12 @@ impl QueryRoot {
         policy: String,
         cursor: Option<String>,
         #[graphql(validator(minimum = 1, maximum = 500))] limit: Option<u32>,
-    ) -> async_graphql::Result<Page<PolicyChange>> {
+    ) -> async_graphql::Result<PageObject<PolicyChange>> {
         control(ctx)
             .history(&domain, &policy, cursor.as_deref(), limit, actor(ctx)?)
             .await
-            .map_err(ControlError::into_graphql)
+            .map(Into::into)
+            .map_err(graphql_error)
     }
 
     /// Live counters: what a request with these descriptors would meet now (nothing is
@@ -126,9 +129,7 @@ impl QueryRoot {
         #[graphql(validator(min_items = 1, max_items = 16))] descriptors: Vec<DescriptorInput>,
         hits: Option<u32>,
     ) -> async_graphql::Result<Explanation> {
-        actor(ctx)?
-            .require_read(&domain)
-            .map_err(ControlError::into_graphql)?;
+        actor(ctx)?.require_read(&domain).map_err(graphql_error)?;
         let app = ctx.data_unchecked::<Arc<AppState>>();
         let request = ExplainRequest {
             domain,
@@ -146,11 +147,12 @@ impl QueryRoot {
         ctx: &Context<'_>,
         cursor: Option<String>,
         #[graphql(validator(minimum = 1, maximum = 500))] limit: Option<u32>,
-    ) -> async_graphql::Result<Page<ApiKey>> {
+    ) -> async_graphql::Result<PageObject<ApiKey>> {
         control(ctx)
             .list_keys(cursor.as_deref(), limit, actor(ctx)?)
             .await
-            .map_err(ControlError::into_graphql)
+            .map(Into::into)
+            .map_err(graphql_error)
     }
 
     /// The audit log, newest first. Admins of every domain only.
@@ -160,11 +162,12 @@ impl QueryRoot {
         action: Option<String>,
         cursor: Option<String>,
         #[graphql(validator(minimum = 1, maximum = 500))] limit: Option<u32>,
-    ) -> async_graphql::Result<Page<AuditEvent>> {
+    ) -> async_graphql::Result<PageObject<AuditEvent>> {
         control(ctx)
             .audit_log(action.as_deref(), cursor.as_deref(), limit, actor(ctx)?)
             .await
-            .map_err(ControlError::into_graphql)
+            .map(Into::into)
+            .map_err(graphql_error)
     }
 }
 
@@ -182,7 +185,7 @@ impl MutationRoot {
         control(ctx)
             .create_domain(&input, actor(ctx)?)
             .await
-            .map_err(ControlError::into_graphql)
+            .map_err(graphql_error)
     }
 
     /// Changes a domain's description.
@@ -196,7 +199,7 @@ impl MutationRoot {
         control(ctx)
             .update_domain(&name, &input, condition(if_revision), actor(ctx)?)
             .await
-            .map_err(ControlError::into_graphql)
+            .map_err(graphql_error)
     }
 
     /// Deletes a domain (with `cascade`, its policies too). True when deleted.
@@ -211,7 +214,7 @@ impl MutationRoot {
             .delete_domain(&name, condition(if_revision), cascade, actor(ctx)?)
             .await
             .map(|()| true)
-            .map_err(ControlError::into_graphql)
+            .map_err(graphql_error)
     }
 
     /// Creates or replaces a policy.
@@ -227,7 +230,7 @@ impl MutationRoot {
             .put_policy(&domain, &name, &input, condition(if_revision), actor(ctx)?)
             .await
             .map(|w| w.value)
-            .map_err(ControlError::into_graphql)
+            .map_err(graphql_error)
     }
 
     /// Deletes a policy. True when deleted.
@@ -242,7 +245,7 @@ impl MutationRoot {
             .delete_policy(&domain, &name, condition(if_revision), actor(ctx)?)
             .await
             .map(|()| true)
-            .map_err(ControlError::into_graphql)
+            .map_err(graphql_error)
     }
 
     /// Checks a policy as `putPolicy` would, without saving it; errors explain why not.
@@ -257,7 +260,7 @@ impl MutationRoot {
             .validate_policy(&domain, &name, &input, actor(ctx)?)
             .await
             .map(|()| true)
-            .map_err(ControlError::into_graphql)
+            .map_err(graphql_error)
     }
 
     /// Creates an API key; the answer is the only time the key is shown.
@@ -269,7 +272,7 @@ impl MutationRoot {
         control(ctx)
             .create_key(&input, actor(ctx)?)
             .await
-            .map_err(ControlError::into_graphql)
+            .map_err(graphql_error)
     }
 
     /// Revokes an API key, on every node at once.
@@ -277,7 +280,7 @@ impl MutationRoot {
         control(ctx)
             .revoke_key(&id, actor(ctx)?)
             .await
-            .map_err(ControlError::into_graphql)
+            .map_err(graphql_error)
     }
 }
 
@@ -340,9 +343,7 @@ impl SubscriptionRoot {
         ctx: &Context<'_>,
         domain: String,
     ) -> async_graphql::Result<impl Stream<Item = DecisionEvent> + use<>> {
-        actor(ctx)?
-            .require_read(&domain)
-            .map_err(ControlError::into_graphql)?;
+        actor(ctx)?.require_read(&domain).map_err(graphql_error)?;
         let app = ctx.data_unchecked::<Arc<AppState>>().clone();
         let watch = app.decisions.watch();
         Ok(async_graphql::futures_util::stream::unfold(

@@ -17,7 +17,7 @@ use tollgate_control::model::{
     ApiKey, AuditEvent, CreatedApiKey, Domain, DomainUpdate, NewApiKey, NewDomain, Page, Policy,
     PolicyChange, PolicySpec,
 };
-use tollgate_control::{Actor, ApplyReport, ControlError, Precondition};
+use tollgate_control::{Actor, ApplyReport, ControlError, ErrorClass, Precondition};
 use utoipa::{IntoParams, ToSchema};
 
 use super::AdminState;
@@ -125,62 +125,44 @@ pub struct ValidateResponse {
     valid: bool,
 }
 
-/// Maps a service error to its problem.
+/// Maps a service error to its problem, by its class (the one classification GraphQL's
+/// codes come from too).
 pub fn problem(e: &ControlError) -> Problem {
-    match e {
-        ControlError::Invalid { errors } => {
-            let mut p = Problem::new(
-                StatusCode::BAD_REQUEST,
-                problem_types::INVALID_REQUEST,
-                "Invalid request",
-                e.to_string(),
-            );
-            p.errors = errors.clone();
-            p
-        }
-        ControlError::Forbidden(_) => Problem::new(
-            StatusCode::FORBIDDEN,
-            problem_types::FORBIDDEN,
-            "Forbidden",
-            e.to_string(),
+    let (status, kind, title) = match e.class() {
+        ErrorClass::Invalid => (
+            StatusCode::BAD_REQUEST,
+            problem_types::INVALID_REQUEST,
+            "Invalid request",
         ),
-        ControlError::NotFound(what) => Problem::new(
-            StatusCode::NOT_FOUND,
-            problem_types::NOT_FOUND,
-            "Not found",
-            format!("{what} does not exist"),
-        ),
-        ControlError::Conflict(_) => Problem::new(
-            StatusCode::CONFLICT,
-            problem_types::CONFLICT,
-            "Conflict",
-            e.to_string(),
-        ),
-        ControlError::PreconditionFailed { .. } => Problem::new(
+        ErrorClass::Forbidden => (StatusCode::FORBIDDEN, problem_types::FORBIDDEN, "Forbidden"),
+        ErrorClass::NotFound => (StatusCode::NOT_FOUND, problem_types::NOT_FOUND, "Not found"),
+        ErrorClass::Conflict => (StatusCode::CONFLICT, problem_types::CONFLICT, "Conflict"),
+        ErrorClass::Stale => (
             StatusCode::PRECONDITION_FAILED,
             problem_types::STALE,
             "Precondition failed",
-            format!("{e}; read it again and retry with its current ETag"),
         ),
-        ControlError::Database(_) | ControlError::Connect { .. } => {
-            tracing::error!(error = %e, "policy database call failed");
-            Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                problem_types::POLICY_STORE_UNAVAILABLE,
-                "Policy store unavailable",
-                "the policy database did not answer; retry later",
-            )
+        ErrorClass::Unavailable => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            problem_types::POLICY_STORE_UNAVAILABLE,
+            "Policy store unavailable",
+        ),
+        ErrorClass::Internal => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            problem_types::INTERNAL,
+            "Internal error",
+        ),
+    };
+    let detail = match e {
+        ControlError::NotFound(what) => format!("{what} does not exist"),
+        ControlError::PreconditionFailed { .. } => {
+            format!("{e}; read it again and retry with its current ETag")
         }
-        _ => {
-            tracing::error!(error = %e, "admin request failed");
-            Problem::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                problem_types::INTERNAL,
-                "Internal error",
-                "the server failed to handle this request; see its logs",
-            )
-        }
-    }
+        _ => e.public_message(),
+    };
+    let mut p = Problem::new(status, kind, title, detail);
+    p.errors = e.field_errors().to_vec();
+    p
 }
 
 /// A JSON body, decoded strictly, with the failing field's path in the error.

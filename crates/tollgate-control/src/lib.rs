@@ -28,6 +28,7 @@ pub use db::{Backend, Database};
 pub use document::{FieldError, PolicyDocument};
 pub use keys::AuthFailure;
 pub use service::{ApplyReport, ControlPlane, Precondition, Snapshot, Written};
+// ErrorClass is defined below, next to ControlError.
 
 /// Everything that can go wrong in the control plane.
 #[derive(Debug, thiserror::Error)]
@@ -89,61 +90,79 @@ fn summary(errors: &[FieldError]) -> String {
         .join("; ")
 }
 
+/// What kind of failure a [`ControlError`] is: the one classification every interface
+/// renders (REST as problem types and statuses, GraphQL as `extensions.code`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The request is invalid; `errors` may name each field.
+    Invalid,
+    /// The caller may not do this.
+    Forbidden,
+    /// The thing does not exist (or is outside the caller's scope).
+    NotFound,
+    /// The change conflicts with the current state.
+    Conflict,
+    /// A precondition (`If-Match`) named a revision that is no longer current.
+    Stale,
+    /// The policy database did not answer; retrying later may work.
+    Unavailable,
+    /// A failure of the server itself; the details are in its logs only.
+    Internal,
+}
+
+impl ErrorClass {
+    /// A stable name for clients to switch on (GraphQL's `extensions.code`).
+    pub fn code(self) -> &'static str {
+        match self {
+            ErrorClass::Invalid => "BAD_USER_INPUT",
+            ErrorClass::Forbidden => "FORBIDDEN",
+            ErrorClass::NotFound => "NOT_FOUND",
+            ErrorClass::Conflict => "CONFLICT",
+            ErrorClass::Stale => "STALE_REVISION",
+            ErrorClass::Unavailable => "UNAVAILABLE",
+            ErrorClass::Internal => "INTERNAL",
+        }
+    }
+}
+
 impl ControlError {
-    /// This error as a GraphQL error: the message (internal details only in the logs), a
-    /// stable `code` extension (`BAD_USER_INPUT`, `FORBIDDEN`, `NOT_FOUND`, `CONFLICT`,
-    /// `STALE_REVISION`, `UNAVAILABLE`, `INTERNAL`) and, for invalid input, `errors` with
-    /// each field, as REST's problem details list them.
-    pub fn into_graphql(self) -> async_graphql::Error {
-        use async_graphql::ErrorExtensions;
-        let e = self;
-        let code = match &e {
-            ControlError::Invalid { .. } => "BAD_USER_INPUT",
-            ControlError::NotFound(_) => "NOT_FOUND",
-            ControlError::Forbidden(_) => "FORBIDDEN",
-            ControlError::Conflict(_) => "CONFLICT",
-            ControlError::PreconditionFailed { .. } => "STALE_REVISION",
-            ControlError::Database(_) | ControlError::Connect { .. } => "UNAVAILABLE",
-            _ => "INTERNAL",
-        };
-        let message = match &e {
-            ControlError::Database(_) | ControlError::Connect { .. } => {
-                tracing::error!(error = %e, "policy database call failed");
+    /// Its class.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            ControlError::Invalid { .. } => ErrorClass::Invalid,
+            ControlError::NotFound(_) => ErrorClass::NotFound,
+            ControlError::Forbidden(_) => ErrorClass::Forbidden,
+            ControlError::Conflict(_) => ErrorClass::Conflict,
+            ControlError::PreconditionFailed { .. } => ErrorClass::Stale,
+            ControlError::Database(_) | ControlError::Connect { .. } => ErrorClass::Unavailable,
+            ControlError::Config(_)
+            | ControlError::Schema(_)
+            | ControlError::Corrupt(_)
+            | ControlError::Migrate(_) => ErrorClass::Internal,
+        }
+    }
+
+    /// What the caller is told. Failures of the server or its database are logged here,
+    /// once, with their details, and the caller gets a generic message.
+    pub fn public_message(&self) -> String {
+        match self.class() {
+            ErrorClass::Unavailable => {
+                tracing::error!(error = %self, "policy database call failed");
                 "the policy database did not answer; retry later".to_owned()
             }
-            ControlError::Corrupt(_)
-            | ControlError::Migrate(_)
-            | ControlError::Schema(_)
-            | ControlError::Config(_) => {
-                tracing::error!(error = %e, "admin request failed");
+            ErrorClass::Internal => {
+                tracing::error!(error = %self, "admin request failed");
                 "the server failed to handle this request; see its logs".to_owned()
             }
-            _ => e.to_string(),
-        };
-        let errors = match &e {
-            ControlError::Invalid { errors } => errors.clone(),
-            _ => Vec::new(),
-        };
-        async_graphql::Error::new(message).extend_with(|_, ext| {
-            ext.set("code", code);
-            if !errors.is_empty() {
-                let list: Vec<async_graphql::Value> = errors
-                    .iter()
-                    .map(|f| {
-                        let mut m = async_graphql::indexmap::IndexMap::new();
-                        m.insert(
-                            async_graphql::Name::new("field"),
-                            async_graphql::Value::from(f.field.clone()),
-                        );
-                        m.insert(
-                            async_graphql::Name::new("message"),
-                            async_graphql::Value::from(f.message.clone()),
-                        );
-                        async_graphql::Value::Object(m)
-                    })
-                    .collect();
-                ext.set("errors", async_graphql::Value::List(list));
-            }
-        })
+            _ => self.to_string(),
+        }
+    }
+
+    /// The fields at fault, for invalid requests.
+    pub fn field_errors(&self) -> &[FieldError] {
+        match self {
+            ControlError::Invalid { errors } => errors,
+            _ => &[],
+        }
     }
 }

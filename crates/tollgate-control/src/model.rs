@@ -399,18 +399,66 @@ pub struct AuditEvent {
 }
 
 /// One page of a listing, and where the next one starts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, SimpleObject)]
-#[graphql(concrete(name = "DomainPage", params(Domain)))]
-#[graphql(concrete(name = "PolicyPage", params(Policy)))]
-#[graphql(concrete(name = "PolicyChangePage", params(PolicyChange)))]
-#[graphql(concrete(name = "ApiKeyPage", params(ApiKey)))]
-#[graphql(concrete(name = "AuditEventPage", params(AuditEvent)))]
-pub struct Page<T: async_graphql::OutputType> {
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Page<T> {
     /// The items, in a stable order.
     pub items: Vec<T>,
     /// Pass as `cursor` to get the next page; absent on the last page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
+}
+
+/// A [`Page`] as GraphQL shows it (`DomainPage`, `PolicyPage`, ...): the service's pages
+/// carry no GraphQL bound, so the schema's resolvers convert at the edge.
+#[derive(Debug, Clone, SimpleObject)]
+#[graphql(concrete(name = "DomainPage", params(Domain)))]
+#[graphql(concrete(name = "PolicyPage", params(Policy)))]
+#[graphql(concrete(name = "PolicyChangePage", params(PolicyChange)))]
+#[graphql(concrete(name = "ApiKeyPage", params(ApiKey)))]
+#[graphql(concrete(name = "AuditEventPage", params(AuditEvent)))]
+pub struct PageObject<T: async_graphql::OutputType> {
+    /// The items, in a stable order.
+    pub items: Vec<T>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+impl<T: async_graphql::OutputType> From<Page<T>> for PageObject<T> {
+    fn from(page: Page<T>) -> Self {
+        Self {
+            items: page.items,
+            next_cursor: page.next_cursor,
+        }
+    }
+}
+
+/// A service error as a GraphQL error: its public message, its class's `code` extension
+/// and, for invalid input, `errors` with each field, as REST's problem details list them.
+pub fn graphql_error(e: crate::ControlError) -> async_graphql::Error {
+    use async_graphql::ErrorExtensions;
+    let code = e.class().code();
+    let errors = e.field_errors().to_vec();
+    async_graphql::Error::new(e.public_message()).extend_with(|_, ext| {
+        ext.set("code", code);
+        if !errors.is_empty() {
+            let list: Vec<async_graphql::Value> = errors
+                .iter()
+                .map(|f| {
+                    let mut m = async_graphql::indexmap::IndexMap::new();
+                    m.insert(
+                        async_graphql::Name::new("field"),
+                        async_graphql::Value::from(f.field.clone()),
+                    );
+                    m.insert(
+                        async_graphql::Name::new("message"),
+                        async_graphql::Value::from(f.message.clone()),
+                    );
+                    async_graphql::Value::Object(m)
+                })
+                .collect();
+            ext.set("errors", async_graphql::Value::List(list));
+        }
+    })
 }
 
 /// GraphQL's nested fields: a domain's policies and a policy's history, resolved through
@@ -421,7 +469,7 @@ mod nested {
 
     use async_graphql::{ComplexObject, Context, Result};
 
-    use super::{Domain, DomainSource, Page, Policy, PolicyChange};
+    use super::{Domain, DomainSource, PageObject, Policy, PolicyChange, graphql_error};
     use crate::{Actor, ControlPlane};
 
     fn service<'a>(ctx: &Context<'a>) -> Result<&'a Arc<ControlPlane>> {
@@ -441,9 +489,9 @@ mod nested {
             ctx: &Context<'_>,
             cursor: Option<String>,
             #[graphql(validator(minimum = 1, maximum = 500))] limit: Option<u32>,
-        ) -> Result<Page<Policy>> {
+        ) -> Result<PageObject<Policy>> {
             if self.source == DomainSource::File {
-                return Ok(Page {
+                return Ok(PageObject {
                     items: Vec::new(),
                     next_cursor: None,
                 });
@@ -451,7 +499,8 @@ mod nested {
             service(ctx)?
                 .list_policies(&self.name, cursor.as_deref(), limit, actor(ctx)?)
                 .await
-                .map_err(crate::ControlError::into_graphql)
+                .map(Into::into)
+                .map_err(graphql_error)
         }
     }
 
@@ -463,7 +512,7 @@ mod nested {
             ctx: &Context<'_>,
             cursor: Option<String>,
             #[graphql(validator(minimum = 1, maximum = 500))] limit: Option<u32>,
-        ) -> Result<Page<PolicyChange>> {
+        ) -> Result<PageObject<PolicyChange>> {
             service(ctx)?
                 .history(
                     &self.domain,
@@ -473,7 +522,8 @@ mod nested {
                     actor(ctx)?,
                 )
                 .await
-                .map_err(crate::ControlError::into_graphql)
+                .map(Into::into)
+                .map_err(graphql_error)
         }
     }
 }

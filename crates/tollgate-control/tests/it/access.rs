@@ -289,8 +289,17 @@ async fn the_service_enforces_roles_within_scopes() {
         )
         .unwrap();
         let delta_editor = as_role(Role::Editor, &["delta"]);
+        let revision = || async { control.snapshot(&admin()).await.unwrap().revision };
+        let before = revision().await;
         assert!(matches!(
             control.apply_document(&new_doc, &delta_editor).await,
+            Err(ControlError::Forbidden(_))
+        ));
+        // Refused before anything was written: the store's revision did not move.
+        assert_eq!(revision().await, before);
+        // The snapshot of every domain is the node's own read: no scoped caller gets it.
+        assert!(matches!(
+            control.snapshot(&scoped_admin).await,
             Err(ControlError::Forbidden(_))
         ));
     }
