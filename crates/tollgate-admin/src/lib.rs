@@ -71,7 +71,7 @@ pub struct AdminState {
         rest::validate, explain_handler, rest::list_keys, rest::create_key, rest::revoke_key,
         rest::audit_log
     ),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &AccessResponses),
     security(("bearer" = [])),
     tags((name = "domains", description = "Namespaces of policies"),
          (name = "policies", description = "Rate-limit rules"),
@@ -96,6 +96,52 @@ impl utoipa::Modify for BearerAuth {
                     .build(),
             ),
         );
+    }
+}
+
+/// The answers of the authentication layer ([`access`]), which every operation can give
+/// whatever it does: declared here once, added to each operation.
+struct AccessResponses;
+
+impl utoipa::Modify for AccessResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let problem = || {
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ProblemDoc")))
+                .build()
+        };
+        let answers = [
+            ("401", "No valid API key or token"),
+            ("403", "The caller's role or domains do not allow it"),
+            (
+                "429",
+                "Too many requests or failed authentications from this address",
+            ),
+        ];
+        for item in openapi.paths.paths.values_mut() {
+            for operation in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                for (status, description) in answers {
+                    let response = ResponseBuilder::new()
+                        .description(description)
+                        .content("application/problem+json", problem())
+                        .build();
+                    operation
+                        .responses
+                        .responses
+                        .insert(status.to_owned(), response.into());
+                }
+            }
+        }
     }
 }
 
@@ -338,10 +384,7 @@ async fn access_log(request: Request, next: Next) -> Response {
 
 /// What a request would meet now, without consuming anything.
 #[utoipa::path(post, path = "/v1/admin/explain", tag = "explain", request_body = explain::ExplainRequest,
-    responses((status = 401, description = "No valid API key or token", body = rest::ProblemDoc, content_type = "application/problem+json"),
-              (status = 403, description = "The caller's role or domains do not allow it", body = rest::ProblemDoc, content_type = "application/problem+json"),
-              (status = 429, description = "Too many requests or failed authentications from this address", body = rest::ProblemDoc, content_type = "application/problem+json"),
-              (status = 200, description = "The policies matched and what is left of each", body = explain::Explanation),
+    responses((status = 200, description = "The policies matched and what is left of each", body = explain::Explanation),
               (status = 400, description = "Malformed request", body = rest::ProblemDoc, content_type = "application/problem+json")))]
 async fn explain_handler(
     State(s): State<Arc<AdminState>>,

@@ -263,10 +263,7 @@ type Reply = Result<Response, Problem>;
 
 /// Lists domains: database ones and those policy files define.
 #[utoipa::path(get, path = "/v1/admin/domains", tag = "domains", params(PageQuery),
-    responses((status = 401, description = "No valid API key or token", body = ProblemDoc, content_type = "application/problem+json"),
-              (status = 403, description = "The caller\'s role or domains do not allow it", body = ProblemDoc, content_type = "application/problem+json"),
-              (status = 429, description = "Too many requests or failed authentications from this address", body = ProblemDoc, content_type = "application/problem+json"),
-              (status = 200, description = "One page of domains, by name", body = Page<Domain>),
+    responses((status = 200, description = "One page of domains, by name", body = Page<Domain>),
               (status = 400, description = "Bad paging", body = ProblemDoc, content_type = "application/problem+json")))]
 pub async fn list_domains(
     State(s): State<Arc<AdminState>>,
@@ -284,10 +281,7 @@ pub async fn list_domains(
 
 /// Creates a domain.
 #[utoipa::path(post, path = "/v1/admin/domains", tag = "domains", request_body = NewDomain,
-    responses((status = 401, description = "No valid API key or token", body = ProblemDoc, content_type = "application/problem+json"),
-              (status = 403, description = "The caller\'s role or domains do not allow it", body = ProblemDoc, content_type = "application/problem+json"),
-              (status = 429, description = "Too many requests or failed authentications from this address", body = ProblemDoc, content_type = "application/problem+json"),
-              (status = 201, description = "Created", body = Domain,
+    responses((status = 201, description = "Created", body = Domain,
                  headers(("ETag" = String, description = "The domain's revision"), ("Location" = String, description = "Where it lives"))),
               (status = 400, description = "Invalid", body = ProblemDoc, content_type = "application/problem+json"),
               (status = 409, description = "Exists already, or a policy file defines it", body = ProblemDoc, content_type = "application/problem+json")))]
@@ -313,10 +307,7 @@ pub async fn create_domain(
 /// One domain.
 #[utoipa::path(get, path = "/v1/admin/domains/{domain}", tag = "domains",
     params(("domain" = String, Path, description = "The domain's name")),
-    responses((status = 401, description = "No valid API key or token", body = ProblemDoc, content_type = "application/problem+json"),
-              (status = 403, description = "The caller\'s role or domains do not allow it", body = ProblemDoc, content_type = "application/problem+json"),
-              (status = 429, description = "Too many requests or failed authentications from this address", body = ProblemDoc, content_type = "application/problem+json"),
-              (status = 200, description = "The domain", body = Domain, headers(("ETag" = String, description = "The domain's revision"))),
+    responses((status = 200, description = "The domain", body = Domain, headers(("ETag" = String, description = "The domain's revision"))),
               (status = 400, description = "Bad path", body = ProblemDoc, content_type = "application/problem+json"),
               (status = 404, description = "No such domain", body = ProblemDoc, content_type = "application/problem+json")))]
 pub async fn get_domain(
@@ -337,10 +328,7 @@ pub async fn get_domain(
 #[utoipa::path(put, path = "/v1/admin/domains/{domain}", tag = "domains", request_body = DomainUpdate,
     params(("domain" = String, Path, description = "The domain's name"),
            IfMatch),
-    responses((status = 401, description = "No valid API key or token", body = ProblemDoc, content_type = "application/problem+json"),
-              (status = 403, description = "The caller\'s role or domains do not allow it", body = ProblemDoc, content_type = "application/problem+json"),
-              (status = 429, description = "Too many requests or failed authentications from this address", body = ProblemDoc, content_type = "application/problem+json"),
-              (status = 200, description = "Changed", body = Domain, headers(("ETag" = String, description = "The domain's new revision"))),
+    responses((status = 200, description = "Changed", body = Domain, headers(("ETag" = String, description = "The domain's new revision"))),
               (status = 400, description = "Invalid", body = ProblemDoc, content_type = "application/problem+json"),
               (status = 404, description = "No such domain", body = ProblemDoc, content_type = "application/problem+json"),
               (status = 409, description = "A policy file defines it", body = ProblemDoc, content_type = "application/problem+json"),
@@ -366,10 +354,7 @@ pub async fn update_domain(
 /// Deletes a domain (with `cascade=true`, also its policies).
 #[utoipa::path(delete, path = "/v1/admin/domains/{domain}", tag = "domains",
     params(("domain" = String, Path, description = "The domain's name"), DeleteDomainQuery, IfMatch),
-    responses((status = 401, description = "No valid API key or token", body = ProblemDoc, content_type = "application/problem+json"),
-              (status = 403, description = "The caller\'s role or domains do not allow it", body = ProblemDoc, content_type = "application/problem+json"),
-              (status = 429, description = "Too many requests or failed authentications from this address", body = ProblemDoc, content_type = "application/problem+json"),
-              (status = 204, description = "Deleted"),
+    responses((status = 204, description = "Deleted"),
               (status = 400, description = "Bad request", body = ProblemDoc, content_type = "application/problem+json"),
               (status = 404, description = "No such domain", body = ProblemDoc, content_type = "application/problem+json"),
               (status = 409, description = "Has policies (and no cascade), or a policy file defines it", body = ProblemDoc, content_type = "application/problem+json"),
@@ -394,10 +379,7 @@ pub async fn delete_domain(
 /// Lists a domain's policies.
 #[utoipa::path(get, path = "/v1/admin/domains/{domain}/policies", tag = "policies",
     params(("domain" = String, Path, description = "The domain's name"), PageQuery),
-    responses((status = 401, description = "No valid API key or token", body = ProblemDoc, content_type = "application/problem+json"),
-              (status = 403, description = "The caller\'s role or domains do not allow it", body = ProblemDoc, content_type = "application/problem+json"),
-              (status = 429, description = "Too many requests or failed authentications from this address", body = ProblemDoc, content_type = "application/problem+json"),
-              (status = 200, description = "One page of policies, by name", body = Page<Policy>),
+    responses((status = 200, description = "One page of policies, by name", body = Page<Policy>),
               (status = 400, description = "Bad paging", body = ProblemDoc, content_type = "application/problem+json"),
               (status = 404, description = "No such domain", body = ProblemDoc, content_type = "application/problem+json"),
               (status = 409, description = "A policy file defines the domain", body = ProblemDoc, content_type = "application/problem+json")))]
@@ -420,10 +402,7 @@ pub async fn list_policies(
 /// One policy.
 #[utoipa::path(get, path = "/v1/admin/domains/{domain}/policies/{policy}", tag = "policies",
     params(("domain" = String, Path, description = "The domain's name"), ("policy" = String, Path, description = "The policy's name")),
-    responses((status = 401, description = "No valid API key or token", body = ProblemDoc, content_type = "application/problem+json"),
-              (status = 403, description = "The caller\'s role or domains do not allow it", body = ProblemDoc, content_type = "application/problem+json"),
-              (status = 429, description = "Too many requests or failed authentications from this address", body = ProblemDoc, content_type = "application/problem+json"),
-              (status = 200, description = "The policy", body = Policy, headers(("ETag" = String, description = "The policy's revision"))),
+    responses((status = 200, description = "The policy", body = Policy, headers(("ETag" = String, description = "The policy's revision"))),
               (status = 400, description = "Bad path", body = ProblemDoc, content_type = "application/problem+json"),
               (status = 404, description = "No such domain or policy", body = ProblemDoc, content_type = "application/problem+json"),
               (status = 409, description = "A policy file defines the domain", body = ProblemDoc, content_type = "application/problem+json")))]
@@ -446,10 +425,7 @@ pub async fn get_policy(
 #[utoipa::path(put, path = "/v1/admin/domains/{domain}/policies/{policy}", tag = "policies", request_body = PolicySpec,
     params(("domain" = String, Path, description = "The domain's name"), ("policy" = String, Path, description = "The policy's name", max_length = 256, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]+$"),
            IfMatch, IfNoneMatch),
-    responses((status = 401, description = "No valid API key or token", body = ProblemDoc, content_type = "application/problem+json"),
-              (status = 403, description = "The caller\'s role or domains do not allow it", body = ProblemDoc, content_type = "application/problem+json"),
-              (status = 429, description = "Too many requests or failed authentications from this address", body = ProblemDoc, content_type = "application/problem+json"),
-              (status = 200, description = "Replaced", body = Policy, headers(("ETag" = String, description = "The policy's new revision"))),
+    responses((status = 200, description = "Replaced", body = Policy, headers(("ETag" = String, description = "The policy's new revision"))),
               (status = 201, description = "Created", body = Policy,
                  headers(("ETag" = String, description = "The policy's revision"), ("Location" = String, description = "Where it lives"))),
               (status = 400, description = "Invalid, field by field", body = ProblemDoc, content_type = "application/problem+json"),
@@ -494,10 +470,7 @@ pub async fn put_policy(
 #[utoipa::path(delete, path = "/v1/admin/domains/{domain}/policies/{policy}", tag = "policies",
     params(("domain" = String, Path, description = "The domain's name"), ("policy" = String, Path, description = "The policy's name"),
            IfMatch),
-    responses((status = 401, description = "No valid API key or token", body = ProblemDoc, content_type = "application/problem+json"),
-              (status = 403, description = "The caller\'s role or domains do not allow it", body = ProblemDoc, content_type = "application/problem+json"),
-              (status = 429, description = "Too many requests or failed authentications from this address", body = ProblemDoc, content_type = "application/problem+json"),
-              (status = 204, description = "Deleted"),
+    responses((status = 204, description = "Deleted"),
               (status = 400, description = "Bad request", body = ProblemDoc, content_type = "application/problem+json"),
               (status = 404, description = "No such domain or policy", body = ProblemDoc, content_type = "application/problem+json"),
               (status = 409, description = "A policy file defines the domain", body = ProblemDoc, content_type = "application/problem+json"),
@@ -520,10 +493,7 @@ pub async fn delete_policy(
 /// A policy's change history, newest first.
 #[utoipa::path(get, path = "/v1/admin/domains/{domain}/policies/{policy}/history", tag = "policies",
     params(("domain" = String, Path, description = "The domain's name"), ("policy" = String, Path, description = "The policy's name"), HistoryQuery),
-    responses((status = 401, description = "No valid API key or token", body = ProblemDoc, content_type = "application/problem+json"),
-              (status = 403, description = "The caller\'s role or domains do not allow it", body = ProblemDoc, content_type = "application/problem+json"),
-              (status = 429, description = "Too many requests or failed authentications from this address", body = ProblemDoc, content_type = "application/problem+json"),
-              (status = 200, description = "One page of changes", body = Page<PolicyChange>),
+    responses((status = 200, description = "One page of changes", body = Page<PolicyChange>),
               (status = 400, description = "Bad request", body = ProblemDoc, content_type = "application/problem+json"),
               (status = 404, description = "No such domain, or no history for that policy", body = ProblemDoc, content_type = "application/problem+json"),
               (status = 409, description = "A policy file defines the domain", body = ProblemDoc, content_type = "application/problem+json")))]
@@ -546,10 +516,7 @@ pub async fn history(
 /// A database domain as a policy file (envoyproxy/ratelimit's format, as JSON).
 #[utoipa::path(get, path = "/v1/admin/domains/{domain}/document", tag = "domains",
     params(("domain" = String, Path, description = "The domain's name")),
-    responses((status = 401, description = "No valid API key or token", body = ProblemDoc, content_type = "application/problem+json"),
-              (status = 403, description = "The caller\'s role or domains do not allow it", body = ProblemDoc, content_type = "application/problem+json"),
-              (status = 429, description = "Too many requests or failed authentications from this address", body = ProblemDoc, content_type = "application/problem+json"),
-              (status = 200, description = "The domain's policies as one descriptor tree", body = Object),
+    responses((status = 200, description = "The domain's policies as one descriptor tree", body = Object),
               (status = 400, description = "Bad path", body = ProblemDoc, content_type = "application/problem+json"),
               (status = 404, description = "No such domain", body = ProblemDoc, content_type = "application/problem+json"),
               (status = 409, description = "A policy file defines the domain", body = ProblemDoc, content_type = "application/problem+json")))]
@@ -572,10 +539,7 @@ pub async fn get_document(
 #[utoipa::path(put, path = "/v1/admin/domains/{domain}/document", tag = "domains",
     request_body(content = String, description = "A policy file (YAML or JSON); its `domain` must match the path", content_type = "application/yaml"),
     params(("domain" = String, Path, description = "The domain's name")),
-    responses((status = 401, description = "No valid API key or token", body = ProblemDoc, content_type = "application/problem+json"),
-              (status = 403, description = "The caller\'s role or domains do not allow it", body = ProblemDoc, content_type = "application/problem+json"),
-              (status = 429, description = "Too many requests or failed authentications from this address", body = ProblemDoc, content_type = "application/problem+json"),
-              (status = 200, description = "What changed", body = ApplyReport),
+    responses((status = 200, description = "What changed", body = ApplyReport),
               (status = 400, description = "The file is invalid (line and field named)", body = ProblemDoc, content_type = "application/problem+json"),
               (status = 409, description = "Two policies on one descriptor, or a policy file defines the domain", body = ProblemDoc, content_type = "application/problem+json")))]
 pub async fn put_document(
@@ -606,10 +570,7 @@ pub async fn put_document(
 /// Checks a policy as saving it would, without saving it: the same answers as the `PUT`
 /// (400 field by field, 404, 409), but nothing is written.
 #[utoipa::path(post, path = "/v1/admin/validate", tag = "policies", request_body = ValidateRequest,
-    responses((status = 401, description = "No valid API key or token", body = ProblemDoc, content_type = "application/problem+json"),
-              (status = 403, description = "The caller\'s role or domains do not allow it", body = ProblemDoc, content_type = "application/problem+json"),
-              (status = 429, description = "Too many requests or failed authentications from this address", body = ProblemDoc, content_type = "application/problem+json"),
-              (status = 200, description = "Saving it would succeed now", body = ValidateResponse),
+    responses((status = 200, description = "Saving it would succeed now", body = ValidateResponse),
               (status = 400, description = "Invalid, field by field", body = ProblemDoc, content_type = "application/problem+json"),
               (status = 404, description = "No such domain", body = ProblemDoc, content_type = "application/problem+json"),
               (status = 409, description = "Collides with another policy, or a policy file defines the domain", body = ProblemDoc, content_type = "application/problem+json"),
@@ -658,10 +619,7 @@ pub struct KeyPageQuery {
 
 /// Lists API keys (never their secrets), revoked ones included.
 #[utoipa::path(get, path = "/v1/admin/keys", tag = "access", params(KeyPageQuery),
-    responses((status = 401, description = "No valid API key or token", body = ProblemDoc, content_type = "application/problem+json"),
-              (status = 403, description = "The caller's role or domains do not allow it", body = ProblemDoc, content_type = "application/problem+json"),
-              (status = 429, description = "Too many requests or failed authentications from this address", body = ProblemDoc, content_type = "application/problem+json"),
-              (status = 200, description = "One page of keys, by id", body = Page<ApiKey>),
+    responses((status = 200, description = "One page of keys, by id", body = Page<ApiKey>),
               (status = 400, description = "Bad paging", body = ProblemDoc, content_type = "application/problem+json")))]
 pub async fn list_keys(
     State(s): State<Arc<AdminState>>,
@@ -679,10 +637,7 @@ pub async fn list_keys(
 
 /// Creates an API key. The answer is the only time the key is shown.
 #[utoipa::path(post, path = "/v1/admin/keys", tag = "access", request_body = NewApiKey,
-    responses((status = 401, description = "No valid API key or token", body = ProblemDoc, content_type = "application/problem+json"),
-              (status = 403, description = "The caller's role or domains do not allow it", body = ProblemDoc, content_type = "application/problem+json"),
-              (status = 429, description = "Too many requests or failed authentications from this address", body = ProblemDoc, content_type = "application/problem+json"),
-              (status = 201, description = "Created: store `key` now", body = CreatedApiKey),
+    responses((status = 201, description = "Created: store `key` now", body = CreatedApiKey),
               (status = 400, description = "Invalid", body = ProblemDoc, content_type = "application/problem+json")))]
 pub async fn create_key(
     State(s): State<Arc<AdminState>>,
@@ -701,10 +656,7 @@ pub async fn create_key(
 /// Revokes an API key, on every node at once.
 #[utoipa::path(delete, path = "/v1/admin/keys/{id}", tag = "access",
     params(("id" = String, Path, description = "The key's id")),
-    responses((status = 401, description = "No valid API key or token", body = ProblemDoc, content_type = "application/problem+json"),
-              (status = 403, description = "The caller's role or domains do not allow it", body = ProblemDoc, content_type = "application/problem+json"),
-              (status = 429, description = "Too many requests or failed authentications from this address", body = ProblemDoc, content_type = "application/problem+json"),
-              (status = 200, description = "Revoked", body = ApiKey),
+    responses((status = 200, description = "Revoked", body = ApiKey),
               (status = 400, description = "Bad path", body = ProblemDoc, content_type = "application/problem+json"),
               (status = 404, description = "No such key", body = ProblemDoc, content_type = "application/problem+json"),
               (status = 409, description = "Already revoked, or the key authenticating this request", body = ProblemDoc, content_type = "application/problem+json")))]
@@ -724,10 +676,7 @@ pub async fn revoke_key(
 
 /// The audit log, newest first: admin mutations and failed authentications.
 #[utoipa::path(get, path = "/v1/admin/audit", tag = "access", params(AuditQuery),
-    responses((status = 401, description = "No valid API key or token", body = ProblemDoc, content_type = "application/problem+json"),
-              (status = 403, description = "The caller's role or domains do not allow it", body = ProblemDoc, content_type = "application/problem+json"),
-              (status = 429, description = "Too many requests or failed authentications from this address", body = ProblemDoc, content_type = "application/problem+json"),
-              (status = 200, description = "One page of events", body = Page<AuditEvent>),
+    responses((status = 200, description = "One page of events", body = Page<AuditEvent>),
               (status = 400, description = "Bad paging", body = ProblemDoc, content_type = "application/problem+json")))]
 pub async fn audit_log(
     State(s): State<Arc<AdminState>>,
