@@ -6,7 +6,9 @@
 //! - [`FaultProxy`]: a TCP proxy that can add latency, refuse and cut connections.
 //! - [`PostgresDatabase`]: a database of its own on the test PostgreSQL server.
 //! - [`TestCa`]: a throwaway CA issuing server and client certificates.
+//! - [`conformance`]: the suite every counter store must pass.
 
+pub mod conformance;
 mod pki;
 mod postgres;
 mod proxy;
