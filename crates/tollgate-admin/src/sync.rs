@@ -38,7 +38,7 @@ pub async fn open(url: &str, migrate: bool) -> anyhow::Result<Arc<ControlPlane>>
         }
     }
     let control = ControlPlane::new(db).await?;
-    tracing::info!(database = %shown, backend = control.database().backend().as_str(), "policy database ready");
+    tracing::info!(database = %shown, backend = control.backend().as_str(), "policy database ready");
     Ok(Arc::new(control))
 }
 

@@ -209,9 +209,20 @@ impl ControlPlane {
         })
     }
 
-    /// The database.
-    pub fn database(&self) -> &Database {
+    /// The database (for this crate: outside it, every access goes through a method that
+    /// checks its caller).
+    pub(crate) fn database(&self) -> &Database {
         &self.db
+    }
+
+    /// Which database this is.
+    pub fn backend(&self) -> Backend {
+        self.db.backend()
+    }
+
+    /// Closes the database's connections (commands that are done with it).
+    pub async fn close(&self) {
+        self.db.close().await;
     }
 
     /// The latest revision this process has written or heard of; changes as they happen.

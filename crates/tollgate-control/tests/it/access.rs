@@ -66,7 +66,7 @@ async fn a_key_is_shown_once_stored_as_a_hash_and_authenticates_its_role_and_sco
         assert_eq!(created.key.len(), 3 + 20 + 1 + 64);
         // The store holds no trace of the secret.
         let rows: Vec<(String, String)> = sqlx::query_as("SELECT id, hash FROM api_keys")
-            .fetch_all(control.database().pool())
+            .fetch_all(test.connect().await.pool())
             .await
             .unwrap();
         assert_eq!(rows.len(), 1);
@@ -144,7 +144,7 @@ async fn revoked_and_expired_keys_authenticate_nothing() {
         // Time passes: the key's expiry is now behind us.
         sqlx::query("UPDATE api_keys SET expires_at = 1 WHERE id = $1")
             .bind(&expiring.info.id)
-            .execute(control.database().pool())
+            .execute(test.connect().await.pool())
             .await
             .unwrap();
         assert!(matches!(
@@ -369,7 +369,7 @@ async fn mutations_and_refusals_are_audited_and_the_log_is_append_only() {
             "DELETE FROM audit_events",
         ] {
             let err = sqlx::query(sql)
-                .execute(control.database().pool())
+                .execute(test.connect().await.pool())
                 .await
                 .expect_err(sql);
             assert!(

@@ -102,7 +102,7 @@ pub async fn run(args: &KeysArgs) -> anyhow::Result<ExitCode> {
             ExitCode::SUCCESS
         }
     };
-    control.database().close().await;
+    control.close().await;
     Ok(code)
 }
 
