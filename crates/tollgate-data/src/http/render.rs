@@ -251,18 +251,20 @@ mod tests {
     }
 
     /// The hand-written renderer and `tollgate-api`'s [`CheckResponse`] agree byte for
-    /// byte: every answer parses into the wire type (which refuses unknown fields) and
-    /// serializes back to the same bytes, for each kind of status.
+    /// byte: every answer `check::answer` gives parses into the wire type (which refuses
+    /// unknown fields) and serializes back to the same bytes, for each kind of status
+    /// (limited, unlimited, no match, shadow mode, allowed and denied).
     ///
     /// [`CheckResponse`]: tollgate_api::CheckResponse
     #[test]
     fn the_renderer_and_the_wire_type_agree() {
         use std::sync::Arc;
 
-        use tollgate_core::{
-            CheckRequest, Descriptor, Entry, Limiter, LimiterConfig, ManualClock, MemoryStore,
-            PolicySet,
-        };
+        use tollgate_core::{Limiter, LimiterConfig, ManualClock, MemoryStore, PolicySet};
+
+        use crate::http::check::{CheckHeaders, answer};
+        use crate::metrics::Metrics;
+        use crate::state::AppState;
 
         let example = include_str!("../../../../examples/policies/api.yaml");
         let policies = PolicySet::from_files([("api.yaml", example)]).unwrap();
@@ -273,53 +275,37 @@ mod tests {
             clock,
             LimiterConfig::default(),
         );
-        let entries: &[&[(&str, &str)]] = &[
-            &[("remote_address", "10.0.0.1")],
-            &[("path", "/login"), ("user", "u\"1")],
-            &[("path", "/healthz")],
-            &[("nothing", "matches")],
-            &[("api_key", "k")],
-            &[("path", "/search/x")],
-        ];
-        let entries: Vec<Vec<Entry<'_>>> = entries
-            .iter()
-            .map(|d| d.iter().map(|&(key, value)| Entry { key, value }).collect())
-            .collect();
-        let descriptors: Vec<Descriptor<'_>> = entries
-            .iter()
-            .map(|e| Descriptor {
-                entries: e,
-                hits: None,
-                limit_override: None,
-            })
-            .collect();
-        let mut kinds = std::collections::BTreeSet::new();
+        let metrics = Metrics::install().expect("the only recorder of this test binary");
+        let state = AppState::new(Arc::new(limiter), metrics);
+        let descriptors = r#"[{"entries":[{"key":"remote_address","value":"10.0.0.1"}]},
+            {"entries":[{"key":"path","value":"/login"},{"key":"user","value":"u\"1"}]},
+            {"entries":[{"key":"path","value":"/healthz"}]},
+            {"entries":[{"key":"nothing","value":"matches"}]},
+            {"entries":[{"key":"api_key","value":"k"}]},
+            {"entries":[{"key":"path","value":"/search/x"}]}]"#;
+        let mut decided = std::collections::BTreeSet::new();
         for hits in [1, 1, 1, 1, 1, 3, 50] {
-            let request = CheckRequest {
-                domain: "api",
-                descriptors: &descriptors,
-                hits,
-            };
-            // The in-memory store never waits: one poll decides.
-            let mut check = std::pin::pin!(limiter.check(&request));
+            let body = format!(r#"{{"domain":"api","descriptors":{descriptors},"hits":{hits}}}"#);
+            let headers = CheckHeaders::default();
+            // The in-memory store never waits: one poll answers.
+            let mut check = std::pin::pin!(answer(&state, headers, Ok(body.as_bytes())));
             let waker = std::task::Waker::noop();
-            let std::task::Poll::Ready(decision) = check
+            let std::task::Poll::Ready(response) = check
                 .as_mut()
                 .poll(&mut std::task::Context::from_waker(waker))
             else {
                 panic!("the in-memory store waited");
             };
-            let decision = decision.unwrap();
-            kinds.insert(decision.allowed);
-            let mut body = Vec::new();
-            json(&mut body, &decision);
+            assert_eq!(response.status(), 200);
+            let body = response.into_body();
             let parsed: tollgate_api::CheckResponse = serde_json::from_slice(&body)
                 .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&body)));
-            assert_eq!(serde_json::to_vec(&parsed).unwrap(), body);
-            assert_eq!(parsed.statuses.len(), descriptors.len());
+            assert_eq!(serde_json::to_vec(&parsed).unwrap(), body.to_vec());
+            assert_eq!(parsed.statuses.len(), 6);
+            decided.insert(parsed.allowed);
         }
         assert_eq!(
-            kinds.len(),
+            decided.len(),
             2,
             "both allowed and denied answers were rendered"
         );
