@@ -51,6 +51,7 @@ pub async fn serve(
         headers,
         max_age,
         tls,
+        keepalive,
     } = options;
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
@@ -71,7 +72,7 @@ pub async fn serve(
     let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     http2
         .timer(TokioTimer::new())
-        .keep_alive_interval(Some(KEEPALIVE_EVERY));
+        .keep_alive_interval(Some(keepalive));
     crate::listener::accept_until_stopped("grpc", listener, stop, max_age, tls, move |stream| {
         let services = (
             rls.clone(),
@@ -131,7 +132,7 @@ impl crate::front_end::FrontEnd for GrpcFrontEnd {
 }
 
 /// Settings of the gRPC listener.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct GrpcOptions {
     /// Rate-limit headers returned for Envoy to add.
     pub headers: ResponseHeaders,
@@ -140,6 +141,8 @@ pub struct GrpcOptions {
     pub max_age: Option<MaxAge>,
     /// TLS (and client certificates), when configured.
     pub tls: Option<Arc<crate::tls::ReloadingTls>>,
+    /// Interval of HTTP/2 pings on idle connections.
+    pub keepalive: std::time::Duration,
 }
 
 /// Which rate-limit headers the gRPC service returns for Envoy to add.
@@ -154,9 +157,6 @@ pub enum ResponseHeaders {
     /// `RateLimit-Policy` and `RateLimit` (IETF draft 11), as `POST /v1/check` sends.
     Draft11,
 }
-
-/// HTTP/2 pings on idle connections, so that dead peers are noticed.
-const KEEPALIVE_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The method name in metrics.
 const METHOD: &str = "ShouldRateLimit";

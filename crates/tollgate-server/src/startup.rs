@@ -233,6 +233,7 @@ impl Application {
                         headers: options.grpc.grpc_response_headers,
                         max_age: settings.grpc_max_age,
                         tls: tls.as_ref().map(|t| t.grpc.clone()),
+                        keepalive: options.grpc.grpc_keepalive,
                     },
                 }),
                 listen.grpc_addr,

@@ -161,6 +161,9 @@ pub struct GrpcListenerOptions {
     /// Time in-flight calls get after a connection reached its maximum age.
     #[arg(long, env = "TOLLGATE_GRPC_MAX_CONNECTION_AGE_GRACE", value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
     pub grpc_max_connection_age_grace: Duration,
+    /// HTTP/2 pings on idle gRPC connections, so that dead peers are noticed.
+    #[arg(long, env = "TOLLGATE_GRPC_KEEPALIVE", value_name = "DURATION", default_value = "30s", value_parser = positive_duration)]
+    pub grpc_keepalive: Duration,
 }
 
 /// Authentication, TLS and the admin API's own limits.
