@@ -58,8 +58,9 @@ where
     }
 }
 
-/// Binds one listening socket with `SO_REUSEPORT`, so several can share `addr`.
-pub fn bind_shared(addr: SocketAddr) -> std::io::Result<StdListener> {
+/// Binds one listening socket with `SO_REUSEPORT`, so this process's workers can share
+/// `addr`.
+fn bind_shared(addr: SocketAddr) -> std::io::Result<StdListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     #[cfg(unix)]
@@ -70,9 +71,32 @@ pub fn bind_shared(addr: SocketAddr) -> std::io::Result<StdListener> {
     Ok(socket.into())
 }
 
+/// Fails with `AddrInUse` when another socket listens on `addr`. `SO_REUSEPORT` would let
+/// a second process join this one's sockets and the kernel would split connections between
+/// them (an old process still running during a deploy, two configurations naming one
+/// port); a probe without it is refused by any listener, whatever its options.
+/// `SO_REUSEADDR` keeps connections in `TIME_WAIT` from a process that just stopped from
+/// counting as "in use". Two processes that start within the same microseconds can still
+/// both pass; nothing short of one socket per address closes that window.
+fn refuse_if_served(addr: SocketAddr) -> std::io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    probe.set_reuse_address(true)?;
+    match probe.bind(&addr.into()) {
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            format!("{addr} is already in use by another process (is another tollgate running?)"),
+        )),
+        other => other,
+    }
+}
+
 /// Binds `workers` listening sockets on `addr`, one per worker (one port, chosen by the
-/// first when 0).
+/// first when 0), after making sure no other process listens there.
 pub fn bind_workers(addr: SocketAddr, workers: usize) -> std::io::Result<Vec<StdListener>> {
+    refuse_if_served(addr)?;
     let first = bind_shared(addr)?;
     let chosen = first.local_addr()?;
     let mut listeners = vec![first];
@@ -194,5 +218,30 @@ pub async fn accept_until_stopped<C, F>(
         .is_err()
     {
         tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; closing them");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workers_share_an_address_that_another_listener_is_refused() {
+        let workers = bind_workers("127.0.0.1:0".parse().unwrap(), 3).unwrap();
+        let addr = workers[0].local_addr().unwrap();
+        assert!(workers.iter().all(|l| l.local_addr().unwrap() == addr));
+        // Another bind of the same address (as a second process would do) is refused,
+        // though the sockets above allow port reuse among themselves.
+        let err = bind_workers(addr, 1).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+        assert!(err.to_string().contains(&addr.to_string()), "{err}");
+        // A plain listener elsewhere is refused the same way.
+        let plain = StdListener::bind("127.0.0.1:0").unwrap();
+        let err = bind_workers(plain.local_addr().unwrap(), 2).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+        drop(workers);
+        // Once the address is free again it can be bound.
+        let again = bind_workers(addr, 2);
+        assert!(again.is_ok(), "{:?}", again.err());
     }
 }

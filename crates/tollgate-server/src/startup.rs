@@ -22,7 +22,7 @@ use tollgate_admin::sync::{self, PolicyControl, PolicySources, Rejected};
 use tollgate_admin::{policies, reload};
 use tollgate_data::grpc::{GrpcFrontEnd, GrpcOptions};
 use tollgate_data::http::HttpFrontEnd;
-use tollgate_data::listener::{bind_shared, bind_workers};
+use tollgate_data::listener::bind_workers;
 use tollgate_data::metrics::Metrics;
 use tollgate_data::shutdown::ShutdownSignals;
 use tollgate_data::tls::ListenerTls;
@@ -250,8 +250,9 @@ impl Application {
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let admin = bind_shared(listen.admin_addr)
-            .with_context(|| format!("cannot listen on {} (--admin-addr)", listen.admin_addr))?;
+        let admin = bind_workers(listen.admin_addr, 1)
+            .with_context(|| format!("cannot listen on {} (--admin-addr)", listen.admin_addr))?
+            .remove(0);
         let tokens = security
             .tokens
             .as_ref()

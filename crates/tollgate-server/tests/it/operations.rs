@@ -208,3 +208,58 @@ async fn debug_logs_carry_decisions_but_never_descriptor_values() {
         "descriptor values are never logged"
     );
 }
+
+/// A second `serve` on an address the first one serves exits with an error naming the
+/// address and its flag, instead of silently sharing the port (`SO_REUSEPORT`) and
+/// splitting the first one's traffic.
+#[test]
+fn a_second_server_on_an_address_in_use_is_refused() {
+    let first = TestServer::start(None);
+    let addr_of = |url: &str| url.trim_start_matches("http://").to_owned();
+    for (flag, addr) in [
+        ("--http-addr", addr_of(&first.base)),
+        ("--grpc-addr", addr_of(&first.grpc)),
+        ("--admin-addr", addr_of(&first.admin)),
+    ] {
+        let dir = TempDir::new("second");
+        let mut args = vec!["serve".to_owned(), "--workers".to_owned(), "2".to_owned()];
+        for own in ["--http-addr", "--grpc-addr", "--admin-addr"] {
+            let value = if own == flag {
+                addr.clone()
+            } else {
+                "127.0.0.1:0".to_owned()
+            };
+            args.extend([own.to_owned(), value]);
+        }
+        let mut second = Command::new(binary())
+            .args(&args)
+            .arg("--data-dir")
+            .arg(&dir.0)
+            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("run tollgate");
+        // It must exit by itself; one that serves instead is killed and fails the test.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = second.try_wait().expect("wait") {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = second.kill();
+                panic!("a second server on {addr} ({flag}) kept running");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut second.stderr.take().expect("stderr"), &mut stderr)
+            .expect("read stderr");
+        assert!(!status.success(), "{flag} {addr}: {stderr}");
+        assert!(stderr.contains(&addr) && stderr.contains(flag), "{stderr}");
+        assert!(stderr.contains("already in use"), "{stderr}");
+    }
+    // The first server still answers alone.
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let v = rt.block_on(first.check_json(&body("api", &[&[("remote_address", "1.2.3.4")]], 1)));
+    assert_eq!(v["allowed"], true);
+}
