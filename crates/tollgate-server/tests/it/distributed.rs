@@ -204,6 +204,35 @@ async fn global_is_exact_on_a_redis_cluster_too() {
         .await;
     assert_eq!(v["statuses"][0]["store_failed"], false, "{v}");
     assert_eq!(v["statuses"][1]["store_failed"], false, "{v}");
+    // Asked of the Cluster itself: every counter of the domain is in one slot, on one
+    // master (the one that owns it), so one script can run over all of them. Counters
+    // are `tollgate:{group}:key`; `tollgate:key-seed` is the nodes' shared seed.
+    let mut slots = std::collections::BTreeSet::new();
+    let mut holders = 0;
+    let mut keys = 0;
+    for master in cluster.nodes() {
+        let reply = master.command(&["KEYS", "tollgate:{*"]);
+        let names: Vec<&str> = reply
+            .split("\r\n")
+            .filter(|l| l.starts_with("tollgate:{"))
+            .collect();
+        holders += usize::from(!names.is_empty());
+        for name in names {
+            keys += 1;
+            let slot = master.command(&["CLUSTER", "KEYSLOT", name]);
+            slots.insert(slot.trim().trim_start_matches(':').to_owned());
+        }
+    }
+    assert!(
+        keys >= 3,
+        "the hammered counter and both limits of the last request: {keys}"
+    );
+    assert_eq!(
+        slots.len(),
+        1,
+        "one slot for the domain's {keys} counters: {slots:?}"
+    );
+    assert_eq!(holders, 1, "one master holds them all");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
