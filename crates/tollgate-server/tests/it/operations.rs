@@ -263,3 +263,40 @@ fn a_second_server_on_an_address_in_use_is_refused() {
     let v = rt.block_on(first.check_json(&body("api", &[&[("remote_address", "1.2.3.4")]], 1)));
     assert_eq!(v["allowed"], true);
 }
+
+#[tokio::test]
+async fn a_malformed_check_is_logged_by_its_field_never_its_values() {
+    let s = TestServer::start_with(
+        &["serve".into(), "--http-addr".into(), "127.0.0.1:0".into()],
+        &[],
+    );
+    // A value of the wrong type: serde's own message quotes it.
+    let body =
+        r#"{"domain":"api","descriptors":[{"entries":[{"key":"user","value":987654321012}]}]}"#;
+    let r = s
+        .client
+        .post(s.url("/v1/check"))
+        .header("content-type", "application/json")
+        .header("x-request-id", "malformed-probe-1")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let problem: Value = r.json().await.unwrap();
+    // The caller is told exactly what is wrong, its own value included.
+    let detail = problem["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("descriptors[0].entries[0].value"),
+        "{detail}"
+    );
+    let line = s.log_line("malformed-probe-1").await;
+    let v: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["message"], "malformed check request");
+    assert_eq!(v["field"], "descriptors[0].entries[0].value");
+    let logs = s.logs.lock().unwrap().join("\n");
+    assert!(
+        !logs.contains("987654321012"),
+        "the value is never logged: {logs}"
+    );
+}
