@@ -18,7 +18,10 @@
 -- ARGV[1]: '0' all or nothing, '1' every request counts, '2' lease (one counter).
 -- ARGV[2]: '' for the store's clock (TIME), or <seconds, nanoseconds> of the caller's.
 -- ARGV[3]: per counter <algorithm (1 fixed, 2 gcra, 3 sliding), requests, period ns,
---          burst, emission ns, cost, enforce (0/1)>; for a lease, cost is the tokens
+--          burst, emission ns, cost, flags>; flags: 0 shadow, 1 enforced, 2 quota mode
+--          not enforced, 3 quota mode enforced (tollgate-core's `batch_admits`: quota-mode
+--          counters deny only together, and an unenforced one counts as admitting); for a
+--          lease, cost is the tokens
 --          wanted and an 8th double is the unused tokens to give back first.
 -- Reply: per counter <allowed, remaining, reset_after, retry_after (-1: none), state
 --        seconds, nanoseconds, a, b>; for a lease <granted, remaining, reset_after,
@@ -248,6 +251,7 @@ end
 local every = mode == '1'
 local outs, staged, view, loaded = {}, {}, {}, {}
 local admitted = true
+local quota, quota_ok = false, false
 for i = 1, #KEYS do
   local op, key = ops[i], KEYS[i]
   local st = view[key]
@@ -260,8 +264,15 @@ for i = 1, #KEYS do
   outs[i] = o
   if every then staged[i] = charge(op, st, o, cost) else staged[i] = o[5] end
   view[key] = staged[i]
-  if op[7] == 1 and not o[1] then admitted = false end
+  local flags = op[7]
+  if flags >= 2 then
+    quota = true
+    if flags == 2 or o[1] then quota_ok = true end
+  elseif flags == 1 and not o[1] then
+    admitted = false
+  end
 end
+if quota and not quota_ok then admitted = false end
 
 if not every and not admitted then
   -- Nothing is consumed: ops that would have admitted report the counter as it is.

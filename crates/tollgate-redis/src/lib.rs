@@ -376,7 +376,8 @@ impl RedisStore {
                 op.limit.burst(),
                 op.limit.emission(),
                 op.cost,
-                u64::from(op.enforce),
+                // 0 shadow, 1 enforced; plus 2 in quota mode (see decide.lua).
+                u64::from(op.enforce) + 2 * u64::from(op.quota),
             ] {
                 packed.extend_from_slice(&(x as f64).to_le_bytes());
             }

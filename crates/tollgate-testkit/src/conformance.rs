@@ -26,10 +26,11 @@ pub fn limits() -> Vec<Limit> {
 /// One step of a scenario, after `gap` nanoseconds.
 #[derive(Debug, Clone)]
 pub enum Step {
-    /// [`Store::apply`] of ops `(limit index, key, cost, enforce)` under `rule`.
+    /// [`Store::apply`] of ops `(limit index, key, cost, enforce, quota mode)` under
+    /// `rule`.
     Apply {
         /// The ops.
-        ops: Vec<(usize, u64, u64, bool)>,
+        ops: Vec<(usize, u64, u64, bool, bool)>,
         /// The commit rule.
         rule: CommitRule,
     },
@@ -48,7 +49,13 @@ pub enum Step {
 
 fn steps(limits: usize) -> impl Strategy<Value = Vec<(u64, Step)>> {
     let gap = prop_oneof![0u64..1_000, 0u64..300_000_000, 0u64..20 * SECOND];
-    let op = (0..limits, 0u64..3, 0u64..4, prop::bool::weighted(0.85));
+    let op = (
+        0..limits,
+        0u64..3,
+        0u64..4,
+        prop::bool::weighted(0.85),
+        prop::bool::weighted(0.3),
+    );
     let rule = prop_oneof![
         Just(CommitRule::AllOrNothing),
         Just(CommitRule::EveryRequestCounts)
@@ -85,12 +92,13 @@ pub fn check_store(
         let group = group();
         // A realistic wall-clock time (late 2026) plus a random sub-second offset.
         let mut now: Nanos = 1_795_000_000 * SECOND + offset;
-        let op = |l: usize, k: u64, cost: u64, enforce: bool| {
+        let op = |l: usize, k: u64, cost: u64, enforce: bool, quota: bool| {
             // One counter per (limit, key), as the limiter's keys would be, and none shared
             // with another case (stores that ignore groups keep cases apart by key).
             let key = CounterKey(group.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ ((l as u64) << 8 | k));
             let mut op = LimitOp::new(key, limits[l], cost, enforce);
             op.group = group;
+            op.quota = quota;
             op
         };
         for (gap, step) in steps {
@@ -98,7 +106,9 @@ pub fn check_store(
             match step {
                 Step::Apply { ops, rule } => {
                     let make = || -> Vec<LimitOp> {
-                        ops.iter().map(|&(l, k, c, e)| op(l, k, c, e)).collect()
+                        ops.iter()
+                            .map(|&(l, k, c, e, q)| op(l, k, c, e, q))
+                            .collect()
                     };
                     let mut expected = make();
                     reference.apply_with(&mut expected, now, rule);
@@ -124,7 +134,7 @@ pub fn check_store(
                     unused,
                     want,
                 } => {
-                    let op = op(limit, key, 0, true);
+                    let op = op(limit, key, 0, true, false);
                     let expected = reference.lease_sync(&op, unused, want, now);
                     let got = runtime
                         .block_on(store.lease(&op, unused, want, now))

@@ -2,8 +2,9 @@
 //! extensions inside `rate_limit` (`algorithm`, `burst`, `consistency`, `on_store_error`, `lease`).
 //!
 //! Fields envoyproxy/ratelimit knows but Tollgate has no use for (`detailed_metric`,
-//! `value_to_metric`, `quota_mode`, `metadata`) are accepted and ignored; any other field is
-//! an error, so that a typo such as `requests_per_unt` cannot silently drop a limit.
+//! `value_to_metric`, `metadata`, and `quota_mode` inside `rate_limit`, where upstream
+//! accepts the key but never reads it) are accepted and ignored; any other field is an
+//! error, so that a typo such as `requests_per_unt` cannot silently drop a limit.
 
 use std::fmt;
 use std::sync::Arc;
@@ -104,6 +105,8 @@ struct RawDescriptor {
     descriptors: Vec<RawDescriptor>,
     #[serde(default)]
     shadow_mode: bool,
+    #[serde(default)]
+    quota_mode: bool,
     #[serde(default)]
     share_threshold: bool,
     #[serde(default, rename = "detailed_metric")]
@@ -381,6 +384,7 @@ impl Builder<'_> {
                     full_key: full,
                     limit: r.limit.clone(),
                     shadow_mode: d.shadow_mode,
+                    quota_mode: d.quota_mode,
                     replaces: r.replaces.iter().map(|s| Arc::from(s.as_str())).collect(),
                     consistency: r.consistency,
                     on_store_error: r.on_store_error,

@@ -148,6 +148,10 @@ pub struct Policy {
     pub limit: PolicyLimit,
     /// Evaluate and count, but never deny.
     pub shadow_mode: bool,
+    /// envoyproxy/ratelimit's `quota_mode`: over its limit, this descriptor reports
+    /// `OVER_LIMIT` but denies the request only if every quota-mode descriptor of the
+    /// request is over too.
+    pub quota_mode: bool,
     /// Names of policies this one replaces when both match one request.
     pub replaces: Box<[Arc<str>]>,
     /// Where the counters live.

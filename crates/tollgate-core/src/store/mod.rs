@@ -38,6 +38,10 @@ pub struct LimitOp {
     pub cost: u64,
     /// Whether a denial by this op denies the request (false for shadow-mode policies).
     pub enforce: bool,
+    /// A quota-mode op (envoyproxy/ratelimit's `quota_mode`): the quota ops of a batch deny
+    /// it only together, when every one of them denies; a non-enforced quota op counts as
+    /// one that admits. See [`batch_admits`].
+    pub quota: bool,
     /// Written by the store: what the algorithm decided.
     pub outcome: Option<Outcome>,
 }
@@ -51,6 +55,7 @@ impl LimitOp {
             limit,
             cost,
             enforce,
+            quota: false,
             outcome: None,
         }
     }
@@ -66,10 +71,18 @@ pub enum CommitRule {
     EveryRequestCounts,
 }
 
-/// Whether a batch of evaluated ops admits the request: every enforced op admits.
+/// Whether a batch of evaluated ops admits the request: every enforced op that is not in
+/// quota mode admits, and, when the batch has quota-mode ops, at least one of them admits
+/// or is not enforced (envoyproxy/ratelimit's rule: the request is over the limit when a
+/// regular descriptor is, or when every quota-mode descriptor is).
 pub fn batch_admits(ops: &[LimitOp]) -> bool {
-    ops.iter()
-        .all(|op| !op.enforce || op.outcome.is_some_and(|o| o.allowed))
+    let admits = |op: &LimitOp| op.outcome.is_some_and(|o| o.allowed);
+    let regular = ops
+        .iter()
+        .filter(|op| !op.quota)
+        .all(|op| !op.enforce || admits(op));
+    let mut quota = ops.iter().filter(|op| op.quota).peekable();
+    regular && (quota.peek().is_none() || quota.any(|op| !op.enforce || admits(op)))
 }
 
 /// Why a store could not decide.

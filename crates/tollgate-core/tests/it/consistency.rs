@@ -18,7 +18,7 @@ use crate::support::{check, check_hits, now_or_never};
 /// the calls that would be round trips and the tokens it leased; a `slow` one makes every
 /// lease wait one poll, so that several checks can be in flight at once.
 #[derive(Default)]
-struct Shared {
+pub(crate) struct Shared {
     store: MemoryStore,
     calls: AtomicU64,
     granted: AtomicU64,

@@ -5,4 +5,5 @@ mod consistency;
 mod limiter;
 mod matching;
 mod policy_files;
+mod quota_mode;
 mod support;

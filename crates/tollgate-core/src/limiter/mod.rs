@@ -1,14 +1,15 @@
 //! The decision engine: request → matched policies → one atomic store batch → decision.
 
+mod shared;
+
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use smallvec::SmallVec;
 
-use crate::algorithm::Outcome;
 use crate::descriptor::{CheckRequest, LimitOverride, RequestError, RequestLimits};
 use crate::key::{CounterKey, KeyHasher};
-use crate::lease::{LeaseTable, Take};
+use crate::lease::LeaseTable;
 use crate::policy::{Consistency, Domain, OnStoreError, Policy, PolicyLimit, PolicySet, Unit};
 use crate::store::{
     CommitRule, LimitOp, MemoryStore, MemoryStoreConfig, Store, StoreError, batch_admits,
@@ -75,6 +76,10 @@ pub struct DescriptorStatus {
     pub retry_after: Option<Nanos>,
     /// A shadow-mode policy would have denied; the request was admitted anyway.
     pub shadow_denied: bool,
+    /// The limit is in quota mode (`quota_mode`, or the global setting): over it, this
+    /// status says so (`allowed: false`) while the request is denied only if every
+    /// quota-mode status of the request is over too.
+    pub quota_mode: bool,
     /// The store failed and the policy's `on_store_error` decided instead.
     pub store_failed: bool,
 }
@@ -88,6 +93,7 @@ impl DescriptorStatus {
             reset_after: 0,
             retry_after: None,
             shadow_denied: false,
+            quota_mode: false,
             store_failed: false,
         }
     }
@@ -96,7 +102,8 @@ impl DescriptorStatus {
 /// The answer to a [`CheckRequest`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
-    /// Admitted only if every enforced descriptor admits.
+    /// Admitted only if every enforced descriptor admits (quota-mode descriptors: at
+    /// least one of them).
     pub allowed: bool,
     /// One status per request descriptor, in order.
     pub statuses: SmallVec<[DescriptorStatus; 2]>,
@@ -116,6 +123,10 @@ pub struct LimiterConfig {
     /// Global shadow mode: every policy is evaluated and counted, none ever denies
     /// (envoyproxy/ratelimit's `SHADOW_MODE`).
     pub shadow_mode: bool,
+    /// Global quota mode: every limit is in quota mode (envoyproxy/ratelimit's
+    /// `QUOTA_MODE`): the request is denied only when every limited descriptor is over
+    /// (and none is unmatched).
+    pub quota_mode: bool,
     /// How counters are charged: Tollgate's all-or-nothing (a denial consumes nothing) or
     /// envoyproxy/ratelimit's "every request counts".
     pub commit_rule: CommitRule,
@@ -135,6 +146,7 @@ impl Default for LimiterConfig {
             request_limits: RequestLimits::default(),
             key_seed: [0x5a; 16],
             shadow_mode: false,
+            quota_mode: false,
             commit_rule: CommitRule::AllOrNothing,
             nodes: 1,
             lease_divisor: 10,
@@ -156,6 +168,7 @@ pub struct Limiter {
     keys: KeyHasher,
     request_limits: RequestLimits,
     shadow_mode: bool,
+    quota_mode: bool,
     commit_rule: CommitRule,
     nodes: u64,
     lease_divisor: u64,
@@ -185,6 +198,10 @@ struct Plan {
     lease: SmallVec<[Option<u64>; 2]>,
     /// Per op: the store failed and `on_store_error` answered.
     failed: SmallVec<[bool; 2]>,
+    /// Per op: a shadow-mode limit (its own `shadow_mode`, or the global one), which never
+    /// denies. A quota-mode op may also run unenforced, when its group is satisfied
+    /// elsewhere; it still reports its own verdict.
+    shadow: SmallVec<[bool; 2]>,
     store_error: Option<StoreError>,
     domain: Option<Arc<str>>,
     now: Nanos,
@@ -210,6 +227,7 @@ impl Limiter {
             keys: KeyHasher::new(config.key_seed),
             request_limits: config.request_limits,
             shadow_mode: config.shadow_mode,
+            quota_mode: config.quota_mode,
             commit_rule: config.commit_rule,
             nodes: config.nodes.max(1),
             lease_divisor: config.lease_divisor.max(1),
@@ -297,179 +315,6 @@ impl Limiter {
         Ok(self.finish(&mut plan))
     }
 
-    /// Leased ops spend local tokens, local ops use this node's memory, global ops make one
-    /// store call; then, if the request is denied, whatever was taken is given back.
-    async fn decide_shared(&self, plan: &mut Plan) {
-        let rule = self.commit_rule;
-        let now = plan.now;
-        let by = |c: Consistency| -> SmallVec<[usize; 4]> {
-            (0..plan.ops.len())
-                .filter(|&i| plan.consistency[i] == c)
-                .collect()
-        };
-        let (leased, local, global) = (
-            by(Consistency::Leased),
-            by(Consistency::Local),
-            by(Consistency::Global),
-        );
-        // Taken before the verdict, given back if the request is denied.
-        let mut taken_leases: SmallVec<[usize; 2]> = SmallVec::new();
-        let mut taken_local: SmallVec<[LimitOp; 2]> = SmallVec::new();
-
-        for &i in &leased {
-            match self.spend_lease(&plan.ops[i], plan.lease[i], now).await {
-                Ok(outcome) => {
-                    if outcome.allowed && plan.ops[i].cost > 0 {
-                        taken_leases.push(i);
-                    }
-                    plan.ops[i].outcome = Some(outcome);
-                }
-                Err(e) => {
-                    let fallback = self.answer_without_store(plan, &[i], e);
-                    taken_local.extend(fallback);
-                }
-            }
-        }
-        if !local.is_empty() {
-            let mut ops: SmallVec<[LimitOp; 4]> = local.iter().map(|&i| plan.ops[i]).collect();
-            self.local.apply_with(&mut ops, now, rule);
-            if batch_admits(&ops) {
-                taken_local.extend(
-                    ops.iter()
-                        .copied()
-                        .filter(|o| o.outcome.is_some_and(|x| x.allowed)),
-                );
-            }
-            for (op, &i) in ops.into_iter().zip(&local) {
-                plan.ops[i].outcome = op.outcome;
-            }
-        }
-        if !global.is_empty() {
-            let denied_already = rule == CommitRule::AllOrNothing
-                && plan
-                    .ops
-                    .iter()
-                    .any(|o| o.enforce && o.outcome.is_some_and(|x| !x.allowed));
-            let mut ops: SmallVec<[LimitOp; 4]> = global.iter().map(|&i| plan.ops[i]).collect();
-            if denied_already {
-                // Denied by a lease or a local limit: only ask what is left.
-                for op in ops.iter_mut() {
-                    op.cost = 0;
-                }
-            }
-            match self.store.apply(&mut ops, now, rule).await {
-                Ok(()) => {
-                    for (op, &i) in ops.into_iter().zip(&global) {
-                        plan.ops[i].outcome = op.outcome;
-                    }
-                }
-                Err(e) => {
-                    let fallback = self.answer_without_store(plan, &global, e);
-                    taken_local.extend(fallback);
-                }
-            }
-        }
-        if rule == CommitRule::AllOrNothing && !batch_admits(&plan.ops) {
-            for &i in &taken_leases {
-                self.leases.give_back(plan.ops[i].key, plan.ops[i].cost);
-            }
-            self.local.refund(&taken_local, now);
-        }
-    }
-
-    /// One leased op: spend local tokens, or fetch a lease (giving back an expired one).
-    async fn spend_lease(
-        &self,
-        op: &LimitOp,
-        lease: Option<u64>,
-        now: Nanos,
-    ) -> Result<Outcome, StoreError> {
-        let want = lease
-            .unwrap_or_else(|| op.limit.burst().div_ceil(self.lease_divisor))
-            .max(op.cost)
-            .max(1);
-        let low_water = want / 2;
-        let granted = |left: u64, store_remaining: u64, reset_at: Nanos| Outcome {
-            allowed: true,
-            remaining: left.saturating_add(store_remaining),
-            reset_after: reset_at.saturating_sub(now),
-            retry_after: None,
-            state: Default::default(),
-        };
-        let denied = |retry_at: Nanos, reset_at: Nanos| Outcome {
-            allowed: false,
-            remaining: 0,
-            reset_after: reset_at.saturating_sub(now),
-            retry_after: (op.cost <= op.limit.burst()).then(|| retry_at.saturating_sub(now).max(1)),
-            state: Default::default(),
-        };
-        let taken = self.leases.take(op.key, op.limit, op.cost, low_water, now);
-        match taken {
-            Take::Taken {
-                left,
-                store_remaining,
-                reset_at,
-                refill,
-            } => {
-                if refill {
-                    // Fetched ahead of need by the request that crossed the low-water mark,
-                    // so that the others keep spending without a round trip.
-                    match self.store.lease(op, 0, want, now).await {
-                        Ok(grant) => {
-                            self.leases.fill(
-                                op.key,
-                                op.group,
-                                op.limit,
-                                &grant,
-                                0,
-                                self.lease_ttl,
-                                now,
-                                true,
-                            );
-                        }
-                        Err(_) => self.leases.fetch_failed(op.key),
-                    }
-                }
-                Ok(granted(left, store_remaining, reset_at))
-            }
-            Take::Exhausted { retry_at, reset_at } => Ok(denied(retry_at, reset_at)),
-            Take::Fetch { .. } | Take::FetchCost => {
-                // A full lease for the caller that fetches it; just this request's cost for
-                // those that arrive while it is in flight.
-                let (unused, ask, full) = match taken {
-                    Take::Fetch { unused } => (unused, want, true),
-                    _ => (0, op.cost, false),
-                };
-                let grant = match self.store.lease(op, unused, ask, now).await {
-                    Ok(grant) => grant,
-                    Err(e) => {
-                        if full {
-                            self.leases.fetch_failed(op.key);
-                        }
-                        return Err(e);
-                    }
-                };
-                let (spent, left) = self.leases.fill(
-                    op.key,
-                    op.group,
-                    op.limit,
-                    &grant,
-                    op.cost,
-                    self.lease_ttl,
-                    now,
-                    full,
-                );
-                let reset_at = now.saturating_add(grant.reset_after);
-                if spent {
-                    Ok(granted(left, grant.remaining, reset_at))
-                } else {
-                    let wait = grant.retry_after.unwrap_or(grant.valid_for);
-                    Ok(denied(now.saturating_add(wait), reset_at))
-                }
-            }
-        }
-    }
-
     fn plan(&self, request: &CheckRequest<'_>, plan: &mut Plan) -> Result<(), RequestError> {
         request.validate(&self.request_limits)?;
         let policies = self.policies.load();
@@ -507,10 +352,12 @@ impl Limiter {
             0
         };
         for (i, descriptor) in request.descriptors.iter().enumerate() {
-            let (limit, enforce, on_error, consistency, lease) = match &plan.statuses[i].rule {
+            let (limit, enforce, quota, on_error, consistency, lease) = match &plan.statuses[i].rule
+            {
                 None => (
                     None,
                     true,
+                    false,
                     OnStoreError::default(),
                     Consistency::default(),
                     None,
@@ -518,6 +365,7 @@ impl Limiter {
                 Some(Rule::Override(o)) => (
                     Some(o.limit()),
                     true,
+                    self.quota_mode,
                     OnStoreError::default(),
                     Consistency::default(),
                     None,
@@ -526,11 +374,14 @@ impl Limiter {
                     PolicyLimit::Limited { limit, .. } => (
                         Some(*limit),
                         !p.shadow_mode,
+                        p.quota_mode || self.quota_mode,
                         p.on_store_error,
                         p.consistency,
                         p.lease,
                     ),
-                    PolicyLimit::Unlimited => (None, true, p.on_store_error, p.consistency, None),
+                    PolicyLimit::Unlimited => {
+                        (None, true, false, p.on_store_error, p.consistency, None)
+                    }
                 },
             };
             let mut op_index = None;
@@ -539,13 +390,27 @@ impl Limiter {
                 let cost = request.cost_of(descriptor);
                 let mut op = LimitOp::new(key, limit, cost, enforce && !self.shadow_mode);
                 op.group = group;
+                op.quota = quota;
+                plan.statuses[i].quota_mode = quota;
                 plan.ops.push(op);
+                plan.shadow.push(!op.enforce);
                 plan.on_error.push(on_error);
                 plan.consistency.push(consistency);
                 plan.lease.push(lease);
                 plan.failed.push(false);
             }
             plan.op_of.push(op_index);
+        }
+        // envoyproxy/ratelimit counts a descriptor without a limit (unmatched, or replaced)
+        // as a quota-mode descriptor that passed when quota mode is global: the group is
+        // then satisfied and its ops decide nothing.
+        let unlimited = |s: &DescriptorStatus| matches!(&s.rule, Some(Rule::Policy(p)) if p.limit == PolicyLimit::Unlimited);
+        let unmatched =
+            (plan.statuses.iter().zip(&plan.op_of)).any(|(s, op)| op.is_none() && !unlimited(s));
+        if self.quota_mode && unmatched {
+            for op in plan.ops.iter_mut().filter(|op| op.quota) {
+                op.enforce = false;
+            }
         }
         Ok(())
     }
@@ -562,11 +427,12 @@ impl Limiter {
             status.remaining = outcome.remaining;
             if outcome.allowed {
                 status.allowed = true;
-            } else if op.enforce {
-                status.allowed = false;
-            } else {
+            } else if plan.shadow[i] {
                 status.allowed = true;
                 status.shadow_denied = true;
+            } else {
+                // Enforced, or a quota-mode limit: each status reports its own verdict.
+                status.allowed = false;
             }
         }
         Decision {
@@ -575,57 +441,6 @@ impl Limiter {
             domain: plan.domain.take(),
             store_error: plan.store_error.take(),
         }
-    }
-
-    /// Fills the outcome of ops `which` from their policies' `on_store_error` after a store
-    /// failure. `local` enforces `limit / nodes` in this node's memory; the ops it admitted
-    /// (and so charged) are returned, to be given back if the request is denied.
-    fn answer_without_store(
-        &self,
-        plan: &mut Plan,
-        which: &[usize],
-        error: StoreError,
-    ) -> SmallVec<[LimitOp; 2]> {
-        let local: SmallVec<[usize; 4]> = which
-            .iter()
-            .copied()
-            .filter(|&i| plan.on_error[i] == OnStoreError::Local)
-            .collect();
-        let mut charged = SmallVec::new();
-        if !local.is_empty() {
-            let mut ops: SmallVec<[LimitOp; 4]> = local
-                .iter()
-                .map(|&i| {
-                    let mut op = plan.ops[i];
-                    op.limit = op.limit.divided(self.nodes);
-                    op
-                })
-                .collect();
-            self.local.apply_with(&mut ops, plan.now, self.commit_rule);
-            if batch_admits(&ops) {
-                charged.extend(ops.iter().copied());
-            }
-            for (op, &i) in ops.into_iter().zip(&local) {
-                plan.ops[i].outcome = op.outcome;
-            }
-        }
-        for &i in which {
-            plan.failed[i] = true;
-            let allowed = match plan.on_error[i] {
-                OnStoreError::Allow => true,
-                OnStoreError::Deny => false,
-                OnStoreError::Local => continue,
-            };
-            plan.ops[i].outcome = Some(Outcome {
-                allowed,
-                remaining: 0,
-                reset_after: 0,
-                retry_after: None,
-                state: Default::default(),
-            });
-        }
-        plan.store_error = Some(error);
-        charged
     }
 
     /// Drops this node's expired local counters; the server calls it with its other
