@@ -102,6 +102,9 @@ pub struct DescriptorStatus {
     pub unlimited: bool,
     /// Whether a shadow-mode policy would have denied it.
     pub shadow_denied: bool,
+    /// Whether the limit is in quota mode: over it, this status is not `allowed`, while
+    /// the request is denied only if every quota-mode status of the request is over too.
+    pub quota_mode: bool,
     /// Whether the store failed and the policy's `on_store_error` decided.
     pub store_failed: bool,
 }

@@ -37,6 +37,9 @@ pub struct DocumentNode {
     /// Evaluate, never deny.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub shadow_mode: bool,
+    /// Quota mode (envoyproxy/ratelimit's `quota_mode`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub quota_mode: bool,
     /// Values matching this node's `*` pattern share one counter.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub share_threshold: bool,
@@ -237,6 +240,7 @@ fn branch(name: &str, spec: &PolicySpec) -> DocumentNode {
         value: last.and_then(|e| e.value.clone()),
         rate_limit: Some(document_limit(name, &spec.rate_limit)),
         shadow_mode: spec.shadow_mode,
+        quota_mode: spec.quota_mode,
         share_threshold: spec.share_threshold,
         descriptors: Vec::new(),
     };
@@ -246,6 +250,7 @@ fn branch(name: &str, spec: &PolicySpec) -> DocumentNode {
             value: entry.value.clone(),
             rate_limit: None,
             shadow_mode: false,
+            quota_mode: false,
             share_threshold: false,
             descriptors: vec![node],
         };
@@ -325,6 +330,7 @@ pub fn assemble<'a>(
                         value: entry.value.clone(),
                         rate_limit: None,
                         shadow_mode: false,
+                        quota_mode: false,
                         share_threshold: false,
                         descriptors: Vec::new(),
                     });
@@ -341,6 +347,7 @@ pub fn assemble<'a>(
                 }
                 node.rate_limit = Some(document_limit(name, &spec.rate_limit));
                 node.shadow_mode = spec.shadow_mode;
+                node.quota_mode = spec.quota_mode;
                 node.share_threshold = spec.share_threshold;
             }
             level = &mut node.descriptors;
@@ -381,6 +388,7 @@ pub fn flatten(document: &PolicyDocument) -> Vec<(String, PolicySpec)> {
                         descriptor: path.clone(),
                         rate_limit: spec_limit(limit),
                         shadow_mode: node.shadow_mode,
+                        quota_mode: node.quota_mode,
                         share_threshold: node.share_threshold || limit.share_threshold,
                         description: String::new(),
                     },
@@ -446,6 +454,7 @@ mod tests {
                 ..RateLimitSpec::default()
             },
             shadow_mode: false,
+            quota_mode: false,
             share_threshold: false,
             description: String::new(),
         }

@@ -155,6 +155,11 @@ pub struct PolicySpec {
     #[serde(default)]
     #[graphql(default)]
     pub shadow_mode: bool,
+    /// envoyproxy/ratelimit's `quota_mode`: over its limit, this policy reports it but
+    /// denies a request only when every quota-mode policy the request meets is over too.
+    #[serde(default)]
+    #[graphql(default)]
+    pub quota_mode: bool,
     /// Values matching the last entry's `*` pattern share one counter.
     #[serde(default)]
     #[graphql(default)]
@@ -180,6 +185,8 @@ pub struct Policy {
     pub rate_limit: RateLimitSpec,
     /// Evaluate and count, never deny.
     pub shadow_mode: bool,
+    /// In quota mode (see [`PolicySpec::quota_mode`]).
+    pub quota_mode: bool,
     /// Values matching the last entry's `*` pattern share one counter.
     pub share_threshold: bool,
     /// Free text for operators.
@@ -201,6 +208,7 @@ impl Policy {
             descriptor: self.descriptor.clone(),
             rate_limit: self.rate_limit.clone(),
             shadow_mode: self.shadow_mode,
+            quota_mode: self.quota_mode,
             share_threshold: self.share_threshold,
             description: self.description.clone(),
         }

@@ -191,6 +191,7 @@ impl Application {
             nodes: options.store.nodes,
             local_max_keys: usize::try_from(options.store.max_keys).unwrap_or(usize::MAX),
             shadow_mode: limiter_options.shadow_mode,
+            quota_mode: limiter_options.quota_mode,
             commit_rule: if limiter_options.count_denied_requests {
                 CommitRule::EveryRequestCounts
             } else {
@@ -200,6 +201,7 @@ impl Application {
         };
         tracing::info!(
             shadow_mode = config.shadow_mode,
+            quota_mode = config.quota_mode,
             count_denied_requests = limiter_options.count_denied_requests,
             "limiter configured"
         );

@@ -127,6 +127,7 @@ fn policy_from_row(row: &AnyRow) -> Result<Policy, ControlError> {
         descriptor: spec.descriptor,
         rate_limit: spec.rate_limit,
         shadow_mode: spec.shadow_mode,
+        quota_mode: spec.quota_mode,
         share_threshold: spec.share_threshold,
         description: spec.description,
         revision: row.try_get("revision")?,

@@ -78,6 +78,7 @@ pub fn per_minute(key: &str, n: u32) -> PolicySpec {
             ..RateLimitSpec::default()
         },
         shadow_mode: false,
+        quota_mode: false,
         share_threshold: false,
         description: String::new(),
     }

@@ -140,6 +140,8 @@ fn status(out: &mut Vec<u8>, s: &DescriptorStatus) {
     boolean(out, s.rule.is_some() && !limited);
     out.extend_from_slice(b",\"shadow_denied\":");
     boolean(out, s.shadow_denied);
+    out.extend_from_slice(b",\"quota_mode\":");
+    boolean(out, s.quota_mode);
     out.extend_from_slice(b",\"store_failed\":");
     boolean(out, s.store_failed);
     out.push(b'}');

@@ -138,6 +138,10 @@ pub struct LimiterOptions {
     /// nothing.
     #[arg(long, env = "TOLLGATE_COUNT_DENIED_REQUESTS")]
     pub count_denied_requests: bool,
+    /// Global quota mode (envoyproxy/ratelimit's QUOTA_MODE): every limit is in quota
+    /// mode, so a request is denied only when every limited descriptor is over.
+    #[arg(long, env = "TOLLGATE_QUOTA_MODE")]
+    pub quota_mode: bool,
 }
 
 /// The gRPC listener's behaviour.

@@ -8,9 +8,9 @@ use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::{Code, 
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
 use tonic::transport::Channel;
 
-use crate::helpers::{TempDir, TestServer};
+use crate::helpers::{TempDir, TestServer, body};
 
-const EXAMPLES: [(&str, &str); 12] = [
+const EXAMPLES: [(&str, &str); 13] = [
     (
         "example1.yaml",
         "domain: mongo_cps
@@ -151,6 +151,25 @@ descriptors:
     value: /files/*
     share_threshold: true
     rate_limit: {unit: hour, requests_per_unit: 2}
+",
+    ),
+    (
+        // Today's format: descriptor-level `quota_mode` (upstream's PR #1045) next to
+        // `detailed_metric` and `metadata`, loaded unchanged.
+        "quota.yaml",
+        "domain: quota_tiers
+descriptors:
+  - key: plan
+    value: free
+    quota_mode: true
+    detailed_metric: true
+    rate_limit: {unit: minute, requests_per_unit: 1}
+  - key: pool
+    quota_mode: true
+    metadata: {tier: shared}
+    rate_limit: {unit: minute, requests_per_unit: 2}
+  - key: user
+    rate_limit: {unit: minute, requests_per_unit: 10}
 ",
     ),
 ];
@@ -326,4 +345,35 @@ async fn examples_9_to_11_wildcards_and_share_threshold() {
     assert!(rls.ok("example11", &[&[("path", "/files/a")]]).await);
     assert!(rls.ok("example11", &[&[("path", "/files/b")]]).await);
     assert!(!rls.ok("example11", &[&[("path", "/files/c")]]).await);
+}
+
+#[tokio::test]
+async fn quota_mode_descriptors_are_over_only_together() {
+    let (s, _dir, mut rls) = start().await;
+    let request: &[&[(&str, &str)]] = &[&[("plan", "free")], &[("pool", "p")], &[("user", "u")]];
+    let codes = |statuses: &[DescriptorStatus]| statuses.iter().map(|s| s.code).collect::<Vec<_>>();
+    let (ok, over) = (Code::Ok as i32, Code::OverLimit as i32);
+    let (code, statuses) = rls.ask("quota_tiers", request).await;
+    assert_eq!((code, codes(&statuses)), (ok, vec![ok, ok, ok]));
+    // The plan's quota is over, the pool's is not: OK overall, each status its own code.
+    let (code, statuses) = rls.ask("quota_tiers", request).await;
+    assert_eq!((code, codes(&statuses)), (ok, vec![over, ok, ok]));
+    // Every quota-mode descriptor over: OVER_LIMIT, though the regular one is not.
+    let (code, statuses) = rls.ask("quota_tiers", request).await;
+    assert_eq!((code, codes(&statuses)), (over, vec![over, over, ok]));
+    // The denied request took nothing from the regular limit: 2 admitted requests and
+    // this one leave 7 of its 10.
+    let (_, statuses) = rls.ask("quota_tiers", &[&[("user", "u")]]).await;
+    assert_eq!(statuses[0].limit_remaining, 7);
+    // The HTTP answer says which statuses are in quota mode.
+    let v = s
+        .check_json(&body(
+            "quota_tiers",
+            &[&[("plan", "free")], &[("user", "u")]],
+            1,
+        ))
+        .await;
+    assert_eq!(v["statuses"][0]["quota_mode"], true, "{v}");
+    assert_eq!(v["statuses"][1]["quota_mode"], false, "{v}");
+    assert_eq!(v["allowed"], false, "{v}");
 }
