@@ -49,6 +49,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let GrpcOptions {
         headers,
+        header_names,
         max_age,
         tls,
         keepalive,
@@ -57,7 +58,9 @@ pub async fn serve(
     reporter
         .set_serving::<RateLimitServiceServer<RateLimitGrpc>>()
         .await;
-    let rls = RateLimitGrpc::server(state, headers);
+    let rls = RateLimitServiceServer::new(
+        RateLimitGrpc::new(state, headers).with_header_names(header_names),
+    );
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(RLS_DESCRIPTORS)
@@ -136,6 +139,8 @@ impl crate::front_end::FrontEnd for GrpcFrontEnd {
 pub struct GrpcOptions {
     /// Rate-limit headers returned for Envoy to add.
     pub headers: ResponseHeaders,
+    /// The names of the draft-03 headers.
+    pub header_names: HeaderNames,
     /// Connections are recycled at this age, so clients re-resolve and rebalance
     /// (envoyproxy/ratelimit's GRPC_MAX_CONNECTION_AGE and _GRACE).
     pub max_age: Option<MaxAge>,
@@ -152,7 +157,9 @@ pub enum ResponseHeaders {
     /// None (envoyproxy/ratelimit's default).
     #[default]
     None,
-    /// `X-RateLimit-Limit`, `X-RateLimit-Remaining`, `X-RateLimit-Reset` (IETF draft 03).
+    /// envoyproxy/ratelimit's `LIMIT_RESPONSE_HEADERS_ENABLED` (IETF draft 03):
+    /// `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` (names configurable,
+    /// as its `LIMIT_*_HEADER`), for the descriptor closest to its limit.
     Draft03,
     /// `RateLimit-Policy` and `RateLimit` (IETF draft 11), as `POST /v1/check` sends.
     Draft11,
@@ -161,21 +168,49 @@ pub enum ResponseHeaders {
 /// The method name in metrics.
 const METHOD: &str = "ShouldRateLimit";
 
+/// The names of the draft-03 headers (envoyproxy/ratelimit's `LIMIT_LIMIT_HEADER`,
+/// `LIMIT_REMAINING_HEADER`, `LIMIT_RESET_HEADER`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderNames {
+    /// The limit's requests per unit.
+    pub limit: String,
+    /// What is left.
+    pub remaining: String,
+    /// Seconds until the limit's unit ends.
+    pub reset: String,
+}
+
+impl Default for HeaderNames {
+    fn default() -> Self {
+        Self {
+            limit: "RateLimit-Limit".into(),
+            remaining: "RateLimit-Remaining".into(),
+            reset: "RateLimit-Reset".into(),
+        }
+    }
+}
+
 /// The RLS service over the shared application state.
 pub struct RateLimitGrpc {
     state: Arc<AppState>,
     headers: ResponseHeaders,
+    names: Arc<HeaderNames>,
 }
 
 impl RateLimitGrpc {
     /// The service itself (for callers that drive it directly, such as fuzz targets).
     pub fn new(state: Arc<AppState>, headers: ResponseHeaders) -> Self {
-        Self { state, headers }
+        Self {
+            state,
+            headers,
+            names: Arc::default(),
+        }
     }
 
-    /// The tonic service, ready to be added to a server.
-    pub fn server(state: Arc<AppState>, headers: ResponseHeaders) -> RateLimitServiceServer<Self> {
-        RateLimitServiceServer::new(Self::new(state, headers))
+    /// The same with draft-03 header names of its own.
+    pub fn with_header_names(mut self, names: HeaderNames) -> Self {
+        self.names = Arc::new(names);
+        self
     }
 }
 
@@ -187,8 +222,15 @@ fn header(key: &str, value: String) -> PbHeaderValue {
     }
 }
 
-/// `response_headers_to_add`: the rate-limit headers of `kind` for this decision.
-fn rate_limit_headers(kind: ResponseHeaders, decision: &Decision) -> Vec<PbHeaderValue> {
+/// `response_headers_to_add`: the rate-limit headers of `kind` for this decision, whose
+/// gRPC `statuses` are already built.
+fn rate_limit_headers(
+    kind: ResponseHeaders,
+    names: &HeaderNames,
+    decision: &Decision,
+    statuses: &[DescriptorStatus],
+    now_seconds: u64,
+) -> Vec<PbHeaderValue> {
     match kind {
         ResponseHeaders::None => Vec::new(),
         ResponseHeaders::Draft11 => {
@@ -205,26 +247,31 @@ fn rate_limit_headers(kind: ResponseHeaders, decision: &Decision) -> Vec<PbHeade
             ]
         }
         ResponseHeaders::Draft03 => {
-            // As envoyproxy/ratelimit does: describe the limited descriptor closest to
-            // its limit.
-            let tightest = decision
-                .statuses
-                .iter()
-                .filter_map(|s| Some((s, s.rule.as_ref()?.rate()?)))
-                .min_by_key(|(s, _)| s.remaining);
-            let Some((s, (n, unit))) = tightest else {
+            // envoyproxy/ratelimit's choice: the limited descriptor with the least left
+            // (the first of equals), unless a regular one is over, the last of which wins.
+            let mut chosen: Option<&DescriptorStatus> = None;
+            let mut least = u32::MAX;
+            for (status, core) in statuses.iter().zip(&decision.statuses) {
+                if status.current_limit.is_some() && status.limit_remaining < least {
+                    chosen = Some(status);
+                    least = status.limit_remaining;
+                }
+                if status.code == Code::OverLimit as i32 && !core.quota_mode {
+                    chosen = Some(status);
+                    least = 0;
+                }
+            }
+            let Some((status, limit)) = chosen.and_then(|s| Some((s, s.current_limit.as_ref()?)))
+            else {
                 return Vec::new();
             };
+            // Seconds to the end of the limit's unit on the clock, as upstream computes it
+            // (whatever the algorithm).
+            let unit = core_unit(limit.unit).map_or(1, |u| u.seconds()).max(1);
             vec![
-                header(
-                    "X-RateLimit-Limit",
-                    format!("{n}, {n};w={}", unit.seconds()),
-                ),
-                header("X-RateLimit-Remaining", s.remaining.to_string()),
-                header(
-                    "X-RateLimit-Reset",
-                    s.reset_after.div_ceil(1_000_000_000).to_string(),
-                ),
+                header(&names.limit, limit.requests_per_unit.to_string()),
+                header(&names.remaining, status.limit_remaining.to_string()),
+                header(&names.reset, (unit - now_seconds % unit).to_string()),
             ]
         }
     }
@@ -291,7 +338,12 @@ fn duration(ns: u64) -> PbDuration {
     }
 }
 
-fn response(decision: &Decision, headers: ResponseHeaders) -> RateLimitResponse {
+fn response(
+    decision: &Decision,
+    headers: ResponseHeaders,
+    names: &HeaderNames,
+    now_seconds: u64,
+) -> RateLimitResponse {
     let code = |allowed: bool| if allowed { Code::Ok } else { Code::OverLimit } as i32;
     let statuses = decision
         .statuses
@@ -318,11 +370,17 @@ fn response(decision: &Decision, headers: ResponseHeaders) -> RateLimitResponse 
                 ..Default::default()
             }
         })
-        .collect();
+        .collect::<Vec<_>>();
     RateLimitResponse {
         overall_code: code(decision.allowed),
+        response_headers_to_add: rate_limit_headers(
+            headers,
+            names,
+            decision,
+            &statuses,
+            now_seconds,
+        ),
         statuses,
-        response_headers_to_add: rate_limit_headers(headers, decision),
         ..Default::default()
     }
 }
@@ -398,6 +456,12 @@ impl RateLimitService for RateLimitGrpc {
         data_plane::record(&self.state, &id, &check, &decision);
         self.state.metrics.observe_latency(started.elapsed());
         self.state.metrics.grpc_call(METHOD, "ok");
-        Ok(Response::new(response(&decision, self.headers)))
+        let now_seconds = self.state.limiter.clock().now() / 1_000_000_000;
+        Ok(Response::new(response(
+            &decision,
+            self.headers,
+            &self.names,
+            now_seconds,
+        )))
     }
 }

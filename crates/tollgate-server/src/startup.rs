@@ -20,7 +20,7 @@ use tollgate_redis::{RedisStore, RedisStoreConfig};
 
 use tollgate_admin::sync::{self, PolicyControl, PolicySources, Rejected};
 use tollgate_admin::{policies, reload};
-use tollgate_data::grpc::{GrpcFrontEnd, GrpcOptions};
+use tollgate_data::grpc::{GrpcFrontEnd, GrpcOptions, HeaderNames};
 use tollgate_data::http::HttpFrontEnd;
 use tollgate_data::listener::bind_workers;
 use tollgate_data::metrics::Metrics;
@@ -233,6 +233,11 @@ impl Application {
                 Arc::new(GrpcFrontEnd {
                     options: GrpcOptions {
                         headers: options.grpc.grpc_response_headers,
+                        header_names: HeaderNames {
+                            limit: options.grpc.grpc_limit_header.clone(),
+                            remaining: options.grpc.grpc_remaining_header.clone(),
+                            reset: options.grpc.grpc_reset_header.clone(),
+                        },
                         max_age: settings.grpc_max_age,
                         tls: tls.as_ref().map(|t| t.grpc.clone()),
                         keepalive: options.grpc.grpc_keepalive,

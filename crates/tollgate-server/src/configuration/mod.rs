@@ -158,6 +158,17 @@ pub struct GrpcListenerOptions {
         default_value = "none"
     )]
     pub grpc_response_headers: ResponseHeaders,
+    /// With draft03: the name of the header carrying the limit (envoyproxy/ratelimit's
+    /// LIMIT_LIMIT_HEADER).
+    #[arg(long, env = "TOLLGATE_GRPC_LIMIT_HEADER", value_name = "NAME", default_value = "RateLimit-Limit", value_parser = header_name)]
+    pub grpc_limit_header: String,
+    /// With draft03: the name of the header carrying what is left (LIMIT_REMAINING_HEADER).
+    #[arg(long, env = "TOLLGATE_GRPC_REMAINING_HEADER", value_name = "NAME", default_value = "RateLimit-Remaining", value_parser = header_name)]
+    pub grpc_remaining_header: String,
+    /// With draft03: the name of the header carrying the seconds to the end of the limit's
+    /// unit (LIMIT_RESET_HEADER).
+    #[arg(long, env = "TOLLGATE_GRPC_RESET_HEADER", value_name = "NAME", default_value = "RateLimit-Reset", value_parser = header_name)]
+    pub grpc_reset_header: String,
     /// Recycle gRPC connections at this age (e.g. `24h`, `30m`), so that clients
     /// re-resolve and spread over new nodes. Default: connections live until closed.
     #[arg(long, env = "TOLLGATE_GRPC_MAX_CONNECTION_AGE", value_name = "DURATION", value_parser = positive_duration)]
@@ -272,6 +283,12 @@ fn positive_duration(text: &str) -> Result<Duration, String> {
         Ok(d) => Ok(d),
         Err(e) => Err(e.to_string()),
     }
+}
+
+fn header_name(text: &str) -> Result<String, String> {
+    http::HeaderName::from_bytes(text.as_bytes())
+        .map(|_| text.to_owned())
+        .map_err(|_| format!("'{text}' is not a valid HTTP header name"))
 }
 
 fn store_prefix(text: &str) -> Result<String, String> {

@@ -319,10 +319,67 @@ async fn rate_limit_headers_for_envoy_on_request() {
         request("edge", vec![descriptor(&[("remote_address", "hd")])], 1),
     )
     .await;
+    // As envoyproxy/ratelimit's LIMIT_RESPONSE_HEADERS_ENABLED: the limit's requests per
+    // unit, what is left, and the seconds to the end of the unit (an hour here).
     let h = headers(&r);
-    assert_eq!(h[0], ("X-RateLimit-Limit".into(), "2, 2;w=3600".into()));
-    assert_eq!(h[1], ("X-RateLimit-Remaining".into(), "1".into()));
-    assert_eq!(h[2].0, "X-RateLimit-Reset");
+    assert_eq!(h[0], ("RateLimit-Limit".into(), "2".into()));
+    assert_eq!(h[1], ("RateLimit-Remaining".into(), "1".into()));
+    assert_eq!(h[2].0, "RateLimit-Reset");
+    let reset: u64 = h[2].1.parse().expect("whole seconds");
+    assert!((1..=3600).contains(&reset), "{reset}");
+    // With two limited descriptors, the one over its limit is described, and an unlimited
+    // or unmatched descriptor never is.
+    let over = request(
+        "edge",
+        vec![
+            descriptor(&[("remote_address", "hd")]),
+            descriptor(&[("remote_address", "50.0.0.5")]),
+            descriptor(&[("path", "/health")]),
+            descriptor(&[("nothing", "x")]),
+        ],
+        1,
+    );
+    let r = ask(&mut c, over).await;
+    let h = headers(&r);
+    assert_eq!(h[0], ("RateLimit-Limit".into(), "0".into()), "{h:?}");
+    assert_eq!(h[1], ("RateLimit-Remaining".into(), "0".into()));
+    assert_eq!(
+        h[2],
+        ("RateLimit-Reset".into(), "1".into()),
+        "a per-second limit"
+    );
+
+    // Names of one's own, as upstream's LIMIT_*_HEADER.
+    let s = TestServer::serve(
+        Some(&file),
+        &[
+            "--grpc-response-headers",
+            "draft03",
+            "--grpc-limit-header",
+            "A-Ratelimit-Limit",
+            "--grpc-remaining-header",
+            "A-Ratelimit-Remaining",
+            "--grpc-reset-header",
+            "A-Ratelimit-Reset",
+        ],
+    );
+    let mut custom = RateLimitServiceClient::connect(s.grpc.clone())
+        .await
+        .unwrap();
+    let r = ask(
+        &mut custom,
+        request("edge", vec![descriptor(&[("remote_address", "named")])], 1),
+    )
+    .await;
+    let names: Vec<String> = headers(&r).into_iter().map(|(k, _)| k).collect();
+    assert_eq!(
+        names,
+        [
+            "A-Ratelimit-Limit",
+            "A-Ratelimit-Remaining",
+            "A-Ratelimit-Reset"
+        ]
+    );
 
     let s = start_with_headers("draft11");
     let mut c = RateLimitServiceClient::connect(s.grpc.clone())
