@@ -8,119 +8,17 @@ use serde_json::Value;
 use tollgate_control::PolicyDocument;
 use tollgate_control::document;
 
+use tollgate_client::AdminClient;
+
 use crate::cli::{AdminArgs, ApplyArgs, DeleteArgs, GetArgs, ListArgs};
 use tollgate_admin::rest::segment;
 
-struct Admin {
-    base: String,
-    client: reqwest::Client,
-}
-
-impl Admin {
-    fn new(args: &AdminArgs) -> anyhow::Result<Self> {
-        let mut headers = reqwest::header::HeaderMap::new();
-        if let Some(key) = &args.key {
-            let mut value =
-                reqwest::header::HeaderValue::from_str(&format!("Bearer {}", key.trim()))
-                    .context("the admin key must be visible ASCII")?;
-            value.set_sensitive(true);
-            headers.insert(reqwest::header::AUTHORIZATION, value);
-        }
-        let client = reqwest::Client::builder()
-            .default_headers(headers)
-            .use_preconfigured_tls(tls_client(args.ca_file.as_deref())?)
-            .build()
-            .context("cannot build the HTTP client")?;
-        Ok(Self {
-            base: args.admin.trim_end_matches('/').to_owned(),
-            client,
-        })
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    /// Sends `request`; a problem answer becomes an error with its detail and field errors.
-    async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<(u16, Value)> {
-        let response = request.send().await.with_context(|| {
-            format!(
-                "cannot reach the admin API at {} (is `tollgate serve` running? set --admin)",
-                self.base
-            )
-        })?;
-        let status = response.status().as_u16();
-        let text = response
-            .text()
-            .await
-            .context("cannot read the admin API's answer")?;
-        let body: Value = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
-        Ok((status, body))
-    }
-
-    async fn ok(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
-        let (status, body) = self.send(request).await?;
-        if (200..300).contains(&status) {
-            return Ok(body);
-        }
-        bail!("{}", describe_problem(status, &body))
-    }
-}
-
-/// TLS for `https://` admin URLs: the CA file's certificates, else the public web roots.
-pub(crate) fn tls_client(
-    ca_file: Option<&std::path::Path>,
-) -> anyhow::Result<rustls::ClientConfig> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    match ca_file {
-        Some(path) => {
-            for cert in CertificateDer::pem_file_iter(path)
-                .with_context(|| format!("cannot read CA certificates from {}", path.display()))?
-            {
-                roots
-                    .add(
-                        cert.with_context(|| format!("invalid certificate in {}", path.display()))?,
-                    )
-                    .with_context(|| format!("unusable CA certificate in {}", path.display()))?;
-            }
-        }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-    }
-    Ok(
-        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .context("no TLS protocol version available")?
-        .with_root_certificates(roots)
-        .with_no_client_auth(),
-    )
-}
-
-fn describe_problem(status: u16, body: &Value) -> String {
-    let mut out = format!(
-        "{status}: {}",
-        body["detail"].as_str().unwrap_or(&body.to_string())
-    );
-    for e in body["errors"].as_array().into_iter().flatten() {
-        out.push_str(&format!(
-            "\n  {}: {}",
-            e["field"].as_str().unwrap_or("?"),
-            e["message"].as_str().unwrap_or("?")
-        ));
-    }
-    if status == 401 {
-        out.push_str(
-            "\n  set TOLLGATE_ADMIN_KEY to an API key (create one with `tollgate keys create --role admin`)",
-        );
-    }
-    out
+fn admin(args: &AdminArgs) -> anyhow::Result<AdminClient> {
+    Ok(AdminClient::new(
+        &args.admin,
+        args.key.as_deref(),
+        args.ca_file.as_deref(),
+    )?)
 }
 
 /// A document in canonical form (policies sorted by name, every limit named), as YAML,
@@ -139,7 +37,7 @@ fn canonical(document: &PolicyDocument) -> String {
 
 /// `tollgate policy apply`.
 pub async fn apply(args: &ApplyArgs) -> anyhow::Result<ExitCode> {
-    let admin = Admin::new(&args.admin)?;
+    let admin = admin(&args.admin)?;
     let mut files = Vec::new();
     for path in &args.paths {
         files.extend(tollgate_admin::policies::read_files(path)?);
@@ -161,7 +59,7 @@ pub async fn apply(args: &ApplyArgs) -> anyhow::Result<ExitCode> {
     }
     for (name, text, new) in parsed {
         let path = format!("/v1/admin/domains/{}/document", segment(&new.domain));
-        let (status, body) = admin.send(admin.client.get(admin.url(&path))).await?;
+        let (status, body) = admin.send(admin.http().get(admin.url(&path))).await?;
         let current = match status {
             200 => serde_json::from_value::<PolicyDocument>(body)
                 .context("the admin API returned a document this client cannot read")?,
@@ -169,7 +67,7 @@ pub async fn apply(args: &ApplyArgs) -> anyhow::Result<ExitCode> {
                 domain: new.domain.clone(),
                 descriptors: Vec::new(),
             },
-            _ => bail!("{name}: {}", describe_problem(status, &body)),
+            _ => bail!("{name}: {}", admin.refusal(status, &body)),
         };
         let (old_text, new_text) = (canonical(&current), canonical(&new));
         if old_text == new_text && status == 200 {
@@ -188,7 +86,7 @@ pub async fn apply(args: &ApplyArgs) -> anyhow::Result<ExitCode> {
         }
         let report = admin
             .ok(admin
-                .client
+                .http()
                 .put(admin.url(&path))
                 .header("content-type", "application/yaml")
                 .body(text.clone()))
@@ -219,11 +117,11 @@ pub async fn apply(args: &ApplyArgs) -> anyhow::Result<ExitCode> {
 
 /// `tollgate policy get`.
 pub async fn get(args: &GetArgs) -> anyhow::Result<ExitCode> {
-    let admin = Admin::new(&args.admin)?;
+    let admin = admin(&args.admin)?;
     match &args.policy {
         None => {
             let path = format!("/v1/admin/domains/{}/document", segment(&args.domain));
-            let body = admin.ok(admin.client.get(admin.url(&path))).await?;
+            let body = admin.ok(admin.http().get(admin.url(&path))).await?;
             let document: PolicyDocument = serde_json::from_value(body)?;
             print!("{}", canonical(&document));
         }
@@ -233,7 +131,7 @@ pub async fn get(args: &GetArgs) -> anyhow::Result<ExitCode> {
                 segment(&args.domain),
                 segment(policy)
             );
-            let body = admin.ok(admin.client.get(admin.url(&path))).await?;
+            let body = admin.ok(admin.http().get(admin.url(&path))).await?;
             println!("{}", serde_json::to_string_pretty(&body)?);
         }
     }
@@ -241,7 +139,7 @@ pub async fn get(args: &GetArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Every item of a paged listing.
-async fn all_pages(admin: &Admin, path: &str) -> anyhow::Result<Vec<Value>> {
+async fn all_pages(admin: &AdminClient, path: &str) -> anyhow::Result<Vec<Value>> {
     let mut items = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
@@ -249,7 +147,7 @@ async fn all_pages(admin: &Admin, path: &str) -> anyhow::Result<Vec<Value>> {
             Some(c) => admin.url(&format!("{path}?limit=500&cursor={c}")),
             None => admin.url(&format!("{path}?limit=500")),
         };
-        let page = admin.ok(admin.client.get(url)).await?;
+        let page = admin.ok(admin.http().get(url)).await?;
         items.extend(page["items"].as_array().cloned().unwrap_or_default());
         match page["next_cursor"].as_str() {
             Some(c) => cursor = Some(c.to_owned()),
@@ -260,7 +158,7 @@ async fn all_pages(admin: &Admin, path: &str) -> anyhow::Result<Vec<Value>> {
 
 /// `tollgate policy list`.
 pub async fn list(args: &ListArgs) -> anyhow::Result<ExitCode> {
-    let admin = Admin::new(&args.admin)?;
+    let admin = admin(&args.admin)?;
     match &args.domain {
         None => {
             for d in all_pages(&admin, "/v1/admin/domains").await? {
@@ -310,7 +208,7 @@ pub async fn list(args: &ListArgs) -> anyhow::Result<ExitCode> {
 
 /// `tollgate policy delete`.
 pub async fn delete(args: &DeleteArgs) -> anyhow::Result<ExitCode> {
-    let admin = Admin::new(&args.admin)?;
+    let admin = admin(&args.admin)?;
     let path = match &args.policy {
         Some(policy) => format!(
             "/v1/admin/domains/{}/policies/{}",
@@ -319,7 +217,7 @@ pub async fn delete(args: &DeleteArgs) -> anyhow::Result<ExitCode> {
         ),
         None => format!("/v1/admin/domains/{}?cascade=true", segment(&args.domain)),
     };
-    admin.ok(admin.client.delete(admin.url(&path))).await?;
+    admin.ok(admin.http().delete(admin.url(&path))).await?;
     match &args.policy {
         Some(p) => println!("deleted policy '{p}' of domain '{}'", args.domain),
         None => println!("deleted domain '{}' and its policies", args.domain),

@@ -2,8 +2,9 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
-use tollgate_api::{CheckRequest, CheckResponse, DescriptorRequest, EntryRequest, ProblemDetails};
+use anyhow::bail;
+use tollgate_api::{CheckRequest, CheckResponse, DescriptorRequest, EntryRequest};
+use tollgate_client::CheckClient;
 
 use crate::cli::CheckArgs;
 
@@ -55,35 +56,8 @@ async fn ask(args: &CheckArgs) -> anyhow::Result<bool> {
         descriptors,
         hits: Some(args.hits),
     };
-    let url = format!("{}/v1/check", args.server.trim_end_matches('/'));
-    let client = reqwest::Client::builder()
-        .use_preconfigured_tls(super::admin::tls_client(args.ca_file.as_deref())?)
-        .build()
-        .context("cannot build the HTTP client")?;
-    let mut request = client.post(&url).json(&body);
-    if let Some(token) = &args.token {
-        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.trim()))
-            .context("the token must be visible ASCII")?;
-        value.set_sensitive(true);
-        request = request.header(reqwest::header::AUTHORIZATION, value);
-    }
-    let response = request
-        .send()
-        .await
-        .with_context(|| format!("cannot reach {url} (is `tollgate serve` running?)"))?;
-    let status = response.status();
-    let headers = response.headers().clone();
-    let text = response
-        .bytes()
-        .await
-        .with_context(|| format!("cannot read the answer of {url}"))?;
-    if !status.is_success() {
-        let detail = serde_json::from_slice::<ProblemDetails>(&text)
-            .map_or_else(|_| "no detail".to_owned(), |p| p.detail);
-        bail!("{url} answered {status}: {detail}");
-    }
-    let answer: CheckResponse = serde_json::from_slice(&text)
-        .with_context(|| format!("{url} answered {status} without a check answer"))?;
+    let client = CheckClient::new(&args.server, args.token.as_deref(), args.ca_file.as_deref())?;
+    let (answer, headers) = client.check(&body).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&answer)?);
     } else {

@@ -148,7 +148,7 @@ pub struct LimiterOptions {
 #[derive(Debug, Clone, Args)]
 pub struct GrpcListenerOptions {
     /// Rate-limit headers the gRPC service asks Envoy to add to responses
-    /// (`response_headers_to_add`): none, draft03 (`X-RateLimit-*`, as
+    /// (`response_headers_to_add`): none, draft03 (`RateLimit-Limit`, `-Remaining`, `-Reset`, as
     /// envoyproxy/ratelimit's LIMIT_RESPONSE_HEADERS_ENABLED) or draft11 (`RateLimit-Policy`,
     /// `RateLimit`).
     #[arg(
