@@ -385,3 +385,177 @@ async fn idle_connections_of_both_kinds_close_at_shutdown() {
     let logs = s.logs.lock().unwrap().join("\n");
     assert!(!logs.contains("connections still open"), "{logs}");
 }
+
+/// A raw check with `body` and `extra` header lines.
+fn raw_check(body: &str, id: &str, extra: &str) -> String {
+    format!(
+        "POST /v1/check HTTP/1.1\r\nhost: test\r\nx-request-id: {id}\r\n{extra}content-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// The last answer to `requests` sent on a fresh connection answered by the own loop, and
+/// on one that hyper serves (a `GET /healthz` first moves it there), with `{who}` in the
+/// requests replaced by a name of each path's own so that they never share counters (as
+/// long as `{who}`, so that `content-length` stays right).
+async fn both_framings(s: &TestServer, requests: &[String]) -> (Answer, Answer) {
+    let send = |who: &'static str, prefix: &'static str| {
+        let text: String = prefix.to_owned()
+            + &requests
+                .iter()
+                .map(|r| r.replace("{who}", who))
+                .collect::<String>();
+        let n = requests.len() + usize::from(!prefix.is_empty());
+        async move {
+            let mut stream = connect(s).await;
+            stream.write_all(text.as_bytes()).await.expect("write");
+            read_answers(&mut stream, n).await.pop().expect("an answer")
+        }
+    };
+    let own = send("own__", "").await;
+    let hyper = send("hyper", "GET /healthz HTTP/1.1\r\nhost: test\r\n\r\n").await;
+    (own, hyper)
+}
+
+/// The same answer, times and the caller-specific names aside.
+fn assert_same(case: &str, own: &Answer, hyper: &Answer) {
+    assert_eq!(own.status, hyper.status, "{case}: status");
+    assert_eq!(
+        untimed_headers(own),
+        untimed_headers(hyper),
+        "{case}: headers"
+    );
+    let text = |a: &Answer| {
+        String::from_utf8_lossy(&a.body)
+            .replace("own", "who")
+            .replace("hyper", "who")
+    };
+    match (
+        serde_json::from_str::<Value>(&text(own)),
+        serde_json::from_str::<Value>(&text(hyper)),
+    ) {
+        (Ok(a), Ok(b)) if a.get("statuses").is_some() => {
+            assert_eq!(timeless(a), timeless(b), "{case}: body")
+        }
+        _ => assert_eq!(text(own), text(hyper), "{case}: body"),
+    }
+}
+
+#[tokio::test]
+async fn every_request_shape_gets_the_same_answer_from_both_framings() {
+    let (s, _dir) = server();
+    let one = |entries: &str| format!(r#"{{"domain":"shop","descriptors":[{entries}]}}"#);
+    let user = r#"{"entries":[{"key":"user","value":"{who}-1"}]}"#;
+    let json = "content-type: application/json\r\n";
+    let big = format!(
+        r#"{{"domain":"shop","descriptors":[],"pad":"{}"}}"#,
+        "x".repeat(70_000)
+    );
+    let cases: Vec<(&str, Vec<String>)> = vec![
+        ("allowed", vec![raw_check(&one(user), "a-1", json)]),
+        ("denied", (0..4).map(|_| raw_check(&one(user).replace("-1", "-2"), "d-1", json)).collect()),
+        (
+            "several descriptors",
+            vec![raw_check(
+                &one(&format!(
+                    r#"{user},{{"entries":[{{"key":"plan","value":"{{who}}"}}]}},{{"entries":[{{"key":"nothing","value":"x"}}]}}"#
+                ))
+                .replace("-1", "-3"),
+                "m-1",
+                json,
+            )],
+        ),
+        (
+            "shadow mode",
+            (0..2)
+                .map(|_| raw_check(&one(r#"{"entries":[{"key":"trial","value":"{who}"}]}"#), "s-1", json))
+                .collect(),
+        ),
+        ("unlimited", vec![raw_check(&one(r#"{"entries":[{"key":"internal","value":"{who}"}]}"#), "u-1", json)]),
+        ("400 malformed", vec![raw_check(r#"{"domain":"shop","descriptors":[{"entries":[{"key":7}]}]}"#, "b-1", json)]),
+        ("400 invalid", vec![raw_check(r#"{"domain":"","descriptors":[]}"#, "i-1", json)]),
+        ("413 too large", vec![raw_check(&big, "l-1", json)]),
+        ("415", vec![raw_check(&one(user), "t-1", "content-type: text/plain\r\n")]),
+    ];
+    // What each case must be, so that two equal wrong answers cannot pass: the status,
+    // and for decisions whether the request passed.
+    let expected = [
+        (200, Some(true)),
+        (200, Some(false)),
+        (200, Some(true)),
+        (200, Some(true)),
+        (200, Some(true)),
+        (400, None),
+        (400, None),
+        (413, None),
+        (415, None),
+    ];
+    for ((case, requests), (status, allowed)) in cases.iter().zip(expected) {
+        let (own, hyper) = both_framings(&s, requests).await;
+        assert_eq!(own.status, status, "{case}");
+        if let Some(allowed) = allowed {
+            assert_eq!(own.json()["allowed"], allowed, "{case}: {:?}", own.json());
+        }
+        match *case {
+            "shadow mode" => assert_eq!(own.json()["statuses"][0]["shadow_denied"], true),
+            "unlimited" => assert_eq!(own.json()["statuses"][0]["unlimited"], true),
+            "several descriptors" => assert_eq!(own.json()["statuses"][2]["policy"], Value::Null),
+            _ => {}
+        }
+        assert_same(case, &own, &hyper);
+    }
+
+    // The data-plane token: missing and wrong get the same 401.
+    let dir = TempDir::new("http1-token");
+    let token = dir.write("token", "a-data-plane-token-of-some-length");
+    let file = dir.write("shop.yaml", POLICIES);
+    let guarded = TestServer::serve(
+        Some(&file),
+        &[
+            "--data-auth",
+            "token",
+            "--data-token-file",
+            &token.display().to_string(),
+        ],
+    );
+    for (case, extra) in [
+        ("401 missing token", json.to_owned()),
+        (
+            "401 wrong token",
+            format!("{json}authorization: Bearer not-the-token-at-all\r\n"),
+        ),
+    ] {
+        let (own, hyper) = both_framings(&guarded, &[raw_check(&one(user), "k-1", &extra)]).await;
+        assert_eq!(own.status, 401, "{case}");
+        assert_same(case, &own, &hyper);
+    }
+}
+
+#[tokio::test]
+async fn a_store_failure_gets_the_same_answer_from_both_framings() {
+    use std::net::SocketAddr;
+
+    let redis = tollgate_testkit::RedisServer::start();
+    let proxy =
+        tollgate_testkit::FaultProxy::start(SocketAddr::from(([127, 0, 0, 1], redis.port())));
+    let dir = TempDir::new("http1-store");
+    let file = dir.write(
+        "shop.yaml",
+        "domain: shop\ndescriptors:\n  - key: user\n    rate_limit: {unit: hour, requests_per_unit: 3, on_store_error: allow}\n",
+    );
+    let s = TestServer::serve(
+        Some(&file),
+        &["--store", &format!("redis://{}", proxy.addr())],
+    );
+    proxy.set_down(true);
+    let body = r#"{"domain":"shop","descriptors":[{"entries":[{"key":"user","value":"{who}"}]}]}"#;
+    let request = raw_check(body, "f-1", "content-type: application/json\r\n");
+    let (own, hyper) = both_framings(&s, &[request]).await;
+    assert_eq!(
+        own.json()["statuses"][0]["store_failed"],
+        true,
+        "{:?}",
+        own.json()
+    );
+    assert_same("store failure", &own, &hyper);
+}
