@@ -89,17 +89,17 @@ async fn check_later_seed(control: &ControlPlane, version: i64) {
     let history = control
         .history("seeded", "per_user", None, None, &admin)
         .await
-        .unwrap();
+        .expect("readable after the upgrade");
     let actors: Vec<&str> = history.items.iter().map(|c| c.actor.as_str()).collect();
     if version >= 2 {
         assert_eq!(actors, ["old-admin", "old-editor"], "seeded at {version}");
     } else {
         assert_eq!(actors, ["old-admin"], "seeded at {version}");
     }
-    let keys = control.list_keys(None, None, &admin).await.unwrap();
+    let keys = control.list_keys(None, None, &admin).await.expect("readable after the upgrade");
     let old_key = keys.items.iter().any(|k| k.name == "from an old release");
     assert_eq!(old_key, version >= 3, "seeded at {version}");
-    let audit = control.audit_log(None, None, None, &admin).await.unwrap();
+    let audit = control.audit_log(None, None, None, &admin).await.expect("readable after the upgrade");
     let old_entry = audit.items.iter().any(|e| e.actor == "old-admin");
     assert_eq!(old_entry, version >= 3, "seeded at {version}");
 }
@@ -233,7 +233,7 @@ async fn tamper(db: &tollgate_control::Database, set: &str, version: i64) {
     sqlx::query(sqlx::AssertSqlSafe(sql))
         .execute(db.pool())
         .await
-        .unwrap();
+        .expect("the migrator's table can be changed");
 }
 
 #[tokio::test]
