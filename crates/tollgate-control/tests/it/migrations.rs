@@ -96,10 +96,16 @@ async fn check_later_seed(control: &ControlPlane, version: i64) {
     } else {
         assert_eq!(actors, ["old-admin"], "seeded at {version}");
     }
-    let keys = control.list_keys(None, None, &admin).await.expect("readable after the upgrade");
+    let keys = control
+        .list_keys(None, None, &admin)
+        .await
+        .expect("readable after the upgrade");
     let old_key = keys.items.iter().any(|k| k.name == "from an old release");
     assert_eq!(old_key, version >= 3, "seeded at {version}");
-    let audit = control.audit_log(None, None, None, &admin).await.expect("readable after the upgrade");
+    let audit = control
+        .audit_log(None, None, None, &admin)
+        .await
+        .expect("readable after the upgrade");
     let old_entry = audit.items.iter().any(|e| e.actor == "old-admin");
     assert_eq!(old_entry, version >= 3, "seeded at {version}");
 }
