@@ -456,7 +456,11 @@ impl RateLimitService for RateLimitGrpc {
         data_plane::record(&self.state, &id, &check, &decision);
         self.state.metrics.observe_latency(started.elapsed());
         self.state.metrics.grpc_call(METHOD, "ok");
-        let now_seconds = self.state.limiter.clock().now() / 1_000_000_000;
+        // Only draft-03's reset needs the time.
+        let now_seconds = match self.headers {
+            ResponseHeaders::Draft03 => self.state.limiter.clock().now() / 1_000_000_000,
+            ResponseHeaders::None | ResponseHeaders::Draft11 => 0,
+        };
         Ok(Response::new(response(
             &decision,
             self.headers,

@@ -404,12 +404,14 @@ impl Limiter {
         // envoyproxy/ratelimit counts a descriptor without a limit (unmatched, or replaced)
         // as a quota-mode descriptor that passed when quota mode is global: the group is
         // then satisfied and its ops decide nothing.
-        let unlimited = |s: &DescriptorStatus| matches!(&s.rule, Some(Rule::Policy(p)) if p.limit == PolicyLimit::Unlimited);
-        let unmatched =
-            (plan.statuses.iter().zip(&plan.op_of)).any(|(s, op)| op.is_none() && !unlimited(s));
-        if self.quota_mode && unmatched {
-            for op in plan.ops.iter_mut().filter(|op| op.quota) {
-                op.enforce = false;
+        if self.quota_mode {
+            let unlimited = |s: &DescriptorStatus| matches!(&s.rule, Some(Rule::Policy(p)) if p.limit == PolicyLimit::Unlimited);
+            let unmatched = (plan.statuses.iter().zip(&plan.op_of))
+                .any(|(s, op)| op.is_none() && !unlimited(s));
+            if unmatched {
+                for op in plan.ops.iter_mut().filter(|op| op.quota) {
+                    op.enforce = false;
+                }
             }
         }
         Ok(())

@@ -9,7 +9,7 @@ use super::{Limiter, Plan};
 use crate::lease::Take;
 use crate::policy::{Consistency, OnStoreError};
 use crate::store::{CommitRule, LimitOp, StoreError, batch_admits};
-use crate::{Nanos, Outcome};
+use crate::{Limit, Nanos, Outcome};
 
 impl Limiter {
     /// Leased ops spend local tokens, local ops use this node's memory, global ops make one
@@ -46,27 +46,7 @@ impl Limiter {
             }
         }
         if !local.is_empty() {
-            // The quota group's verdict is not known yet: here a quota-mode op decides
-            // nothing and is charged if it admits; the final verdict gives it back.
-            let mut ops: SmallVec<[LimitOp; 4]> = local
-                .iter()
-                .map(|&i| {
-                    let mut op = plan.ops[i];
-                    op.enforce &= !op.quota;
-                    op
-                })
-                .collect();
-            self.local.apply_with(&mut ops, now, rule);
-            if batch_admits(&ops) {
-                taken_local.extend(
-                    ops.iter()
-                        .copied()
-                        .filter(|o| o.outcome.is_some_and(|x| x.allowed)),
-                );
-            }
-            for (op, &i) in ops.into_iter().zip(&local) {
-                plan.ops[i].outcome = op.outcome;
-            }
+            taken_local.extend(self.apply_locally(plan, &local, |limit| limit));
         }
         if !global.is_empty() {
             // What the ops decided so far (leased and local) says of the request: denied
@@ -75,20 +55,32 @@ impl Limiter {
             // store then decide nothing.
             let decided = |o: &&LimitOp| o.outcome.is_some();
             let over = |o: &LimitOp| o.enforce && o.outcome.is_some_and(|x| !x.allowed);
-            let quota_done = plan.ops.iter().filter(decided).filter(|o| o.quota).count();
-            let quota_satisfied = (plan.ops.iter().filter(decided)).any(|o| o.quota && !over(o));
-            let quota_left = global.iter().any(|&i| plan.ops[i].quota);
-            let denied_already = rule == CommitRule::AllOrNothing
-                && (plan.ops.iter().filter(decided).any(|o| !o.quota && over(o))
-                    || (quota_done > 0 && !quota_satisfied && !quota_left));
+            let regular_over = (plan.ops.iter().filter(decided)).any(|o| !o.quota && over(o));
+            let (quota_satisfied, quota_all_over) = if plan.ops.iter().any(|o| o.quota) {
+                let mut done = plan
+                    .ops
+                    .iter()
+                    .filter(decided)
+                    .filter(|o| o.quota)
+                    .peekable();
+                let started = done.peek().is_some();
+                let satisfied = done.any(|o| !over(o));
+                let left = global.iter().any(|&i| plan.ops[i].quota);
+                (satisfied, started && !satisfied && !left)
+            } else {
+                (false, false)
+            };
+            let denied_already =
+                rule == CommitRule::AllOrNothing && (regular_over || quota_all_over);
             let mut ops: SmallVec<[LimitOp; 4]> = global
                 .iter()
                 .map(|&i| {
-                    let mut op = plan.ops[i];
+                    let op = plan.ops[i];
                     if quota_satisfied {
-                        op.enforce &= !op.quota;
+                        undecided_quota(op)
+                    } else {
+                        op
                     }
-                    op
                 })
                 .collect();
             if denied_already {
@@ -224,31 +216,12 @@ impl Limiter {
             .copied()
             .filter(|&i| plan.on_error[i] == OnStoreError::Local)
             .collect();
-        let mut charged = SmallVec::new();
-        if !local.is_empty() {
-            let mut ops: SmallVec<[LimitOp; 4]> = local
-                .iter()
-                .map(|&i| {
-                    let mut op = plan.ops[i];
-                    op.limit = op.limit.divided(self.nodes);
-                    // As in any part of a request: the quota group is decided at the end.
-                    op.enforce &= !op.quota;
-                    op
-                })
-                .collect();
-            self.local.apply_with(&mut ops, plan.now, self.commit_rule);
-            if batch_admits(&ops) {
-                // Only what was charged can be given back.
-                charged.extend(
-                    ops.iter()
-                        .copied()
-                        .filter(|o| o.outcome.is_some_and(|x| x.allowed)),
-                );
-            }
-            for (op, &i) in ops.into_iter().zip(&local) {
-                plan.ops[i].outcome = op.outcome;
-            }
-        }
+        let nodes = self.nodes;
+        let charged = if local.is_empty() {
+            SmallVec::new()
+        } else {
+            self.apply_locally(plan, &local, |limit| limit.divided(nodes))
+        };
         for &i in which {
             plan.failed[i] = true;
             let allowed = match plan.on_error[i] {
@@ -267,4 +240,45 @@ impl Limiter {
         plan.store_error = Some(error);
         charged
     }
+
+    /// Applies ops `which` of `plan` (with their limits mapped by `limit`) to this node's
+    /// memory as one part of the request, writes their outcomes back, and returns what was
+    /// charged, to be given back if the whole request is denied. The quota group is decided
+    /// over the whole request at the end, so here its members decide nothing.
+    fn apply_locally(
+        &self,
+        plan: &mut Plan,
+        which: &[usize],
+        limit: impl Fn(Limit) -> Limit,
+    ) -> SmallVec<[LimitOp; 2]> {
+        let mut ops: SmallVec<[LimitOp; 4]> = which
+            .iter()
+            .map(|&i| {
+                let mut op = undecided_quota(plan.ops[i]);
+                op.limit = limit(op.limit);
+                op
+            })
+            .collect();
+        self.local.apply_with(&mut ops, plan.now, self.commit_rule);
+        let mut charged = SmallVec::new();
+        if batch_admits(&ops) {
+            // Only what was charged can be given back.
+            charged.extend(
+                ops.iter()
+                    .copied()
+                    .filter(|o| o.outcome.is_some_and(|x| x.allowed)),
+            );
+        }
+        for (op, &i) in ops.into_iter().zip(which) {
+            plan.ops[i].outcome = op.outcome;
+        }
+        charged
+    }
+}
+
+/// `op` as a member of a quota group whose verdict is taken elsewhere: charged if it
+/// admits, never denying.
+fn undecided_quota(mut op: LimitOp) -> LimitOp {
+    op.enforce &= !op.quota;
+    op
 }

@@ -76,13 +76,17 @@ pub enum CommitRule {
 /// or is not enforced (envoyproxy/ratelimit's rule: the request is over the limit when a
 /// regular descriptor is, or when every quota-mode descriptor is).
 pub fn batch_admits(ops: &[LimitOp]) -> bool {
-    let admits = |op: &LimitOp| op.outcome.is_some_and(|o| o.allowed);
-    let regular = ops
-        .iter()
-        .filter(|op| !op.quota)
-        .all(|op| !op.enforce || admits(op));
-    let mut quota = ops.iter().filter(|op| op.quota).peekable();
-    regular && (quota.peek().is_none() || quota.any(|op| !op.enforce || admits(op)))
+    let (mut has_quota, mut quota_passes) = (false, false);
+    for op in ops {
+        let passes = !op.enforce || op.outcome.is_some_and(|o| o.allowed);
+        if op.quota {
+            has_quota = true;
+            quota_passes |= passes;
+        } else if !passes {
+            return false;
+        }
+    }
+    !has_quota || quota_passes
 }
 
 /// Why a store could not decide.

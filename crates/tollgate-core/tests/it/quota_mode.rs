@@ -11,7 +11,7 @@ use tollgate_core::{
 };
 
 use crate::consistency::Shared;
-use crate::support::{check, now_or_never};
+use crate::support::{check, peek};
 
 const POLICIES: &str = "domain: api
 descriptors:
@@ -49,21 +49,7 @@ fn memory(quota_mode: bool) -> Limiter {
 
 /// What is left of `key`'s limit, read without consuming anything.
 fn left(l: &Limiter, key: &str) -> u64 {
-    let entries = [tollgate_core::Entry { key, value: "x" }];
-    let descriptors = [tollgate_core::Descriptor {
-        entries: &entries,
-        hits: None,
-        limit_override: None,
-    }];
-    let request = tollgate_core::CheckRequest {
-        domain: "api",
-        descriptors: &descriptors,
-        hits: 1,
-    };
-    now_or_never(l.peek(&request))
-        .expect("valid request")
-        .statuses[0]
-        .remaining
+    peek(l, "api", &[&[(key, "x")]]).statuses[0].remaining
 }
 
 fn ask(l: &Limiter, keys: &[&str]) -> Decision {

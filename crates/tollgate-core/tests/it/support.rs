@@ -44,6 +44,25 @@ pub fn check_hits(
     descriptors: &[&[(&str, &str)]],
     hits: u64,
 ) -> Decision {
+    with_request(domain, descriptors, hits, |request| {
+        now_or_never(limiter.check(request)).expect("valid request")
+    })
+}
+
+/// What [`check`] would see, without consuming anything ([`Limiter::peek`]).
+pub fn peek(limiter: &Limiter, domain: &str, descriptors: &[&[(&str, &str)]]) -> Decision {
+    with_request(domain, descriptors, 1, |request| {
+        now_or_never(limiter.peek(request)).expect("valid request")
+    })
+}
+
+/// Calls `f` with the request made of `descriptors` given as `[[(key, value), ...], ...]`.
+fn with_request<T>(
+    domain: &str,
+    descriptors: &[&[(&str, &str)]],
+    hits: u64,
+    f: impl FnOnce(&CheckRequest<'_>) -> T,
+) -> T {
     let entries: Vec<Vec<Entry<'_>>> = descriptors
         .iter()
         .map(|d| d.iter().map(|&(key, value)| Entry { key, value }).collect())
@@ -56,12 +75,11 @@ pub fn check_hits(
             limit_override: None,
         })
         .collect();
-    let request = CheckRequest {
+    f(&CheckRequest {
         domain,
         descriptors: &descriptors,
         hits,
-    };
-    now_or_never(limiter.check(&request)).expect("valid request")
+    })
 }
 
 /// The policy name that decided each descriptor (`None` when nothing matched).
