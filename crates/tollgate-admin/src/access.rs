@@ -204,7 +204,7 @@ impl AdminAccess {
         metrics::counter!("tollgate_admin_throttled_total").increment(1);
         let wait = status.retry_after.unwrap_or(status.reset_after);
         Err(Refusal::TooMany {
-            retry_after_secs: wait.div_ceil(tollgate_core::SECOND).max(1),
+            retry_after_secs: tollgate_core::ceil_units(wait, tollgate_core::SECOND).max(1),
         })
     }
 

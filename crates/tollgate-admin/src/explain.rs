@@ -198,7 +198,7 @@ pub async fn explain(
             } else {
                 0
             },
-            reset_after_ms: status.reset_after / 1_000_000,
+            reset_after_ms: u64::try_from(status.reset_after / 1_000_000).unwrap_or(u64::MAX),
             would_allow,
         });
     }

@@ -502,6 +502,17 @@ mod tests {
             "{errors:?}"
         );
 
+        // Outside the exact domain: a gcra bucket two million years deep.
+        let mut s = spec(&[("user", None)], UnitName::Year, 1);
+        s.rate_limit.algorithm = Some(AlgorithmName::Gcra);
+        s.rate_limit.burst = Some(2_000_000);
+        let errors = check_policy("api", "p", &s).unwrap_err();
+        assert_eq!(errors[0].field, "rate_limit", "{errors:?}");
+        assert!(
+            errors[0].message.contains("at most 1000000 years"),
+            "{errors:?}"
+        );
+
         let mut s = spec(&[("user", None)], UnitName::Minute, 100);
         s.rate_limit.unit = None;
         let errors = check_policy("api", "p", &s).unwrap_err();

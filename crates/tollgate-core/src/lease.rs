@@ -9,7 +9,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use crate::algorithm::Limit;
 use crate::key::CounterKey;
 use crate::store::LeaseGrant;
-use crate::time::Nanos;
+use crate::time::{Nanos, Span, instant_after};
 
 const SHARDS: usize = 64;
 
@@ -213,10 +213,13 @@ impl LeaseTable {
         };
         slot.tokens = slot.tokens.saturating_add(grant.granted);
         slot.store_remaining = grant.remaining;
-        slot.reset_at = sent_at.saturating_add(grant.reset_after);
+        slot.reset_at = instant_after(sent_at, grant.reset_after);
         if grant.granted == 0 {
-            let wait = grant.retry_after.unwrap_or(grant.valid_for).max(1);
-            slot.exhausted_until = sent_at.saturating_add(wait);
+            let wait = grant
+                .retry_after
+                .unwrap_or(Span::from(grant.valid_for))
+                .max(1);
+            slot.exhausted_until = instant_after(sent_at, wait);
         }
         let spent = slot.tokens >= cost;
         if spent {
@@ -276,8 +279,8 @@ mod tests {
         LeaseGrant {
             granted,
             remaining: 50,
-            reset_after: SECOND,
-            retry_after: (granted == 0).then_some(SECOND / 2),
+            reset_after: Span::from(SECOND),
+            retry_after: (granted == 0).then_some(Span::from(SECOND / 2)),
             valid_for: SECOND,
         }
     }

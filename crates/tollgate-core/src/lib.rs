@@ -28,4 +28,7 @@ pub use store::{
     Admission, CircuitBreaker, CircuitBreakerConfig, CircuitState, CommitRule, LeaseGrant, LimitOp,
     MemoryStore, MemoryStoreConfig, Store, StoreCalls, StoreError, StoreReport,
 };
-pub use time::{Clock, ManualClock, Nanos, SECOND, SystemClock};
+pub use time::{
+    Clock, ManualClock, Nanos, SECOND, Span, SystemClock, ceil_units, instant_after,
+    saturating_nanos,
+};

@@ -13,6 +13,30 @@ pub type Nanos = u64;
 /// One second in [`Nanos`].
 pub const SECOND: Nanos = 1_000_000_000;
 
+/// A length of time in nanoseconds, wide enough for limits that take centuries to refill:
+/// a GCRA bucket of 1,000 requests at 1 per year is 1,000 years deep, and [`Nanos`] ends
+/// 584 years after 1970.
+pub type Span = u128;
+
+/// The instant `span` after `at`, saturating at the last instant [`Nanos`] can name.
+#[inline]
+pub fn instant_after(at: Nanos, span: Span) -> Nanos {
+    Nanos::try_from(u128::from(at) + span).unwrap_or(Nanos::MAX)
+}
+
+/// `span` in whole `unit`s (milliseconds, seconds), rounded up and saturating: how edges
+/// report a wait.
+#[inline]
+pub fn ceil_units(span: Span, unit: Nanos) -> u64 {
+    u64::try_from(span.div_ceil(Span::from(unit.max(1)))).unwrap_or(u64::MAX)
+}
+
+/// `span` as [`Nanos`], saturating (for durations a caller keeps in 64 bits).
+#[inline]
+pub fn saturating_nanos(span: Span) -> Nanos {
+    Nanos::try_from(span).unwrap_or(Nanos::MAX)
+}
+
 /// A source of the current time.
 pub trait Clock: Send + Sync {
     /// The current time.

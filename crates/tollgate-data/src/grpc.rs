@@ -331,7 +331,7 @@ fn descriptor_parts(i: usize, d: &RateLimitDescriptor) -> Result<DescriptorParts
     })
 }
 
-fn duration(ns: u64) -> PbDuration {
+fn duration(ns: tollgate_core::Span) -> PbDuration {
     PbDuration {
         seconds: i64::try_from(ns / 1_000_000_000).unwrap_or(i64::MAX),
         nanos: (ns % 1_000_000_000) as i32,

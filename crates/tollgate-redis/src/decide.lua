@@ -2,35 +2,39 @@
 --
 -- This is tollgate-core's algorithms (crates/tollgate-core/src/algorithm) and the memory
 -- store's batch rule (crates/tollgate-core/src/store/memory.rs) restated in Lua; the
--- conformance tests in crates/tollgate-redis/tests hold the two to identical answers.
+-- conformance suite (crates/tollgate-testkit/src/conformance.rs) holds the two to identical
+-- answers and states.
 --
--- Lua numbers are doubles, exact up to 2^53. Absolute times (about 2^61 ns since 1970) do
--- not fit, so a time is kept as seconds and nanoseconds and every computation runs on
--- nanoseconds relative to now, which stay exact for anything within 104 days.
+-- Lua numbers are doubles, exact up to 2^53 only: 104 days in nanoseconds, less than a
+-- year window, far less than a GCRA bucket of 1,000 at 1 per year. So every time and every
+-- span here is a pair of whole seconds and nanoseconds (0 <= ns < 10^9), exact across
+-- tollgate-core's domain (`algorithm::domain`: periods up to a century, buckets up to a
+-- million years deep); counts and costs are plain numbers, below 2^53.
 --
 -- Arguments, replies and stored values are little-endian doubles packed with `struct`:
 -- converting numbers to and from text costs more than the decision itself. This script
--- runs on every decision, so it is written for the interpreter: few closures (each
--- `local function` is rebuilt on every call), no text formatting, the TTL rewritten only
--- when it must grow.
+-- runs on every decision, so it is written for the interpreter: no text formatting, the
+-- TTL rewritten only when it must grow, pairs passed as two values rather than tables.
 --
 -- KEYS[i]: the i-th counter.
 -- ARGV[1]: '0' all or nothing, '1' every request counts, '2' lease (one counter).
 -- ARGV[2]: '' for the store's clock (TIME), or <seconds, nanoseconds> of the caller's.
--- ARGV[3]: per counter <algorithm (1 fixed, 2 gcra, 3 sliding), requests, period ns,
---          burst, emission ns, cost, flags>; flags: 0 shadow, 1 enforced, 2 quota mode
---          not enforced, 3 quota mode enforced (tollgate-core's `batch_admits`: quota-mode
---          counters deny only together, and an unenforced one counts as admitting); for a
---          lease, cost is the tokens
---          wanted and an 8th double is the unused tokens to give back first.
--- Reply: per counter <allowed, remaining, reset_after, retry_after (-1: none), state
---        seconds, nanoseconds, a, b>; for a lease <granted, remaining, reset_after,
---        retry_after, valid_for>.
--- Stored: <expiry seconds, nanoseconds, a, b, TTL end seconds>.
+-- ARGV[3]: per counter 9 doubles <algorithm (1 fixed, 2 gcra, 3 sliding), requests,
+--          period s, period ns, burst, emission s, emission ns, cost, flags>; flags: 0
+--          shadow, 1 enforced, 2 quota mode not enforced, 3 quota mode enforced
+--          (tollgate-core's `batch_admits`: quota-mode counters deny only together, and an
+--          unenforced one counts as admitting); for a lease, cost is the tokens wanted and
+--          a 10th double is the unused tokens to give back first.
+-- Reply: per counter 10 doubles <allowed, remaining, reset_after s, ns, retry_after s
+--        (-1: none), ns, state s, ns, a, b>; for a lease 8 <granted, remaining,
+--        reset_after s, ns, retry_after s (-1: none), ns, valid_for s, ns>.
+-- Stored: <expiry seconds, nanoseconds, a, b, TTL end seconds>; a missing counter reads
+--         as expiry 0 with no counts, which every algorithm treats as fresh.
 
 local E9 = 1000000000
-local FRESH = -math.huge
-local KEEP_EXTRA_MS = 60000
+local MAX_COUNT = 9007199254740992 -- 2^53, tollgate-core's `domain::MAX_COUNT`
+local HALF = 1048576               -- 2^20, see `mul`
+local KEEP_EXTRA_S = 60
 local pack, unpack = struct.pack, struct.unpack
 local floor, max, min = math.floor, math.max, math.min
 local mode = ARGV[1]
@@ -43,7 +47,7 @@ else
   now_s, now_n = unpack('<dd', ARGV[2])
 end
 
--- floor(a / b) for integers, exact where a double division may round.
+-- floor(a / b) for integers below 2^53, exact where a double division may round.
 local function idiv(a, b)
   local q = floor(a / b)
   if q * b > a then
@@ -54,198 +58,315 @@ local function idiv(a, b)
   return q
 end
 
--- now mod period: periods are whole seconds (every policy unit) or divide one second.
-local function now_mod(p)
-  if p % E9 == 0 then
-    return (now_s % (p / E9)) * E9 + now_n
-  elseif E9 % p == 0 then
-    return now_n % p
-  end
-  error({ err = 'tollgate: a period of ' .. p .. ' ns is neither whole seconds nor a divisor of one second' })
+-- Pairs: a < b, a + b, a - b (seconds may go negative; nanoseconds stay in [0, 10^9)).
+local function lt(as, an, bs, bn)
+  return as < bs or (as == bs and an < bn)
 end
 
--- A stored counter as {e = expiry relative to now, a, b, ttl = TTL end in seconds}.
+local function add(as, an, bs, bn)
+  local n = an + bn
+  if n >= E9 then return as + bs + 1, n - E9 end
+  return as + bs, n
+end
+
+local function sub(as, an, bs, bn)
+  local n = an - bn
+  if n < 0 then return as - bs - 1, n + E9 end
+  return as - bs, n
+end
+
+-- k x (ts, tn) exactly, for a whole k below 2^33 whose product stays below 2^53 seconds:
+-- k's nanoseconds are multiplied in two halves so that no partial product passes 2^53.
+local function mul(k, ts, tn)
+  local hi = floor(k / HALF)
+  local x = (k - hi * HALF) * tn
+  local xs = idiv(x, E9)
+  local y = hi * tn
+  local ys = idiv(y, E9)
+  local z = (y - ys * E9) * HALF
+  local zs = idiv(z, E9)
+  local s = k * ts + xs + ys * HALF + zs
+  local n = (x - xs * E9) + (z - zs * E9)
+  if n >= E9 then return s + 1, n - E9 end
+  return s, n
+end
+
+-- ceil(u / t) for pairs, when the quotient is below 2^33: a double estimate, corrected by
+-- whole intervals against the exact remainder.
+local function ceil_div(us, un, ts, tn)
+  local q = floor((us * E9 + un) / (ts * E9 + tn))
+  local rs, rn = sub(us, un, mul(q, ts, tn))
+  while rs < 0 do
+    q = q - 1
+    rs, rn = add(rs, rn, ts, tn)
+  end
+  while not lt(rs, rn, ts, tn) do
+    q = q + 1
+    rs, rn = sub(rs, rn, ts, tn)
+  end
+  if rs > 0 or rn > 0 then q = q + 1 end
+  return q
+end
+
+-- Start of the window of period (ps, pn) that holds now: periods are whole seconds (every
+-- policy unit) or divide one second.
+local function window_start(ps, pn)
+  if pn == 0 then return now_s - now_s % ps, 0 end
+  if ps == 0 and E9 % pn == 0 then return now_s, now_n - now_n % pn end
+  error({ err = 'tollgate: a period of ' .. ps .. ' s ' .. pn .. ' ns is neither whole seconds nor a divisor of one second' })
+end
+
 local function load(key)
   local v = redis.call('GET', key)
   if not v or #v ~= 40 then
-    return { e = FRESH, a = 0, b = 0, ttl = 0 }
+    return { s = 0, n = 0, a = 0, b = 0, ttl = 0 }
   end
   local s, n, a, b, ttl = unpack('<ddddd', v)
-  return { e = (s - now_s) * E9 + (n - now_n), a = a, b = b, ttl = ttl }
+  return { s = s, n = n, a = a, b = b, ttl = ttl }
 end
 
 local function save(key, st, old_ttl)
-  local t = now_n + st.e
-  local carry = idiv(t - (t % E9), E9)
-  local s, n = now_s + carry, t - carry * E9
   -- Kept a while past the moment it is as good as fresh; the TTL is only rewritten when it
   -- must grow, which for a busy counter is rarely.
-  local needed = s + 2
-  if old_ttl >= needed then
-    redis.call('SET', key, pack('<ddddd', s, n, st.a, st.b, old_ttl), 'KEEPTTL')
+  if old_ttl >= st.s + 2 then
+    redis.call('SET', key, pack('<ddddd', st.s, st.n, st.a, st.b, old_ttl), 'KEEPTTL')
   else
-    local ms = max(st.e / 1000000, 0) + KEEP_EXTRA_MS
-    redis.call('SET', key, pack('<ddddd', s, n, st.a, st.b, now_s + floor(ms / 1000)), 'PX', floor(ms))
+    -- Whole seconds from now (the caller's clock may not be the store's): a number Lua
+    -- turns into text exactly even for a bucket a million years deep, where milliseconds
+    -- would print as 3.15e+16.
+    local ex = max(st.s - now_s, 0) + KEEP_EXTRA_S
+    redis.call('SET', key, pack('<ddddd', st.s, st.n, st.a, st.b, now_s + ex), 'EX', ex)
   end
 end
 
--- (window start, previous count, current count) of a sliding window.
-local function sliding(p, st)
-  local current = -now_mod(p)
-  if (st.a == 0 and st.b == 0) or st.e <= current then
-    return current, 0, 0
+-- (window start s, ns, previous count, current count) of a sliding window.
+local function sliding(ps, pn, st)
+  local cs, cn = window_start(ps, pn)
+  if (st.a == 0 and st.b == 0) or not lt(cs, cn, st.s, st.n) then
+    return cs, cn, 0, 0
   end
-  local start = st.e - 2 * p
-  if start >= current then
-    return start, st.a, st.b
-  elseif start + p == current then
-    return current, st.b, 0
+  local ds, dn = add(ps, pn, ps, pn)
+  local ss, sn = sub(st.s, st.n, ds, dn)
+  if not lt(ss, sn, cs, cn) then
+    -- Same window, or the clock stepped back: keep the newer counts.
+    return ss, sn, st.a, st.b
   end
-  return current, 0, 0
+  local es, en = add(ss, sn, ps, pn)
+  if es == cs and en == cn then return cs, cn, st.b, 0 end
+  return cs, cn, 0, 0
 end
 
--- An op's outcome for `cost`: allowed, remaining, reset_after, retry_after (nil: none) and
--- the state to keep if it commits. Mirrors Limit::decide.
+-- An op's outcome for `cost`: {ok, rem, rs/rn reset_after, ys/yn retry_after (nil: none),
+-- st the state to keep if it commits}. Mirrors Limit::decide.
 local function decide(op, st, cost)
   local requests = op[2]
-  if requests == 0 and cost > 0 then
-    return { false, 0, 0, nil, st }
+  if requests == 0 then
+    return { ok = cost == 0, rem = 0, rs = 0, rn = 0, st = st }
   end
-  local algorithm, p = op[1], op[3]
+  local algorithm, ps, pn = op[1], op[3], op[4]
   if algorithm == 1 then
-    local window_end, count = -now_mod(p) + p, 0
-    if st.e > window_end - p and st.a > 0 then
-      window_end, count = st.e, st.a
+    local ws, wn = window_start(ps, pn)
+    local es, en, count = st.s, st.n, st.a
+    if count == 0 or not lt(ws, wn, es, en) then
+      es, en = add(ws, wn, ps, pn)
+      count = 0
     end
+    local rs, rn = sub(es, en, now_s, now_n)
     local after = count + cost
     if after <= requests then
       local state = st
-      if cost > 0 then state = { e = window_end, a = after, b = 0, ttl = st.ttl } end
-      return { true, requests - after, window_end, nil, state }
+      if cost > 0 then state = { s = es, n = en, a = after, b = 0, ttl = st.ttl } end
+      return { ok = true, rem = requests - after, rs = rs, rn = rn, st = state }
     end
-    local retry = nil
-    if cost <= requests then retry = window_end end
-    return { false, max(requests - count, 0), window_end, retry, st }
+    local o = { ok = false, rem = max(requests - count, 0), rs = rs, rn = rn, st = st }
+    if cost <= requests then o.ys, o.yn = rs, rn end
+    return o
   elseif algorithm == 2 then
-    local t, burst = op[5], op[4]
-    local capacity = burst * t
-    local tat = max(st.e, 0)
-    local new_tat = tat + cost * t
-    if new_tat <= capacity then
-      local state = st
-      if cost > 0 then state = { e = new_tat, a = 0, b = 0, ttl = st.ttl } end
-      return { true, idiv(capacity - new_tat, t), new_tat, nil, state }
+    local burst, ts, tn = op[5], op[6], op[7]
+    local tat_s, tat_n = st.s, st.n
+    if lt(tat_s, tat_n, now_s, now_n) then tat_s, tat_n = now_s, now_n end
+    -- used: how long until the bucket is full again.
+    local us, un = sub(tat_s, tat_n, now_s, now_n)
+    local o = { ok = false, rem = 0, rs = us, rn = un, st = st }
+    if cost <= burst then
+      local ls, ln = mul(burst - cost, ts, tn)
+      if not lt(ls, ln, us, un) then
+        local cs, cn = mul(cost, ts, tn)
+        o.ok = true
+        o.rem = burst - cost - ceil_div(us, un, ts, tn)
+        o.rs, o.rn = add(us, un, cs, cn)
+        if cost > 0 then
+          local ns, nn = add(tat_s, tat_n, cs, cn)
+          o.st = { s = ns, n = nn, a = 0, b = 0, ttl = st.ttl }
+        end
+        return o
+      end
+      o.ys, o.yn = sub(us, un, ls, ln)
     end
-    local retry = nil
-    if cost <= burst then retry = new_tat - capacity end
-    return { false, idiv(max(capacity - tat, 0), t), tat, retry, st }
+    local fs, fn = mul(burst, ts, tn)
+    if lt(us, un, fs, fn) then o.rem = burst - ceil_div(us, un, ts, tn) end
+    return o
   end
-  local start, prev, curr = sliding(p, st)
-  local n, slice = p, 1
-  if p % 1000 == 0 then n, slice = 1000, p / 1000 end
-  local elapsed = min(max(-start, 0), p - 1)
-  local weighted_prev = prev * (n - idiv(elapsed, slice))
+  local ss, sn, prev, curr = sliding(ps, pn, st)
+  -- The previous window's weight in slices: 1,000 when the period in nanoseconds divides
+  -- into them (every policy unit), else one per nanosecond.
+  local n, slice_s, slice_n = 1000, floor(ps / 1000), (ps % 1000) * 1000000
+  if pn > 0 then
+    if pn % 1000 == 0 then
+      slice_s, slice_n = 0, pn / 1000
+    else
+      n, slice_s, slice_n = pn, 0, 1
+    end
+  end
+  local es, en = sub(now_s, now_n, ss, sn)
+  local idx = 0
+  if es >= 0 then
+    if pn == 0 then
+      idx = idiv(es * 1000 + floor(en / 1000000), ps)
+    else
+      idx = idiv(es * E9 + en, slice_n)
+    end
+    idx = min(idx, n - 1)
+  end
+  local weighted_prev = prev * (n - idx)
   local after = curr + cost
   local allowed = weighted_prev + after * n <= requests * n
   local available = max(idiv(max(requests * n - weighted_prev, 0), n) - curr, 0)
-  local window_end = start + p
-  local reset = 0
+  local we_s, we_n = add(ss, sn, ps, pn)
+  local rs, rn = 0, 0
   if curr > 0 or (allowed and cost > 0) then
-    reset = window_end + p
+    local xs, xn = add(we_s, we_n, ps, pn)
+    rs, rn = sub(xs, xn, now_s, now_n)
   elseif prev > 0 then
-    reset = window_end
+    rs, rn = sub(we_s, we_n, now_s, now_n)
   end
   if allowed then
     local state = st
-    if cost > 0 then state = { e = window_end + p, a = prev, b = after, ttl = st.ttl } end
-    return { true, available - cost, reset, nil, state }
+    if cost > 0 then
+      local xs, xn = add(we_s, we_n, ps, pn)
+      state = { s = xs, n = xn, a = prev, b = after, ttl = st.ttl }
+    end
+    return { ok = true, rem = available - cost, rs = rs, rn = rn, st = state }
   end
+  local o = { ok = false, rem = available, rs = rs, rn = rn, st = st }
   -- When the same request fits: in this window once enough slices of the previous one
   -- have passed, else in the next, where today's count becomes the previous one.
-  local retry = nil
   if cost <= requests then
     local room = requests - curr - cost
-    local e = nil
+    local k = nil
     if room >= 0 then
-      e = 0
-      if prev > 0 then e = max(n - idiv(room * n, prev), 0) * slice end
+      k = 0
+      if prev > 0 then k = max(n - idiv(room * n, prev), 0) end
     end
-    if e and e < p then
-      retry = max(start + e, 0)
-    else
+    local bs, bn = ss, sn
+    if not (k and k < n) then
       room = requests - cost
-      e = 0
-      if curr > 0 then e = max(n - idiv(room * n, curr), 0) * slice end
-      retry = max(start + p + e, 0)
+      k = 0
+      if curr > 0 then k = max(n - idiv(room * n, curr), 0) end
+      bs, bn = we_s, we_n
     end
+    local ks, kn = mul(k, slice_s, slice_n)
+    bs, bn = add(bs, bn, ks, kn)
+    local ys, yn = sub(bs, bn, now_s, now_n)
+    if ys < 0 then ys, yn = 0, 0 end
+    o.ys, o.yn = ys, yn
   end
-  return { false, available, reset, retry, st }
+  return o
 end
 
 -- The state after counting `cost` whether it fits or not (Limit::charge).
 local function charge(op, st, o, cost)
-  if o[1] or cost == 0 then return o[5] end
-  local algorithm, p = op[1], op[3]
+  if o.ok or cost == 0 then return o.st end
+  local algorithm, ps, pn = op[1], op[3], op[4]
   if algorithm == 1 then
     -- The window lookup of `decide`, repeated rather than shared: a helper would be one
     -- more closure rebuilt on every call.
-    local window_end, count = -now_mod(p) + p, 0
-    if st.e > window_end - p and st.a > 0 then
-      window_end, count = st.e, st.a
+    local ws, wn = window_start(ps, pn)
+    if st.a > 0 and lt(ws, wn, st.s, st.n) then
+      return { s = st.s, n = st.n, a = min(st.a + cost, MAX_COUNT), b = 0, ttl = st.ttl }
     end
-    return { e = window_end, a = count + cost, b = 0, ttl = st.ttl }
+    local es, en = add(ws, wn, ps, pn)
+    return { s = es, n = en, a = min(cost, MAX_COUNT), b = 0, ttl = st.ttl }
   elseif algorithm == 2 then
-    local capacity = op[4] * op[5]
-    local tat = min(max(st.e, 0) + cost * op[5], capacity)
-    return { e = max(tat, st.e), a = 0, b = 0, ttl = st.ttl }
+    -- Emptied, never into debt: at most a full bucket from now.
+    local burst, ts, tn = op[5], op[6], op[7]
+    local fs, fn = mul(burst, ts, tn)
+    fs, fn = add(now_s, now_n, fs, fn)
+    local tat_s, tat_n = fs, fn
+    if cost <= burst then
+      local bs, bn = st.s, st.n
+      if lt(bs, bn, now_s, now_n) then bs, bn = now_s, now_n end
+      local cs, cn = mul(cost, ts, tn)
+      bs, bn = add(bs, bn, cs, cn)
+      if lt(bs, bn, fs, fn) then tat_s, tat_n = bs, bn end
+    end
+    if lt(tat_s, tat_n, st.s, st.n) then tat_s, tat_n = st.s, st.n end
+    return { s = tat_s, n = tat_n, a = 0, b = 0, ttl = st.ttl }
   end
-  local start, prev, curr = sliding(p, st)
-  return { e = start + 2 * p, a = prev, b = min(curr + cost, 4294967295), ttl = st.ttl }
+  local ss, sn, prev, curr = sliding(ps, pn, st)
+  local es, en = add(ss, sn, ps, pn)
+  es, en = add(es, en, ps, pn)
+  return { s = es, n = en, a = prev, b = min(curr + cost, 4294967295), ttl = st.ttl }
 end
 
 local ops = {}
-local width = 7
-if mode == '2' then width = 8 end
+local width = 9
+if mode == '2' then width = 10 end
 for i = 1, #KEYS do
-  ops[i] = { unpack('<ddddddd', ARGV[3], (i - 1) * width * 8 + 1) }
+  ops[i] = { unpack('<ddddddddd', ARGV[3], (i - 1) * width * 8 + 1) }
 end
 
 if mode == '2' then
   -- Lease: give back unused tokens (Limit::refund), then take what fits (Limit::lease).
   local op = ops[1]
-  local back = unpack('<d', ARGV[3], 57)
+  local back = unpack('<d', ARGV[3], 73)
   local st = load(KEYS[1])
   local before = st
-  local algorithm, p = op[1], op[3]
-  if back > 0 and st.e ~= FRESH then
+  local algorithm, ps, pn = op[1], op[3], op[4]
+  local fresh = st.s == 0 and st.n == 0 and st.a == 0 and st.b == 0
+  if back > 0 and not fresh then
     if algorithm == 1 then
-      if st.e > now_mod(p) * -1 and st.a > 0 then
-        st = { e = st.e, a = max(st.a - back, 0), b = 0, ttl = st.ttl }
+      local ws, wn = window_start(ps, pn)
+      if st.a > 0 and lt(ws, wn, st.s, st.n) then
+        st = { s = st.s, n = st.n, a = max(st.a - back, 0), b = 0, ttl = st.ttl }
       end
     elseif algorithm == 2 then
-      st = { e = max(st.e - back * op[5], min(0, st.e)), a = 0, b = 0, ttl = st.ttl }
+      -- At most a burst back, never below min(now, tat).
+      local ks, kn = mul(min(back, op[5]), op[6], op[7])
+      local bs, bn = sub(st.s, st.n, ks, kn)
+      if bs < 0 then bs, bn = 0, 0 end
+      local fs, fn = st.s, st.n
+      if lt(now_s, now_n, fs, fn) then fs, fn = now_s, now_n end
+      if lt(bs, bn, fs, fn) then bs, bn = fs, fn end
+      st = { s = bs, n = bn, a = 0, b = 0, ttl = st.ttl }
     else
-      local start, prev, curr = sliding(p, st)
-      if start + 2 * p == st.e then
-        st = { e = st.e, a = prev, b = max(curr - back, 0), ttl = st.ttl }
+      local ss, sn, prev, curr = sliding(ps, pn, st)
+      local es, en = add(ss, sn, ps, pn)
+      es, en = add(es, en, ps, pn)
+      if es == st.s and en == st.n then
+        st = { s = st.s, n = st.n, a = prev, b = max(curr - back, 0), ttl = st.ttl }
       end
     end
   end
-  local want = op[6]
-  local granted = min(want, decide(op, st, 0)[2])
+  local want = op[8]
+  local granted = min(want, decide(op, st, 0).rem)
   local o
   if granted > 0 then
     o = decide(op, st, granted)
-    st = o[5]
+    st = o.st
   else
-    o = decide(op, st, max(min(want, max(op[4], 1)), 1))
+    o = decide(op, st, max(min(want, max(op[5], 1)), 1))
   end
   if st ~= before then save(KEYS[1], st, before.ttl) end
-  local valid_for = p
-  if algorithm ~= 2 then valid_for = p - now_mod(p) end
-  local retry = -1
-  if granted == 0 and o[4] then retry = o[4] end
-  return pack('<ddddd', granted, o[2], o[3], retry, valid_for)
+  local vs, vn = ps, pn
+  if algorithm ~= 2 then
+    local ws, wn = window_start(ps, pn)
+    ws, wn = add(ws, wn, ps, pn)
+    vs, vn = sub(ws, wn, now_s, now_n)
+  end
+  local ys, yn = -1, 0
+  if granted == 0 and o.ys then ys, yn = o.ys, o.yn end
+  return pack('<dddddddd', granted, o.rem, o.rs, o.rn, ys, yn, vs, vn)
 end
 
 local every = mode == '1'
@@ -259,16 +380,16 @@ for i = 1, #KEYS do
     st = load(key)
     loaded[key] = st
   end
-  local cost = op[6]
+  local cost = op[8]
   local o = decide(op, st, cost)
   outs[i] = o
-  if every then staged[i] = charge(op, st, o, cost) else staged[i] = o[5] end
+  if every then staged[i] = charge(op, st, o, cost) else staged[i] = o.st end
   view[key] = staged[i]
-  local flags = op[7]
+  local flags = op[9]
   if flags >= 2 then
     quota = true
-    if flags == 2 or o[1] then quota_ok = true end
-  elseif flags == 1 and not o[1] then
+    if flags == 2 or o.ok then quota_ok = true end
+  elseif flags == 1 and not o.ok then
     admitted = false
   end
 end
@@ -277,13 +398,13 @@ if quota and not quota_ok then admitted = false end
 if not every and not admitted then
   -- Nothing is consumed: ops that would have admitted report the counter as it is.
   for i = 1, #KEYS do
-    if outs[i][1] then
+    if outs[i].ok then
       outs[i] = decide(ops[i], loaded[KEYS[i]] or load(KEYS[i]), 0)
     end
   end
 else
   for i = 1, #KEYS do
-    if ops[i][6] > 0 and (outs[i][1] or every) then
+    if ops[i][8] > 0 and (outs[i].ok or every) then
       local key = KEYS[i]
       save(key, staged[i], loaded[key] and loaded[key].ttl or 0)
     end
@@ -293,13 +414,9 @@ end
 local reply = {}
 for i = 1, #KEYS do
   local o = outs[i]
-  local state = o[5]
-  local s, n = 0, 0
-  if state.e ~= FRESH then
-    local t = now_n + state.e
-    local carry = idiv(t - (t % E9), E9)
-    s, n = now_s + carry, t - carry * E9
-  end
-  reply[i] = pack('<dddddddd', o[1] and 1 or 0, o[2], o[3], o[4] or -1, s, n, state.a, state.b)
+  local st = o.st
+  local ys, yn = -1, 0
+  if o.ys then ys, yn = o.ys, o.yn end
+  reply[i] = pack('<dddddddddd', o.ok and 1 or 0, o.rem, o.rs, o.rn, ys, yn, st.s, st.n, st.a, st.b)
 end
 return table.concat(reply)

@@ -27,11 +27,11 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{Script, ScriptInvocation};
 use smallvec::SmallVec;
-use tollgate_core::algorithm::Algorithm;
+use tollgate_core::algorithm::{Algorithm, domain};
 use tollgate_core::store::{Admission, CircuitState, LeaseFuture, LeaseGrant, StoreFuture};
 use tollgate_core::{
-    CircuitBreaker, CircuitBreakerConfig, CommitRule, CounterState, LimitOp, Nanos, Outcome, Store,
-    StoreError,
+    CircuitBreaker, CircuitBreakerConfig, CommitRule, Limit, LimitOp, Nanos, Outcome, Span, Store,
+    StoreError, saturating_nanos,
 };
 
 pub use url::StoreUrl;
@@ -39,7 +39,9 @@ pub use url::StoreUrl;
 /// The decision script; see its header for the calling convention.
 const DECIDE_LUA: &str = include_str!("decide.lua");
 /// Numbers (packed doubles) the script returns per op.
-const REPLY_WIDTH: usize = 8;
+/// Doubles per op in the script's arguments, and per counter in its reply.
+const OP_WIDTH: usize = 9;
+const REPLY_WIDTH: usize = 10;
 const NANOS_PER_SECOND: u64 = 1_000_000_000;
 
 /// Whose clock decides.
@@ -362,20 +364,25 @@ impl RedisStore {
                 invocation.arg(pack(&[now / NANOS_PER_SECOND, now % NANOS_PER_SECOND]))
             }
         };
-        let mut packed = Vec::with_capacity((ops.len() * 7 + extra.len()) * 8);
+        let mut packed = Vec::with_capacity((ops.len() * OP_WIDTH + extra.len()) * 8);
         for op in ops {
             let algorithm = match op.limit.algorithm() {
                 Algorithm::FixedWindow => 1,
                 Algorithm::Gcra => 2,
                 Algorithm::SlidingWindow => 3,
             };
+            let (period, emission) = (op.limit.period(), op.limit.emission());
             for x in [
                 algorithm,
                 op.limit.requests(),
-                op.limit.period(),
+                period / NANOS_PER_SECOND,
+                period % NANOS_PER_SECOND,
                 op.limit.burst(),
-                op.limit.emission(),
-                op.cost,
+                emission / NANOS_PER_SECOND,
+                emission % NANOS_PER_SECOND,
+                // A cost past MAX_COUNT decides like MAX_COUNT (it exceeds every limit),
+                // and the script's doubles hold it exactly.
+                op.cost.min(domain::MAX_COUNT),
                 // 0 shadow, 1 enforced; plus 2 in quota mode (see decide.lua).
                 u64::from(op.enforce) + 2 * u64::from(op.quota),
             ] {
@@ -383,7 +390,7 @@ impl RedisStore {
             }
         }
         for &x in extra {
-            packed.extend_from_slice(&(x as f64).to_le_bytes());
+            packed.extend_from_slice(&(x.min(domain::MAX_COUNT) as f64).to_le_bytes());
         }
         invocation.arg(packed);
     }
@@ -450,7 +457,7 @@ impl RedisStore {
             )));
         }
         for (op, values) in ops.iter_mut().zip(reply.chunks_exact(REPLY_WIDTH)) {
-            op.outcome = Some(outcome_of(op.limit.algorithm(), values));
+            op.outcome = Some(outcome_of(&op.limit, values));
         }
         Ok(())
     }
@@ -468,18 +475,28 @@ impl RedisStore {
         wanted.cost = want;
         self.push_args(&mut invocation, "2", now, &[wanted], &[unused]);
         let reply = unpack(&self.call(&invocation).await?);
-        let [granted, remaining, reset_after, retry_after, valid_for] = reply[..] else {
+        let [
+            granted,
+            remaining,
+            reset_s,
+            reset_n,
+            retry_s,
+            retry_n,
+            valid_s,
+            valid_n,
+        ] = reply[..]
+        else {
             return Err(StoreError::Unavailable(format!(
-                "the lease script answered {} values instead of 5",
+                "the lease script answered {} values instead of 8",
                 reply.len()
             )));
         };
         Ok(LeaseGrant {
             granted: unsigned(granted),
             remaining: unsigned(remaining),
-            reset_after: unsigned(reset_after),
-            retry_after: (retry_after >= 0.0).then(|| unsigned(retry_after)),
-            valid_for: unsigned(valid_for),
+            reset_after: span(reset_s, reset_n),
+            retry_after: (retry_s >= 0.0).then(|| span(retry_s, retry_n)),
+            valid_for: saturating_nanos(span(valid_s, valid_n)),
         })
     }
 }
@@ -533,25 +550,23 @@ impl Store for RedisStore {
     }
 }
 
-/// One op's reply: allowed, remaining, reset_after, retry_after (-1: none), then the
-/// state as expiry seconds, nanoseconds and the algorithm's two counts.
-fn outcome_of(algorithm: Algorithm, v: &[f64]) -> Outcome {
-    let expiry = unsigned(v[4])
-        .saturating_mul(NANOS_PER_SECOND)
-        .saturating_add(unsigned(v[5]));
-    let (a, b) = (unsigned(v[6]), unsigned(v[7]));
-    let state = match algorithm {
-        Algorithm::FixedWindow => CounterState([expiry, a]),
-        Algorithm::Gcra => CounterState([expiry, 0]),
-        Algorithm::SlidingWindow => CounterState([expiry, (a << 32) | (b & 0xffff_ffff)]),
-    };
+/// One op's reply: allowed, remaining, reset_after and retry_after (seconds -1: none) as
+/// seconds and nanoseconds, then the state as expiry seconds, nanoseconds and the
+/// algorithm's two counts.
+fn outcome_of(limit: &Limit, v: &[f64]) -> Outcome {
     Outcome {
         allowed: v[0] == 1.0,
         remaining: unsigned(v[1]),
-        reset_after: unsigned(v[2]),
-        retry_after: (v[3] >= 0.0).then(|| unsigned(v[3])),
-        state,
+        reset_after: span(v[2], v[3]),
+        retry_after: (v[4] >= 0.0).then(|| span(v[4], v[5])),
+        state: limit.state_from_parts(span(v[6], v[7]), unsigned(v[8]), unsigned(v[9])),
     }
+}
+
+/// A time or span the script sends as whole seconds and nanoseconds.
+fn span(seconds: f64, nanos: f64) -> Span {
+    // `as` saturates and maps NaN to 0, so a negative or broken value becomes 0.
+    (seconds as Span) * Span::from(NANOS_PER_SECOND) + nanos as Span
 }
 
 /// A whole non-negative double from the script as an integer (negatives become 0).
@@ -598,6 +613,7 @@ fn parse_seed(text: &str) -> Option<[u8; 16]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tollgate_core::CounterState;
 
     #[test]
     fn seeds_round_trip_through_hex() {
@@ -609,15 +625,43 @@ mod tests {
 
     #[test]
     fn replies_become_outcomes_with_core_shaped_state() {
+        let sliding = Limit::sliding_window(10, NANOS_PER_SECOND).unwrap();
         let o = outcome_of(
-            Algorithm::SlidingWindow,
-            &[1.0, 4.0, 10.0, -1.0, 2.0, 5.0, 3.0, 7.0],
+            &sliding,
+            &[1.0, 4.0, 0.0, 10.0, -1.0, 0.0, 2.0, 5.0, 3.0, 7.0],
         );
         assert!(o.allowed);
+        assert_eq!(o.reset_after, 10);
         assert_eq!(o.retry_after, None);
         assert_eq!(o.state, CounterState([2_000_000_005, (3 << 32) | 7]));
-        let o = outcome_of(Algorithm::Gcra, &[0.0, 0.0, 10.0, 3.0, 0.0, 0.0, 0.0, 0.0]);
+        let gcra = Limit::gcra(1, NANOS_PER_SECOND, 1).unwrap();
+        let o = outcome_of(&gcra, &[0.0, 0.0, 0.0, 10.0, 0.0, 3.0, 0.0, 0.0, 0.0, 0.0]);
         assert_eq!(o.retry_after, Some(3));
         assert_eq!(o.state, CounterState::default());
+        // A thousand years of seconds, past 64-bit nanoseconds, arrive whole.
+        let far = 31_536_000_000.0 + 1_795_000_000.0;
+        let o = outcome_of(
+            &gcra,
+            &[
+                1.0,
+                0.0,
+                31_536_000_000.0,
+                7.0,
+                -1.0,
+                0.0,
+                far,
+                9.0,
+                0.0,
+                0.0,
+            ],
+        );
+        assert_eq!(
+            o.reset_after,
+            31_536_000_000 * Span::from(NANOS_PER_SECOND) + 7
+        );
+        assert_eq!(
+            gcra.expiry_of(o.state),
+            33_331_000_000 * Span::from(NANOS_PER_SECOND) + 9
+        );
     }
 }

@@ -6,11 +6,16 @@
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use tollgate_core::algorithm::domain;
 use tollgate_core::{CommitRule, CounterKey, Limit, LimitOp, MemoryStore, Nanos, SECOND, Store};
 
-/// The limits scenarios draw from: the periods policies produce (whole seconds), one that
-/// divides a second, and a limit that admits nothing.
+/// The limits scenarios draw from: the periods policies produce (whole seconds, up to a
+/// year), one that divides a second, a limit that admits nothing, and the edges of the
+/// domain (`tollgate_core::algorithm::domain`): 32-bit rates and bursts, a GCRA bucket
+/// 1,000 years deep, bursts below and above the rate.
 pub fn limits() -> Vec<Limit> {
+    let year = domain::YEAR;
+    let top = domain::MAX_REQUESTS;
     vec![
         Limit::fixed_window(5, SECOND).expect("valid limit"),
         Limit::gcra(3, SECOND, 4).expect("valid limit"),
@@ -20,6 +25,14 @@ pub fn limits() -> Vec<Limit> {
         Limit::sliding_window(9, 60 * SECOND).expect("valid limit"),
         Limit::sliding_window(4, SECOND / 10).expect("valid limit"),
         Limit::fixed_window(0, SECOND).expect("valid limit"),
+        Limit::gcra(1, year, 1_000).expect("valid limit"),
+        Limit::gcra(7, year, 3).expect("valid limit"),
+        Limit::gcra(top, SECOND, top).expect("valid limit"),
+        Limit::gcra(3, 2_592_000 * SECOND, top / 1_000).expect("valid limit"),
+        Limit::fixed_window(top, year).expect("valid limit"),
+        Limit::fixed_window(3, year).expect("valid limit"),
+        Limit::sliding_window(top, year).expect("valid limit"),
+        Limit::sliding_window(5, year).expect("valid limit"),
     ]
 }
 
@@ -48,11 +61,25 @@ pub enum Step {
 }
 
 fn steps(limits: usize) -> impl Strategy<Value = Vec<(u64, Step)>> {
-    let gap = prop_oneof![0u64..1_000, 0u64..300_000_000, 0u64..20 * SECOND];
+    let year = domain::YEAR;
+    let gap = prop_oneof![
+        4 => 0u64..1_000,
+        4 => 0u64..300_000_000,
+        4 => 0u64..20 * SECOND,
+        1 => 0u64..40 * 86_400 * SECOND,
+        1 => 0u64..2 * year,
+    ];
+    // Costs: a few, up to and past the bursts above, and far past any limit.
+    let cost = prop_oneof![
+        12 => 0u64..4,
+        2 => 0u64..2_000,
+        1 => domain::MAX_REQUESTS - 2..domain::MAX_REQUESTS + 2,
+        1 => any::<u64>(),
+    ];
     let op = (
         0..limits,
         0u64..3,
-        0u64..4,
+        cost,
         prop::bool::weighted(0.85),
         prop::bool::weighted(0.3),
     );
@@ -62,8 +89,14 @@ fn steps(limits: usize) -> impl Strategy<Value = Vec<(u64, Step)>> {
     ];
     let apply =
         (prop::collection::vec(op, 1..4), rule).prop_map(|(ops, rule)| Step::Apply { ops, rule });
-    let lease =
-        (0..limits, 0u64..3, 0u64..3, 1u64..6).prop_map(|(limit, key, unused, want)| Step::Lease {
+    let tokens = prop_oneof![4 => 0u64..6, 1 => 0u64..5_000];
+    let lease = (
+        0..limits,
+        0u64..3,
+        tokens.clone(),
+        tokens.prop_map(|t| t.max(1)),
+    )
+        .prop_map(|(limit, key, unused, want)| Step::Lease {
             limit,
             key,
             unused,
@@ -87,11 +120,16 @@ pub fn check_store(
         cases,
         ..Config::default()
     });
-    let result = runner.run(&(steps(limits.len()), 0u64..SECOND), |(steps, offset)| {
+    // Clock readings across the domain: today's, and any from 1970 to a century before
+    // 2262, at any nanosecond.
+    let start = prop_oneof![
+        3 => 1_795_000_000 * SECOND..1_795_000_000 * SECOND + SECOND,
+        1 => 0..domain::MAX_NOW - 100 * domain::YEAR,
+    ];
+    let result = runner.run(&(steps(limits.len()), start), |(steps, start)| {
         let reference = MemoryStore::default();
         let group = group();
-        // A realistic wall-clock time (late 2026) plus a random sub-second offset.
-        let mut now: Nanos = 1_795_000_000 * SECOND + offset;
+        let mut now: Nanos = start;
         let op = |l: usize, k: u64, cost: u64, enforce: bool, quota: bool| {
             // One counter per (limit, key), as the limiter's keys would be, and none shared
             // with another case (stores that ignore groups keep cases apart by key).
@@ -157,4 +195,80 @@ pub fn check_store(
             store.kind()
         );
     }
+}
+
+/// The case that once saturated: `1 per year, burst 1,000` (a bucket 1,000 years deep, past
+/// 64-bit nanoseconds) takes 1,005 requests at one instant and admits exactly 1,000, each
+/// answer with the right `remaining` and reset; the five refused ones wait one year. Then,
+/// a year later, exactly one more. Every answer also equals the memory store's.
+pub fn check_deep_bucket(store: &dyn Store, runtime: &tokio::runtime::Runtime, group: u64) {
+    let year = domain::YEAR;
+    let limit = Limit::gcra(1, year, 1_000).expect("valid limit");
+    let reference = MemoryStore::default();
+    let now: Nanos = 1_795_000_000 * SECOND + 123_456_789;
+    let op = || {
+        let mut op = LimitOp::new(
+            CounterKey(group.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+            limit,
+            1,
+            true,
+        );
+        op.group = group;
+        op
+    };
+    let decide = |at: Nanos| {
+        let mut got = [op()];
+        runtime
+            .block_on(store.apply(&mut got, at, CommitRule::AllOrNothing))
+            .unwrap_or_else(|e| panic!("{}: store error: {e}", store.kind()));
+        let mut expected = [op()];
+        reference.apply_with(&mut expected, at, CommitRule::AllOrNothing);
+        let got = got[0].outcome.expect("an outcome");
+        assert_eq!(
+            Some(got),
+            expected[0].outcome,
+            "{} differs from the memory store",
+            store.kind()
+        );
+        got
+    };
+    let year_span = tollgate_core::Span::from(year);
+    let mut admitted = 0u64;
+    for i in 0..1_005u64 {
+        let o = decide(now);
+        if o.allowed {
+            admitted += 1;
+            assert_eq!(
+                o.remaining,
+                999 - i,
+                "{}: remaining after request {i}",
+                store.kind()
+            );
+            assert_eq!(o.reset_after, tollgate_core::Span::from(i + 1) * year_span);
+        } else {
+            assert_eq!(o.remaining, 0);
+            assert_eq!(
+                o.reset_after,
+                1_000 * year_span,
+                "{}: reset when refused",
+                store.kind()
+            );
+            assert_eq!(
+                o.retry_after,
+                Some(year_span),
+                "{}: retry when refused",
+                store.kind()
+            );
+        }
+    }
+    assert_eq!(admitted, 1_000, "{}: admitted of 1,005", store.kind());
+    let a_year_later = now + year;
+    let next = decide(a_year_later);
+    assert!(next.allowed, "{}: one more a year later", store.kind());
+    assert_eq!(next.remaining, 0);
+    assert!(
+        !decide(a_year_later).allowed,
+        "{}: and only one",
+        store.kind()
+    );
 }

@@ -4,8 +4,8 @@
 //! State word 0 is the end of the window the count belongs to; word 1 is the count.
 //! If the wall clock steps back, the newer window stored is kept (never resets early).
 
-use super::{CounterState, Limit, Outcome, window_start};
-use crate::time::Nanos;
+use super::{CounterState, Limit, Outcome, domain, window_start};
+use crate::time::{Nanos, Span};
 
 /// The window the count belongs to (its end) and the count so far.
 fn unpack(limit: &Limit, state: CounterState, now: Nanos) -> (Nanos, u64) {
@@ -17,10 +17,10 @@ fn unpack(limit: &Limit, state: CounterState, now: Nanos) -> (Nanos, u64) {
     }
 }
 
-/// A refused request counts past the limit until the window ends.
+/// A refused request counts past the limit until the window ends (up to `MAX_COUNT`).
 pub(super) fn charge(limit: &Limit, state: CounterState, cost: u64, now: Nanos) -> CounterState {
     let (end, count) = unpack(limit, state, now);
-    CounterState([end, count.saturating_add(cost)])
+    CounterState([end, count.saturating_add(cost).min(domain::MAX_COUNT)])
 }
 
 pub(super) fn refund(limit: &Limit, state: CounterState, cost: u64, now: Nanos) -> CounterState {
@@ -33,7 +33,7 @@ pub(super) fn refund(limit: &Limit, state: CounterState, cost: u64, now: Nanos) 
 
 pub(super) fn decide(limit: &Limit, state: CounterState, cost: u64, now: Nanos) -> Outcome {
     let (end, count) = unpack(limit, state, now);
-    let reset_after = end - now;
+    let reset_after = Span::from(end - now);
     let after = count.saturating_add(cost);
     if after <= limit.requests {
         Outcome {
@@ -61,7 +61,7 @@ pub(super) fn decide(limit: &Limit, state: CounterState, cost: u64, now: Nanos) 
 #[cfg(test)]
 mod tests {
     use crate::algorithm::{CounterState, Limit};
-    use crate::time::SECOND;
+    use crate::time::{SECOND, Span};
 
     #[test]
     fn windows_are_aligned_to_the_clock() {
@@ -70,10 +70,10 @@ mod tests {
         let now = 120 * SECOND + 50 * SECOND;
         let a = limit.decide(CounterState::default(), 2, now);
         assert!(a.allowed);
-        assert_eq!(a.reset_after, 10 * SECOND);
+        assert_eq!(a.reset_after, Span::from(10 * SECOND));
         let b = limit.decide(a.state, 1, now + 5 * SECOND);
         assert!(!b.allowed);
-        assert_eq!(b.retry_after, Some(5 * SECOND));
+        assert_eq!(b.retry_after, Some(Span::from(5 * SECOND)));
         // The next minute starts fresh.
         let c = limit.decide(a.state, 2, 180 * SECOND);
         assert!(c.allowed);

@@ -1,67 +1,122 @@
 //! GCRA (generic cell rate algorithm): token-bucket semantics with a single timestamp of
 //! state, the "theoretical arrival time" (TAT) of the next request.
 //!
-//! With emission interval `T = period / requests` (rounded up) and capacity `C = burst × T`,
-//! a request of cost `n` is admitted at time `now` when
-//! `max(tat, now) + n·T − now ≤ C`, and then `tat ← max(tat, now) + n·T`.
-//! State word 0 is the TAT (also the time the bucket is full again); word 1 is unused.
+//! With emission interval `T = period / requests` (rounded up), a request of cost `n` is
+//! admitted at time `now` when `used + n·T ≤ burst·T`, where `used = max(tat, now) − now`
+//! is the time the bucket needs to be full again; then `tat ← max(tat, now) + n·T`.
+//!
+//! Exact over the whole domain (`super::domain`): a bucket of 1,000 at 1 per year is 1,000
+//! years deep, past what 64-bit nanoseconds hold, so the arithmetic runs in 128 bits.
+//! State word 0 is the TAT while it is below 2^63 ns (2262) and word 1 is 0; a later TAT
+//! keeps its high bits in word 0 under the top bit and its low 64 bits in word 1. Either
+//! way word 0 is at least the TAT as far as 64 bits can tell, which is what
+//! [`CounterState::expires_at`] needs.
 
 use super::{CounterState, Limit, Outcome};
-use crate::time::Nanos;
+use crate::time::{Nanos, Span};
 
-pub(super) fn decide(limit: &Limit, state: CounterState, cost: u64, now: Nanos) -> Outcome {
-    let t = limit.emission;
-    let capacity = limit.burst.saturating_mul(t);
-    let tat = state.0[0].max(now);
-    let new_tat = tat.saturating_add(cost.saturating_mul(t));
-    // Time the bucket needs to drain to empty, i.e. to be full of tokens again.
-    let used = tat - now;
-    if new_tat - now <= capacity {
-        let used_after = new_tat - now;
-        Outcome {
-            allowed: true,
-            remaining: (capacity - used_after) / t,
-            reset_after: used_after,
-            retry_after: None,
-            state: if cost == 0 {
-                state
-            } else {
-                CounterState([new_tat, 0])
-            },
-        }
+const WIDE: u64 = 1 << 63;
+
+/// The TAT a state holds (0 for a fresh one).
+#[inline]
+pub(super) fn tat(state: CounterState) -> Span {
+    let [word0, word1] = state.0;
+    if word0 & WIDE == 0 {
+        Span::from(word0)
     } else {
-        let retry_after = (cost <= limit.burst).then(|| new_tat - capacity - now);
-        Outcome {
-            allowed: false,
-            remaining: capacity.saturating_sub(used) / t,
-            reset_after: used,
-            retry_after,
-            state,
-        }
+        (Span::from(word0 & !WIDE) << 64) | Span::from(word1)
     }
 }
 
-/// A refused request empties the bucket, without going into debt.
-pub(super) fn refund(limit: &Limit, state: CounterState, cost: u64, now: Nanos) -> CounterState {
-    let back = state.0[0].saturating_sub(cost.saturating_mul(limit.emission));
-    // Below `now` every value means "full"; keep `now` so the state stays recognisably live.
-    CounterState([back.max(now.min(state.0[0])), 0])
+/// The state holding `tat` (below 2^127 ns, which the domain keeps far away).
+#[inline]
+pub(super) fn state_at(tat: Span) -> CounterState {
+    match u64::try_from(tat) {
+        Ok(word0) if word0 & WIDE == 0 => CounterState([word0, 0]),
+        _ => CounterState([WIDE | (tat >> 64) as u64, tat as u64]),
+    }
 }
 
+/// ⌈a / b⌉ for b > 0, in 64 bits when `a` fits (every bucket under 584 years deep).
+#[inline]
+fn div_ceil(a: Span, b: u64) -> Span {
+    match u64::try_from(a) {
+        Ok(a) => Span::from(a.div_ceil(b)),
+        Err(_) => a.div_ceil(Span::from(b)),
+    }
+}
+
+pub(super) fn decide(limit: &Limit, state: CounterState, cost: u64, now: Nanos) -> Outcome {
+    let t = Span::from(limit.emission);
+    let burst = limit.burst;
+    let now_wide = Span::from(now);
+    let tat = tat(state).max(now_wide);
+    let used = tat - now_wide;
+    let mut retry_after = None;
+    if cost <= burst {
+        let room = Span::from(burst - cost) * t;
+        if used <= room {
+            let took = Span::from(cost) * t;
+            // used ≤ (burst − cost)·T, so ⌈used / T⌉ ≤ burst − cost.
+            let remaining = burst - cost - div_ceil(used, limit.emission) as u64;
+            return Outcome {
+                allowed: true,
+                remaining,
+                reset_after: used + took,
+                retry_after: None,
+                state: if cost == 0 {
+                    state
+                } else {
+                    state_at(tat + took)
+                },
+            };
+        }
+        retry_after = Some(used - room);
+    }
+    let remaining = if used >= Span::from(burst) * t {
+        0
+    } else {
+        // used < burst·T, so ⌈used / T⌉ ≤ burst.
+        burst - div_ceil(used, limit.emission) as u64
+    };
+    Outcome {
+        allowed: false,
+        remaining,
+        reset_after: used,
+        retry_after,
+        state,
+    }
+}
+
+/// Gives back `cost` emission intervals, never more than a burst (a refund restores at
+/// most a full bucket).
+pub(super) fn refund(limit: &Limit, state: CounterState, cost: u64, now: Nanos) -> CounterState {
+    let stored = tat(state);
+    let back =
+        stored.saturating_sub(Span::from(cost.min(limit.burst)) * Span::from(limit.emission));
+    // Below `now` every value means "full"; keep `now` so the state stays recognisably live.
+    state_at(back.max(Span::from(now).min(stored)))
+}
+
+/// A refused request empties the bucket, without going into debt.
 pub(super) fn charge(limit: &Limit, state: CounterState, cost: u64, now: Nanos) -> CounterState {
-    let t = limit.emission;
-    let full_debt = now.saturating_add(limit.burst.saturating_mul(t));
-    let tat = state.0[0]
-        .max(now)
-        .saturating_add(cost.saturating_mul(t))
-        .min(full_debt);
-    CounterState([tat.max(state.0[0]), 0])
+    let t = Span::from(limit.emission);
+    let stored = tat(state);
+    let now_wide = Span::from(now);
+    let full_debt = now_wide + Span::from(limit.burst) * t;
+    let tat = if cost > limit.burst {
+        full_debt
+    } else {
+        (stored.max(now_wide) + Span::from(cost) * t).min(full_debt)
+    };
+    state_at(tat.max(stored))
 }
 
 #[cfg(test)]
 mod tests {
-    use crate::algorithm::{CounterState, Limit};
-    use crate::time::SECOND;
+    use super::{state_at, tat};
+    use crate::algorithm::{CounterState, Limit, domain};
+    use crate::time::{SECOND, Span};
 
     #[test]
     fn burst_then_steady_rate() {
@@ -77,7 +132,7 @@ mod tests {
         }
         let denied = limit.decide(state, 1, now);
         assert!(!denied.allowed);
-        assert_eq!(denied.retry_after, Some(SECOND / 10));
+        assert_eq!(denied.retry_after, Some(Span::from(SECOND / 10)));
         assert_eq!(denied.state, state);
         let later = limit.decide(state, 1, now + SECOND / 10);
         assert!(later.allowed);
@@ -99,5 +154,54 @@ mod tests {
         assert!(out.allowed);
         let after_an_hour = limit.decide(out.state, 0, start + 3_600 * SECOND);
         assert_eq!(after_an_hour.remaining, 3);
+    }
+
+    #[test]
+    fn a_thousand_years_deep_bucket_admits_its_burst_exactly() {
+        // 1 per year, burst 1,000: the bucket is 1,000 years deep, past 64-bit nanoseconds.
+        let year = domain::YEAR;
+        let limit = Limit::gcra(1, year, 1_000).unwrap();
+        let now = 1_795_000_000 * SECOND;
+        let mut state = CounterState::default();
+        let mut admitted = 0;
+        for i in 0..1_005u64 {
+            let out = limit.decide(state, 1, now);
+            if out.allowed {
+                admitted += 1;
+                state = out.state;
+                assert_eq!(out.remaining, 999 - i);
+                assert_eq!(out.reset_after, Span::from(i + 1) * Span::from(year));
+            } else {
+                assert_eq!(out.remaining, 0);
+                assert_eq!(out.reset_after, 1_000 * Span::from(year));
+                assert_eq!(out.retry_after, Some(Span::from(year)));
+            }
+        }
+        assert_eq!(admitted, 1_000);
+        // The TAT is past 2262, so it lives in two words, and nothing sweeps it early.
+        assert_eq!(tat(state), Span::from(now) + 1_000 * Span::from(year));
+        assert!(state.expires_at() >= domain::MAX_NOW);
+        // A year later exactly one more fits.
+        let later = now + year;
+        let next = limit.decide(state, 1, later);
+        assert!(next.allowed);
+        assert!(!limit.decide(next.state, 1, later).allowed);
+    }
+
+    #[test]
+    fn wide_times_round_trip_through_the_state_words() {
+        for t in [
+            0,
+            1,
+            (1u128 << 63) - 1,
+            1 << 63,
+            u128::from(u64::MAX),
+            1 << 100,
+            (1 << 127) - 1,
+        ] {
+            assert_eq!(tat(state_at(t)), t, "{t}");
+            assert!(u128::from(state_at(t).expires_at()) >= t.min(u128::from(domain::MAX_NOW)));
+        }
+        assert_eq!(state_at(5), CounterState([5, 0]));
     }
 }

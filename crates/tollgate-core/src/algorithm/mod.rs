@@ -9,7 +9,29 @@ mod fixed_window;
 mod gcra;
 mod sliding_window;
 
-use crate::time::Nanos;
+use crate::time::{Nanos, Span};
+
+/// The domain every algorithm is exact over, in memory and in the Redis script alike
+/// (`docs/design/rate-limiting.md`, "Domain"). A limit outside it is refused when built.
+pub mod domain {
+    use crate::time::{Nanos, SECOND, Span};
+
+    /// Most requests per period, and most burst: Envoy's `requests_per_unit` is 32-bit.
+    pub const MAX_REQUESTS: u64 = u32::MAX as u64;
+    /// Longest period: a century (policies use a year at most).
+    pub const MAX_PERIOD: Nanos = 100 * YEAR;
+    /// Deepest GCRA bucket (`burst × period / requests`): a million years, beyond any
+    /// policy and still exact in the Redis script's seconds.
+    pub const MAX_GCRA_DEPTH: Span = 1_000_000 * YEAR as Span;
+    /// Counts are exact up to 2^53 (the Redis script's doubles); a window that counts
+    /// refused requests (envoy's counting) stops there.
+    pub const MAX_COUNT: u64 = 1 << 53;
+    /// Clock readings: from 1970 to 2262 (2^63 nanoseconds). Later GCRA times are kept in
+    /// two words (see `gcra`), so a bucket may reach far past it.
+    pub const MAX_NOW: Nanos = 1 << 63;
+    /// A policy year: 365 days.
+    pub const YEAR: Nanos = 31_536_000 * SECOND;
+}
 
 /// Which algorithm a limit uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -47,7 +69,8 @@ impl Algorithm {
 ///
 /// Invariant, for every algorithm: word 0 is the time after which the state is equivalent
 /// to a fresh one ([`CounterState::expires_at`]). Stores use it to drop idle counters
-/// without keeping an expiry of their own.
+/// without keeping an expiry of their own. A GCRA time past [`domain::MAX_NOW`] sets word
+/// 0's top bit (see `gcra`): such a state outlives every clock reading of the domain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
 pub struct CounterState(pub [u64; 2]);
 
@@ -67,10 +90,10 @@ pub struct Outcome {
     /// Requests still available after this decision (before it, when denied).
     pub remaining: u64,
     /// Nanoseconds until the counter is back to its full allowance, if nothing else arrives.
-    pub reset_after: Nanos,
+    pub reset_after: Span,
     /// When denied: nanoseconds until the same request would be admitted, if nothing else
     /// arrives. `None` when allowed, or when the request can never fit (cost above the limit).
-    pub retry_after: Option<Nanos>,
+    pub retry_after: Option<Span>,
     /// The state to store if this outcome is committed. Equal to the input state when denied.
     pub state: CounterState,
 }
@@ -84,11 +107,34 @@ pub enum LimitError {
     /// `burst` was zero for a limit that admits requests.
     #[error("burst must be at least 1")]
     ZeroBurst,
-    /// The sliding window keeps 32-bit counts.
-    #[error("sliding_window supports at most {max} requests per window, got {got}", max = u32::MAX)]
-    SlidingWindowTooLarge {
+    /// More requests per period than the domain holds.
+    #[error("at most {max} requests per unit, got {got}", max = domain::MAX_REQUESTS)]
+    TooManyRequests {
         /// The requested limit.
         got: u64,
+    },
+    /// A burst larger than the domain holds.
+    #[error("burst must be at most {max}, got {got}", max = domain::MAX_REQUESTS)]
+    BurstTooLarge {
+        /// The requested burst.
+        got: u64,
+    },
+    /// A period longer than the domain holds.
+    #[error("the period must be at most 100 years")]
+    PeriodTooLong,
+    /// A GCRA bucket that takes longer than the domain holds to refill.
+    #[error(
+        "a gcra burst of {burst} at {requests} per unit refills in {years} years; at most \
+         {max} years are allowed (burst x unit / requests_per_unit)",
+        max = domain::MAX_GCRA_DEPTH / domain::YEAR as Span
+    )]
+    GcraTooDeep {
+        /// The burst.
+        burst: u64,
+        /// The requests per period.
+        requests: u64,
+        /// Years to refill, rounded down.
+        years: Span,
     },
 }
 
@@ -117,9 +163,6 @@ impl Limit {
 
     /// About `requests` per rolling `period` (see the error bound in `docs/design/rate-limiting.md`).
     pub fn sliding_window(requests: u64, period: Nanos) -> Result<Self, LimitError> {
-        if requests > u64::from(u32::MAX) {
-            return Err(LimitError::SlidingWindowTooLarge { got: requests });
-        }
         Self::build(Algorithm::SlidingWindow, requests, period, requests)
     }
 
@@ -135,11 +178,28 @@ impl Limit {
         if burst == 0 && requests > 0 {
             return Err(LimitError::ZeroBurst);
         }
+        if period > domain::MAX_PERIOD {
+            return Err(LimitError::PeriodTooLong);
+        }
+        if requests > domain::MAX_REQUESTS {
+            return Err(LimitError::TooManyRequests { got: requests });
+        }
+        if burst > domain::MAX_REQUESTS {
+            return Err(LimitError::BurstTooLarge { got: burst });
+        }
         let emission = if requests == 0 {
             0
         } else {
             period.div_ceil(requests)
         };
+        let depth = Span::from(burst) * Span::from(emission);
+        if algorithm == Algorithm::Gcra && depth > domain::MAX_GCRA_DEPTH {
+            return Err(LimitError::GcraTooDeep {
+                burst,
+                requests,
+                years: depth / Span::from(domain::YEAR),
+            });
+        }
         Ok(Self {
             algorithm,
             requests,
@@ -180,9 +240,10 @@ impl Limit {
     /// A cost of zero never changes state and reports what is left.
     #[inline]
     pub fn decide(&self, state: CounterState, cost: u64, now: Nanos) -> Outcome {
-        if self.requests == 0 && cost > 0 {
+        if self.requests == 0 {
+            // Nothing ever fits; a zero cost is admitted and reports nothing left.
             return Outcome {
-                allowed: false,
+                allowed: cost == 0,
                 remaining: 0,
                 reset_after: 0,
                 retry_after: None,
@@ -268,6 +329,30 @@ impl Limit {
     }
 }
 
+impl Limit {
+    /// The state of this limit's counter from its parts as a store that keeps no machine
+    /// words holds them (the Redis script): the expiry time of word 0 (for GCRA the
+    /// theoretical arrival time, which may lie past [`Nanos`]) and the algorithm's two
+    /// counts.
+    pub fn state_from_parts(&self, expiry: Span, a: u64, b: u64) -> CounterState {
+        let word0 = Nanos::try_from(expiry).unwrap_or(Nanos::MAX);
+        match self.algorithm {
+            Algorithm::FixedWindow => CounterState([word0, a]),
+            Algorithm::Gcra => gcra::state_at(expiry),
+            Algorithm::SlidingWindow => CounterState([word0, (a << 32) | (b & 0xffff_ffff)]),
+        }
+    }
+
+    /// The expiry time of `state` (for GCRA the whole theoretical arrival time), the
+    /// inverse of [`Limit::state_from_parts`].
+    pub fn expiry_of(&self, state: CounterState) -> Span {
+        match self.algorithm {
+            Algorithm::Gcra => gcra::tat(state),
+            Algorithm::FixedWindow | Algorithm::SlidingWindow => Span::from(state.0[0]),
+        }
+    }
+}
+
 /// Start of the calendar-aligned window of length `period` that contains `now`.
 #[inline]
 fn window_start(now: Nanos, period: Nanos) -> Nanos {
@@ -277,6 +362,7 @@ fn window_start(now: Nanos, period: Nanos) -> Nanos {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::time::SECOND;
 
     #[test]
     fn zero_period_is_rejected() {
@@ -290,11 +376,38 @@ mod tests {
     }
 
     #[test]
-    fn sliding_window_rejects_counts_above_u32() {
+    fn limits_outside_the_domain_are_refused() {
+        let year = domain::YEAR;
+        for build in [Limit::fixed_window, Limit::sliding_window] {
+            assert!(matches!(
+                build(domain::MAX_REQUESTS + 1, SECOND),
+                Err(LimitError::TooManyRequests { .. })
+            ));
+            assert!(build(domain::MAX_REQUESTS, year).is_ok());
+            assert_eq!(
+                build(1, domain::MAX_PERIOD + 1),
+                Err(LimitError::PeriodTooLong)
+            );
+        }
         assert!(matches!(
-            Limit::sliding_window(u64::from(u32::MAX) + 1, 1),
-            Err(LimitError::SlidingWindowTooLarge { .. })
+            Limit::gcra(1, SECOND, domain::MAX_REQUESTS + 1),
+            Err(LimitError::BurstTooLarge { .. })
         ));
+        // A thousand years deep is inside; a million and one is not.
+        assert!(Limit::gcra(1, year, 1_000).is_ok());
+        assert!(Limit::gcra(1, year, 1_000_000).is_ok());
+        let err = Limit::gcra(1, year, 1_000_001).unwrap_err();
+        assert_eq!(
+            err,
+            LimitError::GcraTooDeep {
+                burst: 1_000_001,
+                requests: 1,
+                years: 1_000_001
+            }
+        );
+        assert!(err.to_string().contains("at most 1000000 years"), "{err}");
+        // The fastest rate with the largest burst is a few seconds deep.
+        assert!(Limit::gcra(domain::MAX_REQUESTS, SECOND, domain::MAX_REQUESTS).is_ok());
     }
 
     #[test]

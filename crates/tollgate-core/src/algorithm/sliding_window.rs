@@ -11,7 +11,7 @@
 //! mattering); word 1 packs `prev << 32 | curr`.
 
 use super::{CounterState, Limit, Outcome, window_start};
-use crate::time::Nanos;
+use crate::time::{Nanos, Span};
 
 fn unpack(state: CounterState, current: Nanos, period: Nanos) -> (Nanos, u64, u64) {
     let [expires, packed] = state.0;
@@ -95,7 +95,7 @@ pub(super) fn decide(limit: &Limit, state: CounterState, cost: u64, now: Nanos) 
         Outcome {
             allowed,
             remaining: available - cost,
-            reset_after,
+            reset_after: Span::from(reset_after),
             retry_after: None,
             state,
         }
@@ -103,8 +103,8 @@ pub(super) fn decide(limit: &Limit, state: CounterState, cost: u64, now: Nanos) 
         Outcome {
             allowed,
             remaining: available,
-            reset_after,
-            retry_after: retry_after(limit, start, prev, curr, cost, now),
+            reset_after: Span::from(reset_after),
+            retry_after: retry_after(limit, start, prev, curr, cost, now).map(Span::from),
             state,
         }
     }
@@ -152,7 +152,7 @@ fn retry_after(
 #[cfg(test)]
 mod tests {
     use crate::algorithm::{CounterState, Limit};
-    use crate::time::SECOND;
+    use crate::time::{SECOND, Span};
 
     #[test]
     fn previous_window_weighs_in_linearly() {
@@ -165,7 +165,7 @@ mod tests {
         assert_eq!(half.remaining, 5);
         let six = limit.decide(full.state, 6, t0 + 15 * SECOND);
         assert!(!six.allowed);
-        assert_eq!(six.retry_after, Some(SECOND));
+        assert_eq!(six.retry_after, Some(Span::from(SECOND)));
         let five = limit.decide(full.state, 5, t0 + 15 * SECOND);
         assert!(five.allowed);
     }

@@ -14,7 +14,7 @@ use crate::policy::{Consistency, Domain, OnStoreError, Policy, PolicyLimit, Poli
 use crate::store::{
     CommitRule, LimitOp, MemoryStore, MemoryStoreConfig, Store, StoreError, batch_admits,
 };
-use crate::time::{Clock, Nanos, SECOND};
+use crate::time::{Clock, Nanos, SECOND, Span};
 
 /// What decided one descriptor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,9 +71,9 @@ pub struct DescriptorStatus {
     /// Requests left after this decision; `u64::MAX` when unlimited or unmatched.
     pub remaining: u64,
     /// Nanoseconds until the counter is full again.
-    pub reset_after: Nanos,
+    pub reset_after: Span,
     /// When denied: nanoseconds until the same request could pass, if it ever can.
-    pub retry_after: Option<Nanos>,
+    pub retry_after: Option<Span>,
     /// A shadow-mode policy would have denied; the request was admitted anyway.
     pub shadow_denied: bool,
     /// The limit is in quota mode (`quota_mode`, or the global setting): over it, this

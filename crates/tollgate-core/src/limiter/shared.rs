@@ -9,7 +9,7 @@ use super::{Limiter, Plan};
 use crate::lease::Take;
 use crate::policy::{Consistency, OnStoreError};
 use crate::store::{CommitRule, LimitOp, StoreError, batch_admits};
-use crate::{Limit, Nanos, Outcome};
+use crate::{Limit, Nanos, Outcome, Span, instant_after};
 
 impl Limiter {
     /// Leased ops spend local tokens, local ops use this node's memory, global ops make one
@@ -124,15 +124,16 @@ impl Limiter {
         let granted = |left: u64, store_remaining: u64, reset_at: Nanos| Outcome {
             allowed: true,
             remaining: left.saturating_add(store_remaining),
-            reset_after: reset_at.saturating_sub(now),
+            reset_after: Span::from(reset_at.saturating_sub(now)),
             retry_after: None,
             state: Default::default(),
         };
         let denied = |retry_at: Nanos, reset_at: Nanos| Outcome {
             allowed: false,
             remaining: 0,
-            reset_after: reset_at.saturating_sub(now),
-            retry_after: (op.cost <= op.limit.burst()).then(|| retry_at.saturating_sub(now).max(1)),
+            reset_after: Span::from(reset_at.saturating_sub(now)),
+            retry_after: (op.cost <= op.limit.burst())
+                .then(|| Span::from(retry_at.saturating_sub(now).max(1))),
             state: Default::default(),
         };
         let taken = self.leases.take(op.key, op.limit, op.cost, low_water, now);
@@ -191,12 +192,12 @@ impl Limiter {
                     now,
                     full,
                 );
-                let reset_at = now.saturating_add(grant.reset_after);
+                let reset_at = instant_after(now, grant.reset_after);
                 if spent {
                     Ok(granted(left, grant.remaining, reset_at))
                 } else {
-                    let wait = grant.retry_after.unwrap_or(grant.valid_for);
-                    Ok(denied(now.saturating_add(wait), reset_at))
+                    let wait = grant.retry_after.unwrap_or(Span::from(grant.valid_for));
+                    Ok(denied(instant_after(now, wait), reset_at))
                 }
             }
         }

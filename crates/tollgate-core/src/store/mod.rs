@@ -21,7 +21,7 @@ pub use memory::{MemoryStore, MemoryStoreConfig};
 
 use crate::algorithm::{Limit, Outcome};
 use crate::key::CounterKey;
-use crate::time::Nanos;
+use crate::time::{Nanos, Span};
 
 /// One limit to check in a decision.
 #[derive(Debug, Clone, Copy)]
@@ -115,9 +115,9 @@ pub struct LeaseGrant {
     /// What the store has left after the grant.
     pub remaining: u64,
     /// Nanoseconds until the counter is full again.
-    pub reset_after: Nanos,
+    pub reset_after: Span,
     /// With nothing granted: when a full lease would fit.
-    pub retry_after: Option<Nanos>,
+    pub retry_after: Option<Span>,
     /// How long the tokens may be spent, from the store's now.
     pub valid_for: Nanos,
 }

@@ -68,7 +68,7 @@ fn gcra_allows_the_burst_then_the_rate() {
     }
     let d = check(&l, "api", &[&[("burst", "k")]]);
     assert!(!d.allowed);
-    assert_eq!(d.statuses[0].retry_after, Some(SECOND / 10));
+    assert_eq!(d.statuses[0].retry_after, Some(u128::from(SECOND / 10)));
     clock.advance(SECOND / 10);
     assert!(check(&l, "api", &[&[("burst", "k")]]).allowed);
 }

@@ -291,3 +291,38 @@ fn errors_of_every_file_are_reported() {
         .unwrap_err();
     assert_eq!(errors.len(), 2);
 }
+
+#[test]
+fn limits_outside_the_exact_domain_are_refused_with_file_line_and_field() {
+    // A thousand years deep loads (and decides exactly); two million does not.
+    assert!(
+        load("domain: api\ndescriptors:\n  - key: k\n    rate_limit: {unit: year, requests_per_unit: 1, algorithm: gcra, burst: 1000}\n")
+            .is_ok()
+    );
+    let e = error(
+        "domain: api
+descriptors:
+  - key: ok
+    rate_limit: {unit: minute, requests_per_unit: 5}
+  - key: deep
+    rate_limit:
+      unit: year
+      requests_per_unit: 1
+      algorithm: gcra
+      burst: 2000000
+",
+    );
+    assert!(e.to_string().starts_with("policies/api.yaml:5:"), "{e}");
+    assert!(e.message.contains("descriptors[1].rate_limit"), "{e}");
+    assert!(e.message.contains("burst of 2000000"), "{e}");
+    assert!(e.message.contains("at most 1000000 years"), "{e}");
+
+    let e = error(
+        "domain: api\ndescriptors:\n  - key: k\n    rate_limit: {unit: second, requests_per_unit: 1, algorithm: gcra, burst: 5000000000}\n",
+    );
+    assert_eq!(e.line, Some(3), "{e}");
+    assert!(
+        e.message.contains("burst must be at most 4294967295"),
+        "{e}"
+    );
+}

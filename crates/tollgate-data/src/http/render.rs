@@ -6,7 +6,7 @@
 
 use axum::body::Bytes;
 use http::{HeaderName, HeaderValue, header};
-use tollgate_core::{Decision, DescriptorStatus, Nanos};
+use tollgate_core::{Decision, DescriptorStatus, Nanos, Span, ceil_units};
 
 static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
@@ -129,13 +129,13 @@ fn status(out: &mut Vec<u8>, s: &DescriptorStatus) {
     number(
         out,
         Some(if limited {
-            s.reset_after.div_ceil(MS)
+            ceil_units(s.reset_after, MS)
         } else {
             0
         }),
     );
     out.extend_from_slice(b",\"retry_after_ms\":");
-    number(out, s.retry_after.map(|r| r.div_ceil(MS)));
+    number(out, s.retry_after.map(|r| ceil_units(r, MS)));
     out.extend_from_slice(b",\"unlimited\":");
     boolean(out, s.rule.is_some() && !limited);
     out.extend_from_slice(b",\"shadow_denied\":");
@@ -185,7 +185,7 @@ pub(crate) fn policy_value(out: &mut Vec<u8>, decision: &Decision) {
 /// The `RateLimit` value: what remains of each limited descriptor, and when it resets.
 pub(crate) fn current_value(out: &mut Vec<u8>, decision: &Decision) {
     sf_list(out, decision, |s, _, _| {
-        [(b"r", s.remaining), (b"t", s.reset_after.div_ceil(S))]
+        [(b"r", s.remaining), (b"t", ceil_units(s.reset_after, S))]
     });
 }
 
@@ -217,11 +217,11 @@ fn retry_after_seconds(decision: &Decision) -> Option<u64> {
     if decision.allowed {
         return None;
     }
-    let mut longest: Nanos = 0;
+    let mut longest: Span = 0;
     for s in decision.statuses.iter().filter(|s| !s.allowed) {
         longest = longest.max(s.retry_after?);
     }
-    Some(longest.div_ceil(S).max(1))
+    Some(ceil_units(longest, S).max(1))
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ mod envoy_examples;
 mod grpc;
 mod helpers;
 mod http1;
+mod magnitudes;
 mod operations;
 mod propagation;
 mod reload;
