@@ -23,7 +23,10 @@ pub use algorithm::{Algorithm, CounterState, Limit, Outcome};
 pub use descriptor::{CheckRequest, Descriptor, Entry, LimitOverride, RequestError, RequestLimits};
 pub use key::{CounterKey, KeyHasher};
 pub use limiter::{Decision, DescriptorStatus, Limiter, LimiterConfig, Rule};
-pub use policy::{Consistency, OnStoreError, Policy, PolicyError, PolicyLimit, PolicySet, Unit};
+pub use policy::{
+    Consistency, Metadata, MetadataValue, OnStoreError, Policy, PolicyError, PolicyLimit,
+    PolicySet, Unit,
+};
 pub use store::{
     Admission, CircuitBreaker, CircuitBreakerConfig, CircuitState, CommitRule, LeaseGrant, LimitOp,
     MemoryStore, MemoryStoreConfig, Store, StoreCalls, StoreError, StoreReport,

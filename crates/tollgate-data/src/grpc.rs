@@ -7,6 +7,7 @@
 //! OK with `limit_remaining` = 4 294 967 295, descriptors that match nothing answer OK
 //! without `current_limit`, and shadow-mode policies never answer OVER_LIMIT.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -21,7 +22,10 @@ use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::{
     RateLimitService, RateLimitServiceServer,
 };
 use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
-use envoy_types::pb::google::protobuf::Duration as PbDuration;
+use envoy_types::pb::google::protobuf::value::Kind;
+use envoy_types::pb::google::protobuf::{
+    Duration as PbDuration, ListValue as PbList, Struct as PbStruct, Value as PbValue,
+};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -53,13 +57,16 @@ pub async fn serve(
         max_age,
         tls,
         keepalive,
+        dynamic_metadata,
     } = options;
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_serving::<RateLimitServiceServer<RateLimitGrpc>>()
         .await;
     let rls = RateLimitServiceServer::new(
-        RateLimitGrpc::new(state, headers).with_header_names(header_names),
+        RateLimitGrpc::new(state, headers)
+            .with_header_names(header_names)
+            .with_dynamic_metadata(dynamic_metadata),
     );
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -148,6 +155,9 @@ pub struct GrpcOptions {
     pub tls: Option<Arc<crate::tls::ReloadingTls>>,
     /// Interval of HTTP/2 pings on idle connections.
     pub keepalive: std::time::Duration,
+    /// Return the request and the passing descriptors' `metadata` in the response's
+    /// dynamic metadata (envoyproxy/ratelimit's `RESPONSE_DYNAMIC_METADATA`).
+    pub dynamic_metadata: bool,
 }
 
 /// Which rate-limit headers the gRPC service returns for Envoy to add.
@@ -195,6 +205,7 @@ pub struct RateLimitGrpc {
     state: Arc<AppState>,
     headers: ResponseHeaders,
     names: Arc<HeaderNames>,
+    dynamic_metadata: bool,
 }
 
 impl RateLimitGrpc {
@@ -204,7 +215,14 @@ impl RateLimitGrpc {
             state,
             headers,
             names: Arc::default(),
+            dynamic_metadata: false,
         }
+    }
+
+    /// The same, returning dynamic metadata (see [`GrpcOptions::dynamic_metadata`]).
+    pub fn with_dynamic_metadata(mut self, enabled: bool) -> Self {
+        self.dynamic_metadata = enabled;
+        self
     }
 
     /// The same with draft-03 header names of its own.
@@ -329,6 +347,111 @@ fn descriptor_parts(i: usize, d: &RateLimitDescriptor) -> Result<DescriptorParts
         hits: d.hits_addend.as_ref().map(|h| h.value),
         limit_override,
     })
+}
+
+/// envoyproxy/ratelimit's `RESPONSE_DYNAMIC_METADATA`: the request's domain, its
+/// descriptors (entries as `key=value`, a limit override in protobuf text, a hits
+/// override), its `hitsAddend` when not 0, and under `metadata` the `metadata` of every
+/// descriptor that passed (limited and not over; unlimited ones do not count), merged in
+/// request order: a key already present is kept, maps merge.
+fn dynamic_metadata(request: &RateLimitRequest, decision: &Decision) -> PbStruct {
+    let text = |s: String| PbValue {
+        kind: Some(Kind::StringValue(s)),
+    };
+    let number = |n: f64| PbValue {
+        kind: Some(Kind::NumberValue(n)),
+    };
+    let descriptors = request
+        .descriptors
+        .iter()
+        .map(|d| {
+            let mut fields = HashMap::new();
+            let entries = d
+                .entries
+                .iter()
+                .map(|e| text(format!("{}={}", e.key, e.value)))
+                .collect();
+            fields.insert(
+                "entries".to_owned(),
+                PbValue {
+                    kind: Some(Kind::ListValue(PbList { values: entries })),
+                },
+            );
+            if let Some(limit) = &d.limit {
+                // Go's protobuf text format of the override, as upstream's `Limit.String()`.
+                let mut parts = Vec::new();
+                if limit.requests_per_unit != 0 {
+                    parts.push(format!("requests_per_unit:{}", limit.requests_per_unit));
+                }
+                if let Some(unit) = core_unit(limit.unit) {
+                    parts.push(format!("unit:{}", unit.as_str().to_ascii_uppercase()));
+                }
+                fields.insert("limit".to_owned(), text(parts.join(" ")));
+            }
+            if let Some(hits) = &d.hits_addend {
+                fields.insert("hitsAddend".to_owned(), number(hits.value as f64));
+            }
+            PbValue {
+                kind: Some(Kind::StructValue(PbStruct { fields })),
+            }
+        })
+        .collect();
+    let mut fields = HashMap::new();
+    fields.insert("domain".to_owned(), text(request.domain.clone()));
+    fields.insert(
+        "descriptors".to_owned(),
+        PbValue {
+            kind: Some(Kind::ListValue(PbList {
+                values: descriptors,
+            })),
+        },
+    );
+    if request.hits_addend != 0 {
+        fields.insert(
+            "hitsAddend".to_owned(),
+            number(f64::from(request.hits_addend)),
+        );
+    }
+    let mut passed = tollgate_core::Metadata::new();
+    for status in &decision.statuses {
+        let unlimited = status.rule.as_ref().is_some_and(|r| r.rate().is_none());
+        if let (false, true, Some(tollgate_core::Rule::Policy(policy))) =
+            (unlimited, status.allowed, &status.rule)
+            && let Some(metadata) = &policy.metadata
+        {
+            tollgate_core::policy::merge_metadata(&mut passed, metadata);
+        }
+    }
+    if !passed.is_empty() {
+        fields.insert(
+            "metadata".to_owned(),
+            PbValue {
+                kind: Some(Kind::StructValue(pb_struct(&passed))),
+            },
+        );
+    }
+    PbStruct { fields }
+}
+
+fn pb_struct(map: &tollgate_core::Metadata) -> PbStruct {
+    PbStruct {
+        fields: map.iter().map(|(k, v)| (k.clone(), pb_value(v))).collect(),
+    }
+}
+
+fn pb_value(value: &tollgate_core::MetadataValue) -> PbValue {
+    use tollgate_core::MetadataValue as M;
+    let kind = match value {
+        M::Null => Kind::NullValue(0),
+        M::Bool(b) => Kind::BoolValue(*b),
+        M::Number(n) => Kind::NumberValue(*n),
+        M::String(s) => Kind::StringValue(s.clone()),
+        M::List(items) => Kind::ListValue(PbList {
+            values: items.iter().map(pb_value).collect(),
+        }),
+        M::Map(map) => Kind::StructValue(pb_struct(map)),
+    };
+    PbValue { kind: Some(kind) }
 }
 
 fn duration(ns: tollgate_core::Span) -> PbDuration {
@@ -461,11 +584,10 @@ impl RateLimitService for RateLimitGrpc {
             ResponseHeaders::Draft03 => self.state.limiter.clock().now() / 1_000_000_000,
             ResponseHeaders::None | ResponseHeaders::Draft11 => 0,
         };
-        Ok(Response::new(response(
-            &decision,
-            self.headers,
-            &self.names,
-            now_seconds,
-        )))
+        let mut answer = response(&decision, self.headers, &self.names, now_seconds);
+        if self.dynamic_metadata {
+            answer.dynamic_metadata = Some(dynamic_metadata(&request, &decision));
+        }
+        Ok(Response::new(answer))
     }
 }

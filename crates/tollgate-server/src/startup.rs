@@ -241,6 +241,7 @@ impl Application {
                         max_age: settings.grpc_max_age,
                         tls: tls.as_ref().map(|t| t.grpc.clone()),
                         keepalive: options.grpc.grpc_keepalive,
+                        dynamic_metadata: options.grpc.grpc_response_dynamic_metadata,
                     },
                 }),
                 listen.grpc_addr,

@@ -1,10 +1,11 @@
 //! Policy files: envoyproxy/ratelimit's YAML format, loaded unchanged, plus Tollgate's
 //! extensions inside `rate_limit` (`algorithm`, `burst`, `consistency`, `on_store_error`, `lease`).
 //!
-//! Fields envoyproxy/ratelimit knows but Tollgate has no use for (`detailed_metric`,
-//! `value_to_metric`, `metadata`, and `quota_mode` inside `rate_limit`, where upstream
-//! accepts the key but never reads it) are accepted and ignored; any other field is an
-//! error, so that a typo such as `requests_per_unt` cannot silently drop a limit.
+//! A descriptor's `metadata` is kept (see `metadata.rs`). Fields envoyproxy/ratelimit knows
+//! but Tollgate has no use for (`detailed_metric`, `value_to_metric`, and `quota_mode`
+//! inside `rate_limit`, where upstream accepts the key but never reads it) are accepted and
+//! ignored; any other field is an error, so that a typo such as `requests_per_unt` cannot
+//! silently drop a limit.
 
 use std::fmt;
 use std::sync::Arc;
@@ -113,8 +114,8 @@ struct RawDescriptor {
     _detailed_metric: Option<IgnoredAny>,
     #[serde(default, rename = "value_to_metric")]
     _value_to_metric: Option<IgnoredAny>,
-    #[serde(default, rename = "metadata")]
-    _metadata: Option<IgnoredAny>,
+    #[serde(default, deserialize_with = "super::metadata::metadata_map")]
+    metadata: Option<super::Metadata>,
 }
 
 /// The fields of a `rate_limit` block as written; checked together by [`RawRateLimit`].
@@ -389,6 +390,7 @@ impl Builder<'_> {
                     consistency: r.consistency,
                     on_store_error: r.on_store_error,
                     lease: r.lease,
+                    metadata: d.metadata.clone().map(Arc::new),
                 }
             });
             let index = self

@@ -6,6 +6,7 @@
 
 mod file;
 mod glob;
+mod metadata;
 mod tree;
 
 use std::collections::HashMap;
@@ -13,6 +14,7 @@ use std::fmt;
 use std::sync::Arc;
 
 pub use file::{PolicyError, parse_policy_file};
+pub use metadata::{Metadata, MetadataValue, merge_metadata};
 pub use tree::Match;
 
 use crate::algorithm::Limit;
@@ -160,6 +162,8 @@ pub struct Policy {
     pub on_store_error: OnStoreError,
     /// With `consistency: leased`: tokens per lease (default: a tenth of the burst).
     pub lease: Option<u64>,
+    /// The descriptor's `metadata`, returned in gRPC dynamic metadata when enabled.
+    pub metadata: Option<Arc<Metadata>>,
 }
 
 /// All policies of one domain, as a descriptor tree.

@@ -169,6 +169,11 @@ pub struct GrpcListenerOptions {
     /// unit (LIMIT_RESET_HEADER).
     #[arg(long, env = "TOLLGATE_GRPC_RESET_HEADER", value_name = "NAME", default_value = "RateLimit-Reset", value_parser = header_name)]
     pub grpc_reset_header: String,
+    /// Return the request (domain, descriptors, hits) and the `metadata` of the descriptors
+    /// that passed in each gRPC response's dynamic metadata (envoyproxy/ratelimit's
+    /// RESPONSE_DYNAMIC_METADATA).
+    #[arg(long, env = "TOLLGATE_GRPC_RESPONSE_DYNAMIC_METADATA")]
+    pub grpc_response_dynamic_metadata: bool,
     /// Recycle gRPC connections at this age (e.g. `24h`, `30m`), so that clients
     /// re-resolve and spread over new nodes. Default: connections live until closed.
     #[arg(long, env = "TOLLGATE_GRPC_MAX_CONNECTION_AGE", value_name = "DURATION", value_parser = positive_duration)]

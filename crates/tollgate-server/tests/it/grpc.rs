@@ -10,6 +10,7 @@ use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::rate_li
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
 use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
 use envoy_types::pb::google::protobuf::UInt64Value;
+use envoy_types::pb::google::protobuf::value::Kind;
 use tonic::Code as GrpcCode;
 use tonic::transport::Channel;
 
@@ -563,4 +564,121 @@ async fn two_nodes_on_one_redis_share_the_limit_over_grpc() {
         }
     }
     assert_eq!((ok, over), (10, 20), "one limit of 10 shared by both nodes");
+}
+
+const METADATA_CONFIG: &str = "domain: meta
+descriptors:
+  - key: team
+    metadata: {owner: payments, labels: {tier: gold}}
+    rate_limit: {unit: hour, requests_per_unit: 5}
+  - key: region
+    metadata: {owner: ops, labels: {zone: eu, tier: silver}, list: [1, two, true, null]}
+    rate_limit: {unit: hour, requests_per_unit: 5}
+  - key: tight
+    metadata: {denied: yes}
+    rate_limit: {unit: hour, requests_per_unit: 0}
+  - key: free
+    metadata: {unlimited: yes}
+    rate_limit: {unlimited: true}
+";
+
+fn string_of(v: &envoy_types::pb::google::protobuf::Value) -> Option<&str> {
+    match &v.kind {
+        Some(Kind::StringValue(s)) => Some(s),
+        _ => None,
+    }
+}
+
+fn struct_of(
+    v: &envoy_types::pb::google::protobuf::Value,
+) -> &envoy_types::pb::google::protobuf::Struct {
+    match &v.kind {
+        Some(Kind::StructValue(s)) => s,
+        other => panic!("not a struct: {other:?}"),
+    }
+}
+
+fn list_of(
+    v: &envoy_types::pb::google::protobuf::Value,
+) -> &[envoy_types::pb::google::protobuf::Value] {
+    match &v.kind {
+        Some(Kind::ListValue(l)) => &l.values,
+        other => panic!("not a list: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn dynamic_metadata_carries_the_request_and_the_passing_descriptors_metadata() {
+    let dir = TempDir::new("grpc-metadata");
+    let file = dir.write("meta.yaml", METADATA_CONFIG);
+    let s = TestServer::serve(Some(&file), &["--grpc-response-dynamic-metadata"]);
+    let mut client = RateLimitServiceClient::connect(s.grpc.clone())
+        .await
+        .expect("connect");
+    let mut with_override = descriptor(&[("region", "eu")]);
+    with_override.limit = Some(RateLimitOverride {
+        requests_per_unit: 42,
+        unit: Unit::Hour as i32,
+    });
+    with_override.hits_addend = Some(UInt64Value { value: 2 });
+    let mut team = descriptor(&[("team", "a")]);
+    team.hits_addend = Some(UInt64Value { value: 1 });
+    let r = client
+        .should_rate_limit(tonic::Request::new(request(
+            "meta",
+            vec![
+                team,
+                descriptor(&[("region", "eu")]),
+                descriptor(&[("tight", "x")]),
+                descriptor(&[("free", "x")]),
+                with_override,
+            ],
+            3,
+        )))
+        .await
+        .expect("answer")
+        .into_inner();
+    assert_eq!(r.overall_code, Code::OverLimit as i32, "tight is over");
+    let md = r.dynamic_metadata.expect("dynamic metadata when enabled");
+    assert_eq!(string_of(&md.fields["domain"]), Some("meta"));
+    assert!(matches!(md.fields["hitsAddend"].kind, Some(Kind::NumberValue(n)) if n == 3.0));
+    let descriptors = list_of(&md.fields["descriptors"]);
+    assert_eq!(descriptors.len(), 5);
+    let first = struct_of(&descriptors[0]);
+    assert_eq!(
+        list_of(&first.fields["entries"])
+            .iter()
+            .map(|v| string_of(v).unwrap())
+            .collect::<Vec<_>>(),
+        ["team=a"]
+    );
+    assert!(matches!(first.fields["hitsAddend"].kind, Some(Kind::NumberValue(n)) if n == 1.0));
+    assert!(!first.fields.contains_key("limit"));
+    let last = struct_of(&descriptors[4]);
+    assert_eq!(
+        string_of(&last.fields["limit"]),
+        Some("requests_per_unit:42 unit:HOUR")
+    );
+    // The passing descriptors' metadata, merged in order: the first owner wins, maps merge;
+    // the denied one and the unlimited one add nothing; an override carries none.
+    let merged = struct_of(&md.fields["metadata"]);
+    assert_eq!(string_of(&merged.fields["owner"]), Some("payments"));
+    let labels = struct_of(&merged.fields["labels"]);
+    assert_eq!(string_of(&labels.fields["tier"]), Some("gold"));
+    assert_eq!(string_of(&labels.fields["zone"]), Some("eu"));
+    assert_eq!(list_of(&merged.fields["list"]).len(), 4);
+    assert!(!merged.fields.contains_key("denied"), "{merged:?}");
+    assert!(!merged.fields.contains_key("unlimited"), "{merged:?}");
+
+    // Off by default, as upstream.
+    let plain = TestServer::start(Some(&file));
+    let mut client = RateLimitServiceClient::connect(plain.grpc.clone())
+        .await
+        .expect("connect");
+    let r = client
+        .should_rate_limit(rls_request("meta", &[&[("team", "a")]], 1))
+        .await
+        .expect("answer")
+        .into_inner();
+    assert_eq!(r.dynamic_metadata, None);
 }
