@@ -18,14 +18,20 @@ pub const POLL_EVERY: Duration = Duration::from_secs(5);
 /// Follows the store's revision for as long as the task runs, reporting each newer one to
 /// `control` (see [`ControlPlane::revisions`]).
 pub async fn follow(control: Arc<ControlPlane>) {
+    follow_polling_every(control, POLL_EVERY).await
+}
+
+/// [`follow`] with another backstop interval (a test sets it beyond its own length, so that
+/// only a notification can bring a change).
+pub async fn follow_polling_every(control: Arc<ControlPlane>, every: Duration) {
     match control.database().backend() {
-        Backend::Postgres => follow_postgres(control).await,
-        Backend::Sqlite => poll(control).await,
+        Backend::Postgres => follow_postgres(control, every).await,
+        Backend::Sqlite => poll(control, every).await,
     }
 }
 
-async fn poll(control: Arc<ControlPlane>) {
-    let mut tick = tokio::time::interval(POLL_EVERY);
+async fn poll(control: Arc<ControlPlane>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
@@ -40,7 +46,7 @@ async fn resync(control: &ControlPlane) {
     }
 }
 
-async fn follow_postgres(control: Arc<ControlPlane>) {
+async fn follow_postgres(control: Arc<ControlPlane>, every: Duration) {
     let url = control.database().url().to_owned();
     loop {
         let mut listener = match PgListener::connect(&url).await {
@@ -60,7 +66,7 @@ async fn follow_postgres(control: Arc<ControlPlane>) {
         // Anything sent before LISTEN took effect is caught by reading the revision now.
         resync(&control).await;
         loop {
-            let next = tokio::time::timeout(POLL_EVERY, listener.try_recv()).await;
+            let next = tokio::time::timeout(every, listener.try_recv()).await;
             match next {
                 Ok(Ok(Some(notification))) => match notification.payload().parse::<i64>() {
                     Ok(revision) => control.heard(revision),

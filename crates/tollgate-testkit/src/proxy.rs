@@ -1,4 +1,5 @@
-//! A TCP proxy between a client and a server that tests can make slow or unreachable.
+//! A TCP proxy between a client and a server that tests can make slow, unreachable, or a
+//! black hole.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,10 +16,13 @@ struct Faults {
     latency_ms: AtomicU64,
     /// New connections are closed at once; existing ones are cut.
     down: AtomicBool,
+    /// Connections are accepted and kept, but nothing is forwarded either way until it
+    /// ends (then what was held is delivered, as TCP would after a partition heals).
+    black_hole: AtomicBool,
 }
 
-/// Forwards `127.0.0.1:<port>` to a target; see [`FaultProxy::set_latency`] and
-/// [`FaultProxy::set_down`]. Runs on its own thread; stops when dropped.
+/// Forwards `127.0.0.1:<port>` to a target; see [`FaultProxy::set_latency`],
+/// [`FaultProxy::set_down`] and [`FaultProxy::set_black_hole`]. Runs on its own thread; stops when dropped.
 pub struct FaultProxy {
     addr: SocketAddr,
     faults: Arc<Faults>,
@@ -92,6 +96,13 @@ impl FaultProxy {
         self.faults.latency_ms.store(ms, Ordering::SeqCst);
     }
 
+    /// `true`: accept connections and keep them open, but forward nothing in either
+    /// direction, so requests go unanswered (a partition, a hung server); `false`: heal,
+    /// delivering what was held, as TCP does once a partition ends.
+    pub fn set_black_hole(&self, on: bool) {
+        self.faults.black_hole.store(on, Ordering::SeqCst);
+    }
+
     /// `true`: cut every connection and refuse new ones (the server "dies"); `false`: heal.
     pub fn set_down(&self, down: bool) {
         self.faults.down.store(down, Ordering::SeqCst);
@@ -141,6 +152,12 @@ async fn pump(
             Ok(n) => n,
         };
         delay(faults).await;
+        // Held, not dropped: a partitioned network delays bytes (TCP retransmits them once
+        // it heals) but never loses them from the middle of a stream. Meanwhile the peer
+        // waits for an answer that does not come.
+        while faults.black_hole.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         if to.write_all(&buf[..n]).await.is_err() {
             return;
         }

@@ -276,7 +276,11 @@ mod tests {
             for (i, cost) in [0, 1, 3, 7, 1, 200, 1].into_iter().enumerate() {
                 let at = now + i as u64 * SECOND;
                 let narrow = decide_narrow(&limit, state, cost, at).expect("narrow");
-                assert_eq!(narrow, decide_wide(&limit, state, cost, at), "{limit:?} cost {cost}");
+                assert_eq!(
+                    narrow,
+                    decide_wide(&limit, state, cost, at),
+                    "{limit:?} cost {cost}"
+                );
                 if narrow.allowed {
                     state = narrow.state;
                 }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tollgate_testkit::PostgresDatabase;
+use tollgate_testkit::{PostgresDatabase, wait};
 
 use crate::helpers::{POLICIES, TempDir, TestServer, binary, body};
 
@@ -49,15 +49,14 @@ fn per(key: &str, n: u64, unit: &str) -> Value {
     json!({"descriptor": [{"key": key}], "rate_limit": {"unit": unit, "requests_per_unit": n}})
 }
 
-/// Waits (up to `limit`) until the node's limiter decides `descriptor` in `domain` by
-/// `policy` (or by nothing, when `policy` is None), asking through explain so that nothing
-/// is consumed; returns how long that took.
+/// Waits until the node's limiter decides `descriptor` in `domain` by `policy` (or by
+/// nothing, when `policy` is None), asking through explain so that nothing is consumed;
+/// returns how long that took (for the log, not for a verdict).
 pub async fn wait_for_policy(
     s: &TestServer,
     domain: &str,
     descriptor: &[(&str, &str)],
     policy: Option<&str>,
-    limit: Duration,
 ) -> Duration {
     let entries: Vec<Value> = descriptor
         .iter()
@@ -65,26 +64,24 @@ pub async fn wait_for_policy(
         .collect();
     let ask = json!({"domain": domain, "descriptors": [{"entries": entries}]});
     let start = Instant::now();
-    loop {
-        let answer: Value = s
-            .client
-            .post(s.admin_url("/v1/admin/explain"))
-            .json(&ask)
-            .send()
-            .await
-            .expect("explain")
-            .json()
-            .await
-            .expect("explanation");
-        if answer["descriptors"][0]["policy"].as_str() == policy {
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() < limit,
-            "policy {policy:?} not in force after {limit:?}; last answer {answer}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait::until(
+        &format!("policy {policy:?} in force in {domain}"),
+        || async {
+            let answer: Value = s
+                .client
+                .post(s.admin_url("/v1/admin/explain"))
+                .json(&ask)
+                .send()
+                .await
+                .expect("explain")
+                .json()
+                .await
+                .expect("explanation");
+            (answer["descriptors"][0]["policy"].as_str() == policy).then_some(())
+        },
+    )
+    .await;
+    start.elapsed()
 }
 
 async fn rest_round_trip(s: &TestServer) {
@@ -168,14 +165,7 @@ async fn rest_round_trip(s: &TestServer) {
         .to_str()
         .expect("an ASCII header")
         .to_owned();
-    wait_for_policy(
-        s,
-        "payments",
-        &[("card", "c1")],
-        Some("per_card"),
-        Duration::from_secs(1),
-    )
-    .await;
+    wait_for_policy(s, "payments", &[("card", "c1")], Some("per_card")).await;
     let card = body("payments", &[&[("card", "c1")]], 1);
     assert_eq!(s.check_json(&card).await["allowed"], true);
     assert_eq!(s.check_json(&card).await["allowed"], true);
@@ -312,14 +302,7 @@ async fn rest_round_trip(s: &TestServer) {
     )
     .await;
     assert_eq!(status, 201);
-    wait_for_policy(
-        s,
-        "payments",
-        &[("merchant", "m")],
-        Some("per_merchant"),
-        Duration::from_secs(1),
-    )
-    .await;
+    wait_for_policy(s, "payments", &[("merchant", "m")], Some("per_merchant")).await;
     let left = s.check_json(&card).await["statuses"][0]["remaining"]
         .as_u64()
         .expect("a number");
@@ -406,14 +389,7 @@ async fn rest_round_trip(s: &TestServer) {
     )
     .await;
     assert_eq!(status, 204);
-    wait_for_policy(
-        s,
-        "payments",
-        &[("card", "c1")],
-        None,
-        Duration::from_secs(1),
-    )
-    .await;
+    wait_for_policy(s, "payments", &[("card", "c1")], None).await;
     let (status, _, p) = send(s, M::DELETE, "/v1/admin/domains/payments", None, &[]).await;
     assert_eq!(status, 409, "still has per_merchant: {p}");
     let (status, _, _) = send(
@@ -563,14 +539,7 @@ async fn graphql_mirrors_rest_and_streams_live_decisions() {
     );
 
     // Live decisions over WebSocket (graphql-transport-ws).
-    wait_for_policy(
-        &s,
-        "search",
-        &[("user", "u1")],
-        Some("per_user"),
-        Duration::from_secs(1),
-    )
-    .await;
+    wait_for_policy(&s, "search", &[("user", "u1")], Some("per_user")).await;
     use tokio_tungstenite::tungstenite::Message;
     let mut ws = crate::helpers::graphql_ws(&s, s.admin_key.as_deref()).await;
     let ack = ws.next().await.unwrap().unwrap();
@@ -677,14 +646,7 @@ async fn policy_apply_shows_the_difference_and_pushes_files() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("+    requests_per_unit: 10"), "{out}");
     assert!(out.contains("created: [per_user]"), "{out}");
-    wait_for_policy(
-        &s,
-        "gitops",
-        &[("user", "u")],
-        Some("per_user"),
-        Duration::from_secs(1),
-    )
-    .await;
+    wait_for_policy(&s, "gitops", &[("user", "u")], Some("per_user")).await;
 
     let (code, out, _) = run(&["policy", "apply", "--admin", &s.admin, "--key", &key, &file]);
     assert_eq!(code, 0);

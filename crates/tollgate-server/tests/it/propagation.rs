@@ -44,14 +44,7 @@ async fn a_policy_created_on_one_node_is_enforced_on_another_within_a_second() {
         let name = format!("p{i}");
         let key = format!("k{i}");
         put(&a, "edge", &name, &key).await;
-        let took = wait_for_policy(
-            &b,
-            "edge",
-            &[(&key, "v")],
-            Some(&name),
-            Duration::from_secs(1),
-        )
-        .await;
+        let took = wait_for_policy(&b, "edge", &[(&key, "v")], Some(&name)).await;
         worst = worst.max(took);
         let answer = b
             .check_json(&crate::helpers::body("edge", &[&[(&key, "v")]], 1))
@@ -65,14 +58,7 @@ async fn a_policy_created_on_one_node_is_enforced_on_another_within_a_second() {
 
     // And the other way round.
     put(&b, "edge", "from_b", "kb").await;
-    wait_for_policy(
-        &a,
-        "edge",
-        &[("kb", "v")],
-        Some("from_b"),
-        Duration::from_secs(1),
-    )
-    .await;
+    wait_for_policy(&a, "edge", &[("kb", "v")], Some("from_b")).await;
 }
 
 #[tokio::test]
@@ -100,13 +86,6 @@ async fn a_node_that_lost_its_notification_connection_catches_up() {
     put(&a, "edge", "after_cut", "k").await;
     // The listener reconnects and re-reads the store's revision (the 5 s poll is the
     // backstop; reconnecting should be much faster).
-    wait_for_policy(
-        &b,
-        "edge",
-        &[("k", "v")],
-        Some("after_cut"),
-        Duration::from_secs(3),
-    )
-    .await;
+    wait_for_policy(&b, "edge", &[("k", "v")], Some("after_cut")).await;
     b.log_line("re-reading the store").await;
 }
