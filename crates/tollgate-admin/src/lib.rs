@@ -7,6 +7,7 @@
 pub mod access;
 pub mod explain;
 pub mod graphql;
+mod openapi_rules;
 pub mod policies;
 pub mod reference;
 pub mod reload;
@@ -145,9 +146,14 @@ impl utoipa::Modify for AccessResponses {
     }
 }
 
-/// The OpenAPI document as JSON.
+/// The OpenAPI document as JSON: utoipa's, plus the rules and links it cannot derive
+/// (`openapi_rules`).
 pub fn openapi_json() -> String {
-    ApiDoc::openapi().to_pretty_json().unwrap_or_default()
+    let Ok(mut doc) = serde_json::to_value(ApiDoc::openapi()) else {
+        return String::new();
+    };
+    openapi_rules::add(&mut doc);
+    serde_json::to_string_pretty(&doc).unwrap_or_default()
 }
 
 /// The admin router.

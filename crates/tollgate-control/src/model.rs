@@ -363,16 +363,24 @@ pub struct ApiKey {
 #[serde(deny_unknown_fields)]
 pub struct NewApiKey {
     /// What the key is for (1 to 128 characters).
+    #[schema(min_length = 1, max_length = 128, pattern = "^[^\\u0000]+$")]
     pub name: String,
     /// What the key may do.
     pub role: crate::auth::Role,
     /// The domains it may act on; `["*"]` for every domain.
+    #[schema(value_type = Vec<KeyDomain>, min_items = 1, max_items = 100)]
     pub domains: Vec<String>,
     /// When it stops working (RFC 3339, in the future); never when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[graphql(default)]
     pub expires_at: Option<String>,
 }
+
+/// One domain a key may act on: a domain name as the admin API creates them, or `*`.
+#[derive(ToSchema)]
+#[schema(pattern = r"^(\*|[A-Za-z0-9][A-Za-z0-9_.:-]{0,127})$")]
+#[allow(dead_code)]
+pub struct KeyDomain(String);
 
 /// A key just created: the only time the secret is shown.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, SimpleObject)]

@@ -75,11 +75,13 @@ pub struct HistoryQuery {
 #[into_params(parameter_in = Header)]
 #[allow(dead_code)]
 pub struct IfMatch {
-    /// An ETag this API returned, or `*`.
+    /// An ETag this API returned, or `*`. Any other entity tag, or none (an empty list,
+    /// RFC 9110 §5.6.1), matches nothing (412); a value that is not one entity tag is
+    /// malformed (400).
     #[param(
         rename = "If-Match",
         required = false,
-        pattern = r#"^(\*|(W/)?"[0-9]{1,18}")$"#
+        pattern = r#"^(\*|(W/)?"[\x21\x23-\x7e]*"|)$"#
     )]
     if_match: String,
 }
@@ -213,14 +215,25 @@ fn precondition(headers: &HeaderMap) -> Result<Precondition, Problem> {
         if m == "*" {
             return Ok(Precondition::Exists);
         }
-        // An entity tag this API never issued matches nothing: the condition is false and
-        // the answer is 412 (RFC 9110 §13.1.1), as for any stale tag.
-        let tag = m.strip_prefix("W/").unwrap_or(&m);
-        let revision = tag
+        if m.is_empty() {
+            // An empty list of entity tags: none can match.
+            return Ok(Precondition::Revision(-1));
+        }
+        // One entity tag (RFC 9110 §8.8.3: `[W/]"<etagc>*"`), or the header is malformed.
+        let opaque = m
+            .strip_prefix("W/")
+            .unwrap_or(&m)
             .strip_prefix('"')
             .and_then(|t| t.strip_suffix('"'))
-            .and_then(|t| t.parse::<i64>().ok())
-            .unwrap_or(-1);
+            .filter(|t| t.bytes().all(|b| b == 0x21 || (0x23..=0x7e).contains(&b)))
+            .ok_or_else(|| {
+                Problem::invalid_request(format!(
+                    "If-Match must be * or one entity tag such as \"42\" (an ETag this API returned), got '{m}'"
+                ))
+            })?;
+        // A well-formed tag this API never issued matches nothing: the condition is false
+        // and the answer is 412 (RFC 9110 §13.1.1), as for any stale tag.
+        let revision = opaque.parse::<i64>().unwrap_or(-1);
         return Ok(Precondition::Revision(revision));
     }
     if let Some(m) = text(&header::IF_NONE_MATCH)? {
@@ -618,12 +631,23 @@ mod tests {
         assert_eq!(precondition(&h).unwrap(), Precondition::Revision(7));
         h.insert(header::IF_MATCH, HeaderValue::from_static("*"));
         assert_eq!(precondition(&h).unwrap(), Precondition::Exists);
-        h.insert(header::IF_MATCH, HeaderValue::from_static("42"));
+        h.insert(header::IF_MATCH, HeaderValue::from_static("\"abc\""));
         assert_eq!(
             precondition(&h).unwrap(),
             Precondition::Revision(-1),
             "a tag this API never issued matches nothing"
         );
+        h.insert(header::IF_MATCH, HeaderValue::from_static(""));
+        assert_eq!(
+            precondition(&h).unwrap(),
+            Precondition::Revision(-1),
+            "an empty list"
+        );
+        for malformed in ["42", "\"42", "\"4\"2\"", "\"1\", \"2\"", "W/42"] {
+            h.insert(header::IF_MATCH, HeaderValue::from_str(malformed).unwrap());
+            let err = precondition(&h).unwrap_err();
+            assert_eq!(err.status, 400, "{malformed:?}");
+        }
         let mut h = HeaderMap::new();
         h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("*"));
         assert_eq!(precondition(&h).unwrap(), Precondition::Absent);

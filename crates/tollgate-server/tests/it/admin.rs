@@ -207,6 +207,17 @@ async fn rest_round_trip(s: &TestServer) {
     .await;
     assert_eq!(status, 412, "{p}");
     assert_eq!(p["type"], "urn:tollgate:problem:stale");
+    // Not an entity tag at all: malformed, 400, and nothing written.
+    let (status, _, p) = send(
+        s,
+        M::PUT,
+        "/v1/admin/domains/payments/policies/per_card",
+        Some(per("card", 9, "minute")),
+        &[("if-match", "7")],
+    )
+    .await;
+    assert_eq!(status, 400, "{p}");
+    assert!(p["detail"].as_str().unwrap().contains("If-Match"), "{p}");
 
     // Validation names fields; collisions are conflicts; a dry run saves nothing.
     let mut bad = per("ip", 5, "second");
