@@ -16,6 +16,8 @@ descriptors:
     rate_limit: {unit: day, requests_per_unit: 100, algorithm: gcra}
   - key: leased
     rate_limit: {unit: day, requests_per_unit: 100, algorithm: gcra, consistency: leased}
+  - key: leased_closed
+    rate_limit: {unit: day, requests_per_unit: 100, algorithm: gcra, consistency: leased, on_store_error: deny}
   - key: hot
     rate_limit: {unit: day, requests_per_unit: 1000000, algorithm: gcra, consistency: leased}
   - key: open
@@ -183,8 +185,8 @@ async fn a_redis_outage_is_answered_by_on_store_error_and_recovery_follows() {
 
 /// The store accepts connections and never answers (a partition, a hung Redis): only the
 /// deadline ends each wait. Every kind of policy is still answered, by its
-/// `on_store_error` (allow, deny, local) or, for `leased`, by the same fallback once no
-/// lease can be had.
+/// `on_store_error` (allow, deny, local), and leased ones by theirs once no lease can be
+/// had (allow and deny).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_black_holed_store_is_answered_by_the_deadline_for_every_policy_kind() {
     let redis = RedisServer::start();
@@ -203,7 +205,7 @@ async fn a_black_holed_store_is_answered_by_the_deadline_for_every_policy_kind()
             "100ms",
         ],
     );
-    for key in ["open", "closed", "fallback", "leased"] {
+    for key in ["open", "closed", "fallback", "leased", "leased_closed"] {
         let v = decide(&node, key).await;
         assert_eq!(v["statuses"][0]["store_failed"], false, "{key}: {v}");
     }
@@ -222,6 +224,7 @@ async fn a_black_holed_store_is_answered_by_the_deadline_for_every_policy_kind()
         ("closed", false),
         ("fallback", true),
         ("leased", true),
+        ("leased_closed", false),
     ] {
         let v = decide_value(&node, key, "fresh").await;
         assert_eq!(v["statuses"][0]["store_failed"], true, "{key}: {v}");
@@ -422,4 +425,164 @@ async fn redis_killed_mid_load_and_restarted() {
             if s.key == "open" { "open" } else { "closed" }
         );
     }
+}
+
+/// Leased limits where they can break: three nodes of two workers each (threads sharing
+/// one node's lease table), a per-second window that rolls over many times under load, a
+/// per-minute one whose idle leases expire and are handed back by the server's task, and
+/// requests that a second (global) limit denies, whose leased tokens go back unspent.
+const ROLLING: &str = "domain: rolling
+descriptors:
+  - key: per_second
+    rate_limit: {unit: second, requests_per_unit: 40, consistency: leased, lease: 6}
+  - key: per_minute
+    rate_limit: {unit: minute, requests_per_unit: 60, consistency: leased, lease: 10}
+  - key: tight
+    rate_limit: {unit: hour, requests_per_unit: 150}
+";
+
+/// One answer: which limits it touched, whether it passed, and when it was sent and
+/// received (nanoseconds since the epoch: the nodes' own clock, on this machine).
+struct Rolled {
+    kind: u8,
+    allowed: bool,
+    sent: u128,
+    received: u128,
+}
+
+fn epoch_ns() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+/// The admitted answers of `kind` that were certainly decided in one window of `period`
+/// ns (sent and received in it), per window.
+fn per_window(
+    seen: &[Rolled],
+    kinds: &[u8],
+    period: u128,
+) -> std::collections::BTreeMap<u128, u64> {
+    let mut windows = std::collections::BTreeMap::new();
+    for s in seen.iter().filter(|s| s.allowed && kinds.contains(&s.kind)) {
+        if s.sent / period == s.received / period {
+            *windows.entry(s.sent / period).or_default() += 1;
+        }
+    }
+    windows
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leased_never_exceeds_any_window_while_windows_roll_and_leases_expire() {
+    use std::sync::Arc;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let redis = RedisServer::start();
+    let dir = TempDir::new("rolling");
+    let policies = dir.write("rolling.yaml", ROLLING);
+    let nodes: Vec<TestServer> = (0..3)
+        .map(|_| {
+            TestServer::serve(
+                Some(&policies),
+                &["--store", &redis.url(), "--workers", "2"],
+            )
+        })
+        .collect();
+    let done = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(Mutex::new(Vec::<Rolled>::new()));
+    let mut clients = Vec::new();
+    for node in &nodes {
+        for c in 0..3u64 {
+            let url = node.url("/v1/check");
+            let (done, seen) = (done.clone(), seen.clone());
+            clients.push(tokio::spawn(async move {
+                let client = reqwest::Client::new();
+                // Bounded in count; the test ends it once the events it waits for happened.
+                for i in 0..4_000u64 {
+                    if done.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    // 0: the per-second limit alone; 1: with the hourly global limit, which
+                    // ends up denying (the leased token is then given back); 2: now and
+                    // then the per-minute limit, so its leases sit idle and expire.
+                    let kind = if (i + c) % 25 == 0 { 2 } else { (i % 2) as u8 };
+                    let descriptors: Vec<&[(&str, &str)]> = match kind {
+                        0 => vec![&[("per_second", "k")]],
+                        1 => vec![&[("per_second", "k")], &[("tight", "k")]],
+                        _ => vec![&[("per_minute", "k")]],
+                    };
+                    let sent = epoch_ns();
+                    let v: Value = client
+                        .post(&url)
+                        .json(&body("rolling", &descriptors, 1))
+                        .send()
+                        .await
+                        .expect("answered")
+                        .json()
+                        .await
+                        .expect("JSON");
+                    assert_eq!(v["statuses"][0]["store_failed"], false, "{v}");
+                    seen.lock().unwrap().push(Rolled {
+                        kind,
+                        allowed: v["allowed"] == true,
+                        sent,
+                        received: epoch_ns(),
+                    });
+                }
+            }));
+        }
+    }
+    const SECOND_NS: u128 = 1_000_000_000;
+    let returned = || async {
+        let mut total = 0.0;
+        for node in &nodes {
+            let text = node.metrics().await;
+            if text.contains("tollgate_lease_tokens_returned_total") {
+                total += metric(&text, "tollgate_lease_tokens_returned_total");
+            }
+        }
+        total
+    };
+    // The events: per-second admissions in at least four windows, and the hourly limit
+    // spent (so it denies, and the per-second tokens of those requests go back).
+    wait::until(
+        "the load saw four windows and the hourly limit spent",
+        || async {
+            let seen = seen.lock().unwrap();
+            let windows = per_window(&seen, &[0, 1], SECOND_NS).len();
+            let tight = seen.iter().filter(|s| s.kind == 1 && s.allowed).count();
+            (windows >= 4 && tight >= 150).then_some(())
+        },
+    )
+    .await;
+    done.store(true, Ordering::SeqCst);
+    for c in clients {
+        c.await.expect("client task");
+    }
+    // Idle now: the per-minute leases the workers still hold expire, and the servers' task
+    // hands their tokens back to Redis.
+    wait::until(
+        "unspent leased tokens handed back by the servers' task",
+        || async { (returned().await > 0.0).then_some(()) },
+    )
+    .await;
+    let seen = seen.lock().unwrap();
+    for (window, admitted) in per_window(&seen, &[0, 1], SECOND_NS) {
+        assert!(admitted <= 40, "second {window}: {admitted} admitted of 40");
+    }
+    for (window, admitted) in per_window(&seen, &[2], 60 * SECOND_NS) {
+        assert!(admitted <= 60, "minute {window}: {admitted} admitted of 60");
+    }
+    let tight = seen.iter().filter(|s| s.kind == 1 && s.allowed).count();
+    assert!(tight <= 150, "{tight} admitted by the hourly limit of 150");
+    let denied_by_tight = seen.iter().filter(|s| s.kind == 1 && !s.allowed).count();
+    assert!(denied_by_tight > 0, "the hourly limit denied some");
+    eprintln!(
+        "rolling: {} answers, {} per-second windows, {} lease tokens handed back",
+        seen.len(),
+        per_window(&seen, &[0, 1], SECOND_NS).len(),
+        returned().await
+    );
 }
