@@ -217,7 +217,10 @@ async fn rest_round_trip(s: &TestServer) {
     )
     .await;
     assert_eq!(status, 400, "{p}");
-    assert!(p["detail"].as_str().unwrap().contains("If-Match"), "{p}");
+    assert!(
+        p["detail"].as_str().is_some_and(|d| d.contains("If-Match")),
+        "{p}"
+    );
 
     // Validation names fields; collisions are conflicts; a dry run saves nothing.
     let mut bad = per("ip", 5, "second");

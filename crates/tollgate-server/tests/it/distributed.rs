@@ -568,6 +568,7 @@ async fn leased_never_exceeds_any_window_while_windows_roll_and_leases_expire() 
         || async { (returned().await > 0.0).then_some(()) },
     )
     .await;
+    let handed_back = returned().await;
     let seen = seen.lock().unwrap();
     for (window, admitted) in per_window(&seen, &[0, 1], SECOND_NS) {
         assert!(admitted <= 40, "second {window}: {admitted} admitted of 40");
@@ -583,6 +584,6 @@ async fn leased_never_exceeds_any_window_while_windows_roll_and_leases_expire() 
         "rolling: {} answers, {} per-second windows, {} lease tokens handed back",
         seen.len(),
         per_window(&seen, &[0, 1], SECOND_NS).len(),
-        returned().await
+        handed_back
     );
 }
