@@ -1,6 +1,6 @@
 //! Two nodes sharing one PostgreSQL policy database: a change made through either node's
-//! admin API is enforced by the other within a second, and a node whose notification
-//! connection dropped catches up.
+//! admin API is enforced by the other (NOTIFY, waited for as an event), and a node whose
+//! notification connection dropped catches up.
 
 use std::time::Duration;
 
@@ -26,7 +26,7 @@ async fn put(s: &TestServer, domain: &str, name: &str, key: &str) {
 }
 
 #[tokio::test]
-async fn a_policy_created_on_one_node_is_enforced_on_another_within_a_second() {
+async fn a_policy_created_on_one_node_is_enforced_on_another() {
     let db = PostgresDatabase::create();
     let a = TestServer::serve(None, &["--database", db.url()]);
     let b = TestServer::serve(None, &["--database", db.url()]);
