@@ -431,6 +431,8 @@ async fn every_rest_endpoint_allows_and_denies_by_role_and_scope_on_postgres() {
     rest_matrix(Some(db.url())).await;
 }
 
+// Test code outside a #[test] function: a failed call is a failed test.
+#[allow(clippy::unwrap_used)]
 async fn rest_matrix(database: Option<&str>) {
     let dir = TempDir::new("matrix-rest");
     let s = matrix_server_on(&dir, database);
