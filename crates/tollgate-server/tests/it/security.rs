@@ -92,10 +92,6 @@ fn token(role: &str, domains: &[&str], exp_in: i64) -> String {
 }
 
 /// A server with JWTs accepted and a guard loose enough for hundreds of calls.
-fn matrix_server(dir: &TempDir) -> TestServer {
-    matrix_server_on(dir, None)
-}
-
 /// The matrix's server, on its own SQLite database or on `database` (a PostgreSQL URL).
 fn matrix_server_on(dir: &TempDir, database: Option<&str>) -> TestServer {
     let secret = dir.write("jwt.secret", JWT_SECRET);
@@ -610,8 +606,20 @@ fn graphql_cases() -> Vec<(String, Need, Option<&'static str>, Option<&'static s
 
 #[tokio::test]
 async fn every_graphql_field_allows_and_denies_by_role_and_scope() {
+    graphql_matrix(None).await;
+}
+
+#[tokio::test]
+async fn every_graphql_field_allows_and_denies_by_role_and_scope_on_postgres() {
+    let db = PostgresDatabase::create();
+    graphql_matrix(Some(db.url())).await;
+}
+
+// Test code outside a #[test] function: a failed call is a failed test.
+#[allow(clippy::unwrap_used)]
+async fn graphql_matrix(database: Option<&str>) {
     let dir = TempDir::new("matrix-graphql");
-    let s = matrix_server(&dir);
+    let s = matrix_server_on(&dir, database);
     seed(&s).await;
     let callers = callers(&s).await;
     let cases = graphql_cases();
