@@ -37,6 +37,7 @@ pub(crate) fn add(doc: &mut Value) {
     }
     let domain = json!({"domain": "$response.body#/name"});
     let policy = json!({"domain": "$request.path.domain", "policy": "$request.path.policy"});
+    let key = json!({"id": "$response.body#/info/id"});
     let links = [
         (
             "/v1/admin/domains",
@@ -62,6 +63,12 @@ pub(crate) fn add(doc: &mut Value) {
                 ("PolicyHistory", "history", &policy),
             ],
         ),
+        (
+            "/v1/admin/keys",
+            "post",
+            &["201"][..],
+            vec![("RevokeKey", "revoke_key", &key)],
+        ),
     ];
     for (path, method, statuses, targets) in links {
         for status in statuses {
@@ -82,11 +89,6 @@ pub(crate) fn add(doc: &mut Value) {
                 response["links"] = Value::Object(map);
             }
         }
-    }
-    if let Some(response) = doc.pointer_mut("/paths/~1v1~1admin~1keys/post/responses/201") {
-        response["links"] = json!({
-            "RevokeKey": {"operationId": "revoke_key", "parameters": {"id": "$response.body#/info/id"}}
-        });
     }
 }
 

@@ -37,18 +37,3 @@ pub async fn finishes<T>(what: &str, future: impl Future<Output = T>) -> T {
         Err(_) => panic!("{what}: still waiting after {EVENT_CEILING:?} (hung)"),
     }
 }
-
-/// The blocking form of [`until`], for tests without a runtime.
-pub fn until_blocking<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
-    let started = Instant::now();
-    loop {
-        if let Some(value) = probe() {
-            return value;
-        }
-        assert!(
-            started.elapsed() < EVENT_CEILING,
-            "{what}: did not happen within {EVENT_CEILING:?}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}

@@ -47,63 +47,6 @@ fn div_ceil(a: Span, b: u64) -> Span {
 }
 
 pub(super) fn decide(limit: &Limit, state: CounterState, cost: u64, now: Nanos) -> Outcome {
-    match decide_narrow(limit, state, cost, now) {
-        Some(outcome) => outcome,
-        None => decide_wide(limit, state, cost, now),
-    }
-}
-
-/// Below this depth (146 years) and with a TAT below 2^63, every sum of `decide` fits 64 bits.
-const NARROW_DEPTH: u64 = 1 << 62;
-
-/// [`decide_wide`] in 64-bit arithmetic, for the buckets nearly every policy has (the
-/// 128-bit path costs about 2 ns more per decision); `None` where it would not fit.
-#[inline]
-fn decide_narrow(limit: &Limit, state: CounterState, cost: u64, now: Nanos) -> Option<Outcome> {
-    let t = limit.emission;
-    let burst = limit.burst;
-    let capacity = burst.checked_mul(t).filter(|&c| c < NARROW_DEPTH)?;
-    if state.0[0] & WIDE != 0 || now & WIDE != 0 {
-        return None;
-    }
-    let tat = state.0[0].max(now);
-    let used = tat - now;
-    let mut retry_after = None;
-    if cost <= burst {
-        let room = (burst - cost) * t;
-        if used <= room {
-            let took = cost * t;
-            let new_tat = tat + took;
-            return Some(Outcome {
-                allowed: true,
-                remaining: burst - cost - used.div_ceil(t),
-                reset_after: Span::from(used + took),
-                retry_after: None,
-                state: if cost == 0 {
-                    state
-                } else {
-                    state_at(Span::from(new_tat))
-                },
-            });
-        }
-        retry_after = Some(Span::from(used - room));
-    }
-    let remaining = if used >= capacity {
-        0
-    } else {
-        burst - used.div_ceil(t)
-    };
-    Some(Outcome {
-        allowed: false,
-        remaining,
-        reset_after: Span::from(used),
-        retry_after,
-        state,
-    })
-}
-
-/// The decision in 128 bits, exact over the whole domain.
-fn decide_wide(limit: &Limit, state: CounterState, cost: u64, now: Nanos) -> Outcome {
     let t = Span::from(limit.emission);
     let burst = limit.burst;
     let now_wide = Span::from(now);
@@ -260,34 +203,5 @@ mod tests {
             assert!(u128::from(state_at(t).expires_at()) >= t.min(u128::from(domain::MAX_NOW)));
         }
         assert_eq!(state_at(5), CounterState([5, 0]));
-    }
-
-    #[test]
-    fn the_narrow_path_decides_like_the_wide_one() {
-        use super::{decide_narrow, decide_wide};
-        let limits = [
-            Limit::gcra(10, SECOND, 5).unwrap(),
-            Limit::gcra(1, domain::YEAR, 100).unwrap(),
-            Limit::gcra(domain::MAX_REQUESTS, SECOND, domain::MAX_REQUESTS).unwrap(),
-        ];
-        let now = 1_795_000_000 * SECOND + 17;
-        for limit in limits {
-            let mut state = CounterState::default();
-            for (i, cost) in [0, 1, 3, 7, 1, 200, 1].into_iter().enumerate() {
-                let at = now + i as u64 * SECOND;
-                let narrow = decide_narrow(&limit, state, cost, at).expect("narrow");
-                assert_eq!(
-                    narrow,
-                    decide_wide(&limit, state, cost, at),
-                    "{limit:?} cost {cost}"
-                );
-                if narrow.allowed {
-                    state = narrow.state;
-                }
-            }
-        }
-        // Past its reach it steps aside.
-        let deep = Limit::gcra(1, domain::YEAR, 1_000).unwrap();
-        assert!(decide_narrow(&deep, CounterState::default(), 1, now).is_none());
     }
 }

@@ -27,6 +27,14 @@ fn target(server: &RedisServer) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], server.port()))
 }
 
+/// Waits until `store` decides again (the fault is gone), naming `what` if it never does.
+async fn answers_again(store: &RedisStore, what: &str) {
+    wait::until(what, || async {
+        (decide(store).await == Ok(true)).then_some(())
+    })
+    .await;
+}
+
 /// The store's own call counters (ok, error, timeout, refused by the open circuit).
 fn calls(store: &RedisStore) -> tollgate_core::StoreCalls {
     store
@@ -73,10 +81,7 @@ async fn a_black_holed_store_is_answered_by_the_deadline() {
     assert_eq!(calls(&store).error, 0, "no call was refused by the network");
 
     proxy.set_black_hole(false);
-    wait::until("the store answers again after the black hole", || async {
-        (decide(&store).await == Ok(true)).then_some(())
-    })
-    .await;
+    answers_again(&store, "the store answers again after the black hole").await;
     assert_eq!(store.circuit(), CircuitState::Closed);
 }
 
@@ -111,10 +116,7 @@ async fn a_dead_store_opens_the_circuit_and_recovery_closes_it() {
     );
 
     proxy.set_down(false);
-    wait::until("the store answers again after the outage", || async {
-        (decide(&store).await == Ok(true)).then_some(())
-    })
-    .await;
+    answers_again(&store, "the store answers again after the outage").await;
     assert_eq!(store.circuit(), CircuitState::Closed);
     assert!(store.is_available());
 }
@@ -131,8 +133,5 @@ async fn a_restarted_redis_is_used_again() {
     server.kill();
     assert!(decide(&store).await.is_err());
     let _restarted = RedisServer::start_on(port, &[]);
-    wait::until("the restarted Redis answers", || async {
-        (decide(&store).await == Ok(true)).then_some(())
-    })
-    .await;
+    answers_again(&store, "the restarted Redis answers").await;
 }

@@ -56,31 +56,30 @@ async fn thousand_of_1005(node: &TestServer) {
     );
 }
 
+/// A node serving the archive policy, on `store` (the in-memory store when `None`).
+fn node(tag: &str, store: Option<&str>) -> (TestServer, TempDir) {
+    let dir = TempDir::new(tag);
+    let policies = dir.write("archive.yaml", POLICIES);
+    let flags: Vec<&str> = store.map_or_else(Vec::new, |url| vec!["--store", url]);
+    (TestServer::serve(Some(&policies), &flags), dir)
+}
+
 #[tokio::test]
 async fn a_thousand_year_bucket_admits_exactly_its_burst_in_memory() {
-    let dir = TempDir::new("magnitudes-memory");
-    let node = TestServer::start(Some(&dir.write("archive.yaml", POLICIES)));
+    let (node, _dir) = node("magnitudes-memory", None);
     thousand_of_1005(&node).await;
 }
 
 #[tokio::test]
 async fn a_thousand_year_bucket_admits_exactly_its_burst_on_redis() {
     let redis = RedisServer::start();
-    let dir = TempDir::new("magnitudes-redis");
-    let node = TestServer::serve(
-        Some(&dir.write("archive.yaml", POLICIES)),
-        &["--store", &redis.url()],
-    );
+    let (node, _dir) = node("magnitudes-redis", Some(&redis.url()));
     thousand_of_1005(&node).await;
 }
 
 #[tokio::test]
 async fn a_thousand_year_bucket_admits_exactly_its_burst_on_a_redis_cluster() {
     let cluster = RedisCluster::start();
-    let dir = TempDir::new("magnitudes-cluster");
-    let node = TestServer::serve(
-        Some(&dir.write("archive.yaml", POLICIES)),
-        &["--store", &cluster.url()],
-    );
+    let (node, _dir) = node("magnitudes-cluster", Some(&cluster.url()));
     thousand_of_1005(&node).await;
 }
