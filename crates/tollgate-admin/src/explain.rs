@@ -180,6 +180,7 @@ pub async fn explain(
                 limit,
                 unit,
                 requests_per_unit,
+                ..
             } => Some((limit, unit, requests_per_unit)),
             PolicyLimit::Unlimited => None,
         });

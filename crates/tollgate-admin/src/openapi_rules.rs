@@ -12,16 +12,45 @@ use serde_json::{Value, json};
 /// Adds the rules and links to `doc`, the document utoipa generated.
 pub(crate) fn add(doc: &mut Value) {
     if let Some(spec) = doc.pointer_mut("/components/schemas/RateLimitSpec") {
+        // The time zones are the bundled database's: a schema can list them all.
+        if let Some(zone) = spec.pointer_mut("/properties/time_zone") {
+            let names = tollgate_core::calendar::zone_names();
+            zone["enum"] = json!(names.iter().map(Some).chain([None]).collect::<Vec<_>>());
+        }
+        let quota =
+            json!({"required": ["algorithm"], "properties": {"algorithm": {"const": "quota"}}});
         spec["allOf"] = json!([
             {
-                "description": "unlimited: true takes no unit, algorithm or burst; otherwise unit is required",
+                "description": "unlimited: true takes no unit, algorithm, burst or period; otherwise algorithm quota requires period (and no unit), any other algorithm unit",
                 "if": {"required": ["unlimited"], "properties": {"unlimited": {"const": true}}},
                 "then": {"properties": {
                     "unit": {"type": "null"},
                     "algorithm": {"type": "null"},
-                    "burst": {"type": "null"}
+                    "burst": {"type": "null"},
+                    "period": {"type": "null"}
                 }},
-                "else": {"required": ["unit"], "properties": {"unit": {"not": {"type": "null"}}}}
+                "else": {
+                    "if": quota,
+                    "then": {
+                        "required": ["period"],
+                        "properties": {"period": {"not": {"type": "null"}}, "unit": {"type": "null"}}
+                    },
+                    "else": {"required": ["unit"], "properties": {"unit": {"not": {"type": "null"}}}}
+                }
+            },
+            {
+                "description": "period, time_zone and anchor_day apply only to algorithm quota",
+                "if": {"not": quota},
+                "then": {"properties": {
+                    "period": {"type": "null"},
+                    "time_zone": {"type": "null"},
+                    "anchor_day": {"type": "null"}
+                }}
+            },
+            {
+                "description": "anchor_day applies only to period month",
+                "if": {"not": {"required": ["period"], "properties": {"period": {"const": "month"}}}},
+                "then": {"properties": {"anchor_day": {"type": "null"}}}
             },
             {
                 "description": "burst applies only to algorithm gcra",

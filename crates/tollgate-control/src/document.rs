@@ -8,7 +8,8 @@ use tollgate_core::PolicyError;
 
 use crate::model::{
     AlgorithmName, ConsistencyName, MAX_DESCRIPTION_LEN, MAX_DESCRIPTOR_ENTRIES, MAX_ENTRY_LEN,
-    MAX_NAME_LEN, MAX_REPLACES, MatchEntry, OnStoreErrorName, PolicySpec, RateLimitSpec, UnitName,
+    MAX_NAME_LEN, MAX_REPLACES, MatchEntry, OnStoreErrorName, PeriodName, PolicySpec,
+    RateLimitSpec, UnitName,
 };
 
 /// A policy file's contents: a domain and its descriptor tree. Read leniently (fields
@@ -72,6 +73,12 @@ pub struct DocumentLimit {
     on_store_error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     lease: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    period: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    time_zone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    anchor_day: Option<u8>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     share_threshold: bool,
 }
@@ -281,6 +288,9 @@ fn document_limit(name: &str, spec: &RateLimitSpec) -> DocumentLimit {
         consistency: spec.consistency.map(text),
         on_store_error: spec.on_store_error.map(text),
         lease: spec.lease,
+        period: spec.period.map(text),
+        time_zone: spec.time_zone.clone(),
+        anchor_day: spec.anchor_day,
         share_threshold: false,
     }
 }
@@ -301,6 +311,9 @@ fn spec_limit(limit: &DocumentLimit) -> RateLimitSpec {
         consistency: named::<ConsistencyName>(&limit.consistency),
         on_store_error: named::<OnStoreErrorName>(&limit.on_store_error),
         lease: limit.lease,
+        period: named::<PeriodName>(&limit.period),
+        time_zone: limit.time_zone.clone(),
+        anchor_day: limit.anchor_day,
         replaces: limit.replaces.iter().map(|r| r.name.clone()).collect(),
     }
 }
@@ -486,6 +499,46 @@ mod tests {
         let a = spec(&[("user", None)], UnitName::Minute, 100);
         let err = assemble("api", [("a", &a), ("b", &a)]).unwrap_err();
         assert_eq!((err.first.as_str(), err.second.as_str()), ("a", "b"));
+    }
+
+    #[test]
+    fn a_calendar_quota_round_trips_and_its_zone_is_checked_at_the_field() {
+        let mut s = spec(&[("org", None)], UnitName::Month, 1_000);
+        s.rate_limit.unit = None;
+        s.rate_limit.algorithm = Some(AlgorithmName::Quota);
+        s.rate_limit.period = Some(PeriodName::Month);
+        s.rate_limit.time_zone = Some("Europe/Berlin".into());
+        s.rate_limit.anchor_day = Some(15);
+        check_policy("billing", "monthly", &s).expect("a valid quota");
+        let doc = assemble("billing", [("monthly", &s)]).expect("one policy");
+        let back = flatten(&doc);
+        assert_eq!(
+            back[0].1.rate_limit, s.rate_limit,
+            "every quota field survives"
+        );
+
+        let mut bad = s.clone();
+        bad.rate_limit.time_zone = Some("Europe/Atlantis".into());
+        let errors = check_policy("billing", "monthly", &bad).unwrap_err();
+        assert_eq!(errors[0].field, "rate_limit.time_zone", "{errors:?}");
+        assert!(
+            errors[0]
+                .message
+                .contains("unknown time zone 'Europe/Atlantis'")
+        );
+
+        let mut bad = s.clone();
+        bad.rate_limit.anchor_day = Some(40);
+        let errors = check_policy("billing", "monthly", &bad).unwrap_err();
+        assert_eq!(errors[0].field, "rate_limit.anchor_day", "{errors:?}");
+
+        let mut bad = s;
+        bad.rate_limit.period = None;
+        let errors = check_policy("billing", "monthly", &bad).unwrap_err();
+        assert!(
+            errors[0].message.contains("period is required"),
+            "{errors:?}"
+        );
     }
 
     #[test]

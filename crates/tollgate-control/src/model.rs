@@ -68,6 +68,18 @@ pub enum AlgorithmName {
     FixedWindow,
     SlidingWindow,
     Gcra,
+    Quota,
+}
+
+/// The calendar window of `algorithm: quota`, in its `time_zone`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Enum)]
+#[serde(rename_all = "snake_case")]
+#[allow(missing_docs)]
+pub enum PeriodName {
+    Day,
+    Week,
+    Month,
+    Year,
 }
 
 /// Where counters live (the CAP choice).
@@ -106,7 +118,7 @@ pub enum OnStoreErrorName {
 #[graphql(input_name = "RateLimitInput")]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitSpec {
-    /// Required unless `unlimited`.
+    /// Required unless `unlimited` or `algorithm: quota` (which takes `period`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unit: Option<UnitName>,
     /// Requests per unit; 0 always denies (as in envoyproxy/ratelimit).
@@ -134,6 +146,19 @@ pub struct RateLimitSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, maximum = 4294967295_u64)]
     pub lease: Option<u64>,
+    /// With `algorithm: quota` (required there): the calendar window counted in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period: Option<PeriodName>,
+    /// With `algorithm: quota`: the IANA time zone whose calendar draws the windows
+    /// (default `UTC`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 64)]
+    pub time_zone: Option<String>,
+    /// With `algorithm: quota` and `period: month`: the billing day each window starts on
+    /// (default the 1st; in a shorter month, its last day).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 31)]
+    pub anchor_day: Option<u8>,
     /// Names of policies of the same domain this one replaces when both match.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schema(max_items = 16)]

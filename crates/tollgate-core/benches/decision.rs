@@ -31,15 +31,14 @@ fn ready<F: Future>(f: F) -> F::Output {
 }
 
 fn limiter() -> Limiter {
-    let policies = PolicySet::from_files([(
-        "bench.yaml",
-        "domain: bench
-descriptors:
-  - key: remote_address
-    rate_limit: {unit: second, requests_per_unit: 1000000000, algorithm: gcra}
-",
-    )])
-    .expect("valid policies");
+    limiter_with("{unit: second, requests_per_unit: 1000000000, algorithm: gcra}")
+}
+
+/// A limiter whose one policy, on `remote_address`, has the `rate_limit` block `limit`.
+fn limiter_with(limit: &str) -> Limiter {
+    let yaml =
+        format!("domain: bench\ndescriptors:\n  - key: remote_address\n    rate_limit: {limit}\n");
+    let policies = PolicySet::from_files([("bench.yaml", yaml.as_str())]).expect("valid policies");
     Limiter::new(
         policies,
         Arc::new(MemoryStore::default()),
@@ -143,6 +142,13 @@ fn full_limiter(c: &mut Criterion) {
                 black_box(check(&l, &values[i as usize % KEYS]));
             })
         })
+    });
+    // A monthly calendar quota in a DST zone: the window comes from the cached calendar.
+    let quota = limiter_with(
+        "{algorithm: quota, period: month, time_zone: America/New_York, requests_per_unit: 4000000000}",
+    );
+    g.bench_function("quota_hot_key", |b| {
+        b.iter(|| black_box(check(&quota, black_box("10.0.0.1"))))
     });
     g.finish();
 }

@@ -11,6 +11,7 @@
 //! (and anyone embedding Tollgate) brings those.
 
 pub mod algorithm;
+pub mod calendar;
 pub mod descriptor;
 pub mod key;
 pub mod lease;
@@ -20,6 +21,7 @@ pub mod store;
 pub mod time;
 
 pub use algorithm::{Algorithm, CounterState, Limit, Outcome};
+pub use calendar::{Calendar, CalendarError, CalendarPeriod, Window};
 pub use descriptor::{CheckRequest, Descriptor, Entry, LimitOverride, RequestError, RequestLimits};
 pub use key::{CounterKey, KeyHasher};
 pub use limiter::{Decision, DescriptorStatus, Limiter, LimiterConfig, Rule};

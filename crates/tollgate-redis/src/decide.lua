@@ -19,8 +19,11 @@
 -- KEYS[i]: the i-th counter.
 -- ARGV[1]: '0' all or nothing, '1' every request counts, '2' lease (one counter).
 -- ARGV[2]: '' for the store's clock (TIME), or <seconds, nanoseconds> of the caller's.
--- ARGV[3]: per counter 9 doubles <algorithm (1 fixed, 2 gcra, 3 sliding), requests,
---          period s, period ns, burst, emission s, emission ns, cost, flags>; flags: 0
+-- ARGV[3]: per counter 9 doubles <algorithm (1 fixed, 2 gcra, 3 sliding, 4 quota),
+--          requests, period s, period ns, burst, emission s, emission ns, cost, flags>
+--          (a quota is a fixed window whose bounds the caller computed from the calendar:
+--          its emission slots carry the window's start, its period the window's length,
+--          so no calendar arithmetic happens here); flags: 0
 --          shadow, 1 enforced, 2 quota mode not enforced, 3 quota mode enforced
 --          (tollgate-core's `batch_admits`: quota-mode counters deny only together, and an
 --          unenforced one counts as admitting); for a lease, cost is the tokens wanted and
@@ -116,6 +119,12 @@ local function window_start(ps, pn)
   error({ err = 'tollgate: a period of ' .. ps .. ' s ' .. pn .. ' ns is neither whole seconds nor a divisor of one second' })
 end
 
+-- Start of the window an op counts in: epoch-aligned for windows, given for quotas.
+local function window_of(op)
+  if op[1] == 4 then return op[6], op[7] end
+  return window_start(op[3], op[4])
+end
+
 local function load(key)
   local v = redis.call('GET', key)
   if not v or #v ~= 40 then
@@ -164,14 +173,16 @@ local function decide(op, st, cost)
     return { ok = cost == 0, rem = 0, rs = 0, rn = 0, st = st }
   end
   local algorithm, ps, pn = op[1], op[3], op[4]
-  if algorithm == 1 then
-    local ws, wn = window_start(ps, pn)
+  if algorithm == 1 or algorithm == 4 then
+    local ws, wn = window_of(op)
     local es, en, count = st.s, st.n, st.a
     if count == 0 or not lt(ws, wn, es, en) then
       es, en = add(ws, wn, ps, pn)
       count = 0
     end
     local rs, rn = sub(es, en, now_s, now_n)
+    -- A quota's window came from the caller's clock; the store's may be past its end.
+    if rs < 0 then rs, rn = 0, 0 end
     local after = count + cost
     if after <= requests then
       local state = st
@@ -278,10 +289,10 @@ end
 local function charge(op, st, o, cost)
   if o.ok or cost == 0 then return o.st end
   local algorithm, ps, pn = op[1], op[3], op[4]
-  if algorithm == 1 then
+  if algorithm == 1 or algorithm == 4 then
     -- The window lookup of `decide`, repeated rather than shared: a helper would be one
     -- more closure rebuilt on every call.
-    local ws, wn = window_start(ps, pn)
+    local ws, wn = window_of(op)
     if st.a > 0 and lt(ws, wn, st.s, st.n) then
       return { s = st.s, n = st.n, a = min(st.a + cost, MAX_COUNT), b = 0, ttl = st.ttl }
     end
@@ -325,8 +336,8 @@ if mode == '2' then
   local algorithm, ps, pn = op[1], op[3], op[4]
   local fresh = st.s == 0 and st.n == 0 and st.a == 0 and st.b == 0
   if back > 0 and not fresh then
-    if algorithm == 1 then
-      local ws, wn = window_start(ps, pn)
+    if algorithm == 1 or algorithm == 4 then
+      local ws, wn = window_of(op)
       if st.a > 0 and lt(ws, wn, st.s, st.n) then
         st = { s = st.s, n = st.n, a = max(st.a - back, 0), b = 0, ttl = st.ttl }
       end
@@ -360,9 +371,10 @@ if mode == '2' then
   if st ~= before then save(KEYS[1], st, before.ttl) end
   local vs, vn = ps, pn
   if algorithm ~= 2 then
-    local ws, wn = window_start(ps, pn)
+    local ws, wn = window_of(op)
     ws, wn = add(ws, wn, ps, pn)
     vs, vn = sub(ws, wn, now_s, now_n)
+    if vs < 0 then vs, vn = 0, 0 end
   end
   local ys, yn = -1, 0
   if granted == 0 and o.ys then ys, yn = o.ys, o.yn end

@@ -370,8 +370,13 @@ impl RedisStore {
                 Algorithm::FixedWindow => 1,
                 Algorithm::Gcra => 2,
                 Algorithm::SlidingWindow => 3,
+                Algorithm::Quota => 4,
             };
-            let (period, emission) = (op.limit.period(), op.limit.emission());
+            // A quota has no emission interval; its slot carries the window's start.
+            let (period, emission) = match op.limit.algorithm() {
+                Algorithm::Quota => (op.limit.period(), op.limit.window_start()),
+                _ => (op.limit.period(), op.limit.emission()),
+            };
             for x in [
                 algorithm,
                 op.limit.requests(),

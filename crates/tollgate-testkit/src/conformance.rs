@@ -7,7 +7,10 @@
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use tollgate_core::algorithm::domain;
-use tollgate_core::{CommitRule, CounterKey, Limit, LimitOp, MemoryStore, Nanos, SECOND, Store};
+use tollgate_core::{
+    Calendar, CalendarPeriod, CommitRule, CounterKey, Limit, LimitOp, MemoryStore, Nanos, SECOND,
+    Store,
+};
 
 /// The limits scenarios draw from: the periods policies produce (whole seconds, up to a
 /// year), one that divides a second, a limit that admits nothing, and the edges of the
@@ -34,6 +37,48 @@ pub fn limits() -> Vec<Limit> {
         Limit::sliding_window(top, year).expect("valid limit"),
         Limit::sliding_window(5, year).expect("valid limit"),
     ]
+}
+
+/// Calendar quotas the scenarios draw from, after [`limits`]: each op takes the window its
+/// calendar gives at the step's `now`, as the limiter does (DST zones, a half-hour and a
+/// 45-minute offset, a billing day past short months, the largest count in a year).
+pub fn quotas() -> Vec<(Limit, Calendar)> {
+    let calendar = |period, zone, anchor| Calendar::new(period, Some(zone), anchor).expect("valid");
+    let month = 30 * 86_400 * SECOND;
+    vec![
+        (
+            Limit::quota(5, month).expect("valid limit"),
+            calendar(CalendarPeriod::Month, "Europe/Berlin", None),
+        ),
+        (
+            Limit::quota(3, 86_400 * SECOND).expect("valid limit"),
+            calendar(CalendarPeriod::Day, "America/New_York", None),
+        ),
+        (
+            Limit::quota(4, 7 * 86_400 * SECOND).expect("valid limit"),
+            calendar(CalendarPeriod::Week, "Asia/Kolkata", None),
+        ),
+        (
+            Limit::quota(domain::MAX_REQUESTS, domain::YEAR).expect("valid limit"),
+            calendar(CalendarPeriod::Year, "Pacific/Chatham", None),
+        ),
+        (
+            Limit::quota(2, month).expect("valid limit"),
+            calendar(CalendarPeriod::Month, "America/Santiago", Some(31)),
+        ),
+    ]
+}
+
+/// The limit of index `l` at `now`: one of [`limits`], or one of [`quotas`] in its window.
+fn limit_at(limits: &[Limit], quotas: &[(Limit, Calendar)], l: usize, now: Nanos) -> Limit {
+    match limits.get(l) {
+        Some(limit) => *limit,
+        None => {
+            let (limit, calendar) = &quotas[l - limits.len()];
+            let window = calendar.window_at(now);
+            limit.in_window(window.start, window.end)
+        }
+    }
 }
 
 /// One step of a scenario, after `gap` nanoseconds.
@@ -116,6 +161,7 @@ pub fn check_store(
     group: impl Fn() -> u64,
 ) {
     let limits = limits();
+    let quotas = quotas();
     let mut runner = TestRunner::new(Config {
         cases,
         ..Config::default()
@@ -126,69 +172,73 @@ pub fn check_store(
         3 => 1_795_000_000 * SECOND..1_795_000_000 * SECOND + SECOND,
         1 => 0..domain::MAX_NOW - 100 * domain::YEAR,
     ];
-    let result = runner.run(&(steps(limits.len()), start), |(steps, start)| {
-        let reference = MemoryStore::default();
-        let group = group();
-        let mut now: Nanos = start;
-        let op = |l: usize, k: u64, cost: u64, enforce: bool, quota: bool| {
-            // One counter per (limit, key), as the limiter's keys would be, and none shared
-            // with another case (stores that ignore groups keep cases apart by key).
-            let key = CounterKey(group.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ ((l as u64) << 8 | k));
-            let mut op = LimitOp::new(key, limits[l], cost, enforce);
-            op.group = group;
-            op.quota = quota;
-            op
-        };
-        for (gap, step) in steps {
-            now += gap;
-            match step {
-                Step::Apply { ops, rule } => {
-                    let make = || -> Vec<LimitOp> {
-                        ops.iter()
-                            .map(|&(l, k, c, e, q)| op(l, k, c, e, q))
-                            .collect()
-                    };
-                    let mut expected = make();
-                    reference.apply_with(&mut expected, now, rule);
-                    let mut got = make();
-                    runtime
-                        .block_on(store.apply(&mut got, now, rule))
-                        .map_err(|e| TestCaseError::fail(format!("store error: {e}")))?;
-                    for (i, (e, g)) in expected.iter().zip(&got).enumerate() {
+    let result = runner.run(
+        &(steps(limits.len() + quotas.len()), start),
+        |(steps, start)| {
+            let reference = MemoryStore::default();
+            let group = group();
+            let mut now: Nanos = start;
+            let op = |l: usize, k: u64, cost: u64, enforce: bool, quota: bool, now: Nanos| {
+                // One counter per (limit, key), as the limiter's keys would be, and none shared
+                // with another case (stores that ignore groups keep cases apart by key).
+                let key =
+                    CounterKey(group.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ ((l as u64) << 8 | k));
+                let mut op = LimitOp::new(key, limit_at(&limits, &quotas, l, now), cost, enforce);
+                op.group = group;
+                op.quota = quota;
+                op
+            };
+            for (gap, step) in steps {
+                now += gap;
+                match step {
+                    Step::Apply { ops, rule } => {
+                        let make = || -> Vec<LimitOp> {
+                            ops.iter()
+                                .map(|&(l, k, c, e, q)| op(l, k, c, e, q, now))
+                                .collect()
+                        };
+                        let mut expected = make();
+                        reference.apply_with(&mut expected, now, rule);
+                        let mut got = make();
+                        runtime
+                            .block_on(store.apply(&mut got, now, rule))
+                            .map_err(|e| TestCaseError::fail(format!("store error: {e}")))?;
+                        for (i, (e, g)) in expected.iter().zip(&got).enumerate() {
+                            prop_assert_eq!(
+                                e.outcome,
+                                g.outcome,
+                                "op {} of {:?} at {} ({:?})",
+                                i,
+                                ops,
+                                now,
+                                rule
+                            );
+                        }
+                    }
+                    Step::Lease {
+                        limit,
+                        key,
+                        unused,
+                        want,
+                    } => {
+                        let op = op(limit, key, 0, true, false, now);
+                        let expected = reference.lease_sync(&op, unused, want, now);
+                        let got = runtime
+                            .block_on(store.lease(&op, unused, want, now))
+                            .map_err(|e| TestCaseError::fail(format!("store error: {e}")))?;
                         prop_assert_eq!(
-                            e.outcome,
-                            g.outcome,
-                            "op {} of {:?} at {} ({:?})",
-                            i,
-                            ops,
-                            now,
-                            rule
+                            expected,
+                            got,
+                            "lease {:?} at {}",
+                            (limit, key, unused, want),
+                            now
                         );
                     }
                 }
-                Step::Lease {
-                    limit,
-                    key,
-                    unused,
-                    want,
-                } => {
-                    let op = op(limit, key, 0, true, false);
-                    let expected = reference.lease_sync(&op, unused, want, now);
-                    let got = runtime
-                        .block_on(store.lease(&op, unused, want, now))
-                        .map_err(|e| TestCaseError::fail(format!("store error: {e}")))?;
-                    prop_assert_eq!(
-                        expected,
-                        got,
-                        "lease {:?} at {}",
-                        (limit, key, unused, want),
-                        now
-                    );
-                }
             }
-        }
-        Ok(())
-    });
+            Ok(())
+        },
+    );
     if let Err(e) = result {
         panic!(
             "{} does not decide like the memory store: {e}",

@@ -3,13 +3,15 @@
 //!
 //! State word 0 is the end of the window the count belongs to; word 1 is the count.
 //! If the wall clock steps back, the newer window stored is kept (never resets early).
+//!
+//! Quotas (`Algorithm::Quota`) count the same way in the window their op names.
 
-use super::{CounterState, Limit, Outcome, domain, window_start};
+use super::{CounterState, Limit, Outcome, domain};
 use crate::time::{Nanos, Span};
 
 /// The window the count belongs to (its end) and the count so far.
 fn unpack(limit: &Limit, state: CounterState, now: Nanos) -> (Nanos, u64) {
-    let current = window_start(now, limit.period);
+    let current = limit.window_of(now);
     if state.0[0] > current && state.0[1] > 0 {
         (state.0[0], state.0[1])
     } else {
@@ -33,7 +35,7 @@ pub(super) fn refund(limit: &Limit, state: CounterState, cost: u64, now: Nanos) 
 
 pub(super) fn decide(limit: &Limit, state: CounterState, cost: u64, now: Nanos) -> Outcome {
     let (end, count) = unpack(limit, state, now);
-    let reset_after = Span::from(end - now);
+    let reset_after = Span::from(end.saturating_sub(now));
     let after = count.saturating_add(cost);
     if after <= limit.requests {
         Outcome {

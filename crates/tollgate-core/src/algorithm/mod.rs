@@ -42,6 +42,9 @@ pub enum Algorithm {
     Gcra,
     /// Weighted two-window counter: a smooth approximation of a sliding window.
     SlidingWindow,
+    /// A fixed window whose bounds the caller gives with each op (calendar days, weeks,
+    /// months and years in a time zone; see [`crate::calendar`]).
+    Quota,
 }
 
 impl Algorithm {
@@ -51,6 +54,7 @@ impl Algorithm {
             Algorithm::FixedWindow => "fixed_window",
             Algorithm::Gcra => "gcra",
             Algorithm::SlidingWindow => "sliding_window",
+            Algorithm::Quota => "quota",
         }
     }
 
@@ -60,6 +64,7 @@ impl Algorithm {
             Algorithm::FixedWindow => 1,
             Algorithm::Gcra => 2,
             Algorithm::SlidingWindow => 3,
+            Algorithm::Quota => 4,
         }
     }
 }
@@ -148,6 +153,9 @@ pub struct Limit {
     burst: u64,
     /// GCRA only: nanoseconds per request, rounded up so the rate is never exceeded.
     emission: Nanos,
+    /// Quota only: the start of the window `period` long that the op counts in (set per
+    /// decision by [`Limit::in_window`]).
+    window_start: Nanos,
 }
 
 impl Limit {
@@ -164,6 +172,38 @@ impl Limit {
     /// About `requests` per rolling `period` (see the error bound in `docs/design/rate-limiting.md`).
     pub fn sliding_window(requests: u64, period: Nanos) -> Result<Self, LimitError> {
         Self::build(Algorithm::SlidingWindow, requests, period, requests)
+    }
+
+    /// At most `requests` per calendar window. `nominal` is the period's usual length
+    /// (a 30-day month): each decision gives the actual window with [`Limit::in_window`].
+    pub fn quota(requests: u64, nominal: Nanos) -> Result<Self, LimitError> {
+        Self::build(Algorithm::Quota, requests, nominal, requests)
+    }
+
+    /// This quota limit counting in the window `[start, end)`; other algorithms are
+    /// returned unchanged.
+    pub fn in_window(mut self, start: Nanos, end: Nanos) -> Self {
+        if self.algorithm == Algorithm::Quota {
+            self.window_start = start;
+            self.period = end.saturating_sub(start).max(1);
+        }
+        self
+    }
+
+    /// The start of the window that holds `now`: aligned to the epoch for fixed and
+    /// sliding windows, the given one for quotas.
+    #[inline]
+    pub(crate) fn window_of(&self, now: Nanos) -> Nanos {
+        if self.algorithm == Algorithm::Quota {
+            self.window_start
+        } else {
+            window_start(now, self.period)
+        }
+    }
+
+    /// For a quota, the start of the window it counts in; 0 otherwise.
+    pub fn window_start(&self) -> Nanos {
+        self.window_start
     }
 
     fn build(
@@ -206,6 +246,7 @@ impl Limit {
             period,
             burst,
             emission,
+            window_start: 0,
         })
     }
 
@@ -251,7 +292,9 @@ impl Limit {
             };
         }
         match self.algorithm {
-            Algorithm::FixedWindow => fixed_window::decide(self, state, cost, now),
+            Algorithm::FixedWindow | Algorithm::Quota => {
+                fixed_window::decide(self, state, cost, now)
+            }
             Algorithm::Gcra => gcra::decide(self, state, cost, now),
             Algorithm::SlidingWindow => sliding_window::decide(self, state, cost, now),
         }
@@ -270,7 +313,9 @@ impl Limit {
             return outcome.state;
         }
         match self.algorithm {
-            Algorithm::FixedWindow => fixed_window::charge(self, state, cost, now),
+            Algorithm::FixedWindow | Algorithm::Quota => {
+                fixed_window::charge(self, state, cost, now)
+            }
             Algorithm::Gcra => gcra::charge(self, state, cost, now),
             Algorithm::SlidingWindow => sliding_window::charge(self, state, cost, now),
         }
@@ -287,7 +332,9 @@ impl Limit {
             return state;
         }
         match self.algorithm {
-            Algorithm::FixedWindow => fixed_window::refund(self, state, cost, now),
+            Algorithm::FixedWindow | Algorithm::Quota => {
+                fixed_window::refund(self, state, cost, now)
+            }
             Algorithm::Gcra => gcra::refund(self, state, cost, now),
             Algorithm::SlidingWindow => sliding_window::refund(self, state, cost, now),
         }
@@ -311,9 +358,10 @@ impl Limit {
     pub fn lease_valid_for(&self, now: Nanos) -> Nanos {
         match self.algorithm {
             Algorithm::Gcra => self.period,
-            Algorithm::FixedWindow | Algorithm::SlidingWindow => {
-                window_start(now, self.period).saturating_add(self.period) - now
-            }
+            Algorithm::FixedWindow | Algorithm::SlidingWindow | Algorithm::Quota => self
+                .window_of(now)
+                .saturating_add(self.period)
+                .saturating_sub(now),
         }
     }
 
@@ -325,7 +373,10 @@ impl Limit {
         }
         let requests = (self.requests / nodes).max(1);
         let burst = (self.burst / nodes).max(1);
-        Self::build(self.algorithm, requests, self.period, burst).unwrap_or(*self)
+        let window_start = self.window_start;
+        Self::build(self.algorithm, requests, self.period, burst)
+            .map(|l| Self { window_start, ..l })
+            .unwrap_or(*self)
     }
 }
 
@@ -337,7 +388,7 @@ impl Limit {
     pub fn state_from_parts(&self, expiry: Span, a: u64, b: u64) -> CounterState {
         let word0 = Nanos::try_from(expiry).unwrap_or(Nanos::MAX);
         match self.algorithm {
-            Algorithm::FixedWindow => CounterState([word0, a]),
+            Algorithm::FixedWindow | Algorithm::Quota => CounterState([word0, a]),
             Algorithm::Gcra => gcra::state_at(expiry),
             Algorithm::SlidingWindow => CounterState([word0, (a << 32) | (b & 0xffff_ffff)]),
         }
@@ -348,7 +399,9 @@ impl Limit {
     pub fn expiry_of(&self, state: CounterState) -> Span {
         match self.algorithm {
             Algorithm::Gcra => gcra::tat(state),
-            Algorithm::FixedWindow | Algorithm::SlidingWindow => Span::from(state.0[0]),
+            Algorithm::FixedWindow | Algorithm::SlidingWindow | Algorithm::Quota => {
+                Span::from(state.0[0])
+            }
         }
     }
 }

@@ -371,8 +371,16 @@ impl Limiter {
                     None,
                 ),
                 Some(Rule::Policy(p)) => match &p.limit {
-                    PolicyLimit::Limited { limit, .. } => (
-                        Some(*limit),
+                    PolicyLimit::Limited {
+                        limit, calendar, ..
+                    } => (
+                        Some(match calendar {
+                            Some(calendar) => {
+                                let window = calendar.window_at(plan.now);
+                                limit.in_window(window.start, window.end)
+                            }
+                            None => *limit,
+                        }),
                         !p.shadow_mode,
                         p.quota_mode || self.quota_mode,
                         p.on_store_error,

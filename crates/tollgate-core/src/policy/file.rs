@@ -1,5 +1,6 @@
 //! Policy files: envoyproxy/ratelimit's YAML format, loaded unchanged, plus Tollgate's
-//! extensions inside `rate_limit` (`algorithm`, `burst`, `consistency`, `on_store_error`, `lease`).
+//! extensions inside `rate_limit` (`algorithm`, `burst`, `consistency`, `on_store_error`,
+//! `lease`, and for `algorithm: quota` its `period`, `time_zone` and `anchor_day`).
 //!
 //! A descriptor's `metadata` is kept (see `metadata.rs`). Fields envoyproxy/ratelimit knows
 //! but Tollgate has no use for (`detailed_metric`, `value_to_metric`, and `quota_mode`
@@ -15,6 +16,7 @@ use serde::{Deserialize, Deserializer};
 
 use super::{Consistency, Domain, OnStoreError, Policy, PolicyLimit, Unit};
 use crate::algorithm::{Algorithm, Limit};
+use crate::calendar::{Calendar, CalendarError, CalendarPeriod};
 
 /// Deepest descriptor tree accepted: envoy descriptors are a handful of levels deep, and the
 /// bound keeps matching and key building cheap.
@@ -56,7 +58,7 @@ impl PolicyError {
             let (field, detail) = rest.split_once(": ")?;
             field
                 .bytes()
-                .all(|b| b.is_ascii_lowercase() || b == b'_')
+                .all(|b| b.is_ascii_lowercase() || b == b'_' || b == b'.')
                 .then(|| format!("{path}.{field}: {detail}"))
         }) {
             Some(joined) => joined,
@@ -144,6 +146,12 @@ struct RateLimitFields {
     on_store_error: Option<OnStoreErrorName>,
     #[serde(default)]
     lease: Option<u64>,
+    #[serde(default)]
+    period: Option<PeriodName>,
+    #[serde(default)]
+    time_zone: Option<String>,
+    #[serde(default)]
+    anchor_day: Option<u8>,
     #[serde(default, rename = "quota_mode")]
     _quota_mode: Option<IgnoredAny>,
     #[serde(default, rename = "metadata")]
@@ -174,7 +182,14 @@ impl TryFrom<RateLimitFields> for RawRateLimit {
 
     fn try_from(f: RateLimitFields) -> Result<Self, String> {
         // The YAML library locates this error at the enclosing descriptor; name the block.
-        Self::check(f).map_err(|e| format!("rate_limit: {e}"))
+        // Errors that name a field of the block already start with `rate_limit.`.
+        Self::check(f).map_err(|e| {
+            if e.starts_with("rate_limit.") {
+                e
+            } else {
+                format!("rate_limit: {e}")
+            }
+        })
     }
 }
 
@@ -194,15 +209,13 @@ impl RawRateLimit {
                     unit.0
                 ));
             }
-            if f.algorithm.is_some() || f.burst.is_some() {
-                return Err("algorithm and burst must not be set when unlimited is true".into());
+            if f.algorithm.is_some() || f.burst.is_some() || f.period.is_some() {
+                return Err(
+                    "algorithm, burst and period must not be set when unlimited is true".into(),
+                );
             }
             PolicyLimit::Unlimited
         } else {
-            let unit = f
-                .unit
-                .ok_or("unit is required (second, minute, hour, day, week, month or year)")?
-                .0;
             let requests = u64::from(f.requests_per_unit.unwrap_or(0));
             let algorithm = f.algorithm.map_or(Algorithm::FixedWindow, |a| a.0);
             if f.burst.is_some() && algorithm != Algorithm::Gcra {
@@ -211,16 +224,53 @@ impl RawRateLimit {
                     algorithm.as_str()
                 ));
             }
+            if algorithm != Algorithm::Quota
+                && (f.period.is_some() || f.time_zone.is_some() || f.anchor_day.is_some())
+            {
+                return Err(format!(
+                    "period, time_zone and anchor_day apply only to algorithm quota, not {}",
+                    algorithm.as_str()
+                ));
+            }
+            let (unit, calendar) = if algorithm == Algorithm::Quota {
+                if f.unit.is_some() {
+                    return Err(
+                        "a quota counts in calendar windows: set period (day, week, \
+                                month or year) instead of unit"
+                            .into(),
+                    );
+                }
+                let period = f
+                    .period
+                    .ok_or("period is required for algorithm quota (day, week, month or year)")?
+                    .0;
+                let calendar = Calendar::new(period, f.time_zone.as_deref(), f.anchor_day)
+                    .map_err(|e| match e {
+                        CalendarError::UnknownZone(_) => format!("rate_limit.time_zone: {e}"),
+                        CalendarError::AnchorOutOfRange(_) | CalendarError::AnchorNeedsMonth(_) => {
+                            format!("rate_limit.anchor_day: {e}")
+                        }
+                    })?;
+                (Unit::of_period(period), Some(Arc::new(calendar)))
+            } else {
+                let unit = f
+                    .unit
+                    .ok_or("unit is required (second, minute, hour, day, week, month or year)")?
+                    .0;
+                (unit, None)
+            };
             let limit = match algorithm {
                 Algorithm::FixedWindow => Limit::fixed_window(requests, unit.nanos()),
                 Algorithm::SlidingWindow => Limit::sliding_window(requests, unit.nanos()),
                 Algorithm::Gcra => Limit::gcra(requests, unit.nanos(), f.burst.unwrap_or(requests)),
+                Algorithm::Quota => Limit::quota(requests, unit.nanos()),
             }
             .map_err(|e| e.to_string())?;
             PolicyLimit::Limited {
                 limit,
                 unit,
                 requests_per_unit: requests,
+                calendar,
             }
         };
         let consistency = f.consistency.map_or_else(Consistency::default, |c| c.0);
@@ -294,6 +344,13 @@ named_enum!(AlgorithmName, Algorithm, "algorithm", "algorithm", [
     "fixed_window" => Algorithm::FixedWindow,
     "gcra" => Algorithm::Gcra,
     "sliding_window" => Algorithm::SlidingWindow,
+    "quota" => Algorithm::Quota,
+]);
+named_enum!(PeriodName, CalendarPeriod, "period", "quota period", [
+    "day" => CalendarPeriod::Day,
+    "week" => CalendarPeriod::Week,
+    "month" => CalendarPeriod::Month,
+    "year" => CalendarPeriod::Year,
 ]);
 named_enum!(ConsistencyName, Consistency, "consistency", "consistency", [
     "local" => Consistency::Local,

@@ -18,6 +18,7 @@ pub use metadata::{Metadata, MetadataValue, merge_metadata};
 pub use tree::Match;
 
 use crate::algorithm::Limit;
+use crate::calendar::{Calendar, CalendarPeriod};
 use crate::time::{Nanos, SECOND};
 use tree::Level;
 
@@ -83,6 +84,16 @@ impl Unit {
         }
     }
 
+    /// The unit a calendar period is reported as (gRPC's `current_limit`, headers).
+    pub fn of_period(period: CalendarPeriod) -> Unit {
+        match period {
+            CalendarPeriod::Day => Unit::Day,
+            CalendarPeriod::Week => Unit::Week,
+            CalendarPeriod::Month => Unit::Month,
+            CalendarPeriod::Year => Unit::Year,
+        }
+    }
+
     /// Parses a unit name, case-insensitively (envoyproxy/ratelimit accepts `SECOND` too).
     pub fn parse(name: &str) -> Option<Unit> {
         Unit::ALL
@@ -132,6 +143,8 @@ pub enum PolicyLimit {
         unit: Unit,
         /// The configured `requests_per_unit`.
         requests_per_unit: u64,
+        /// `algorithm: quota`: the calendar that gives each decision its window.
+        calendar: Option<Arc<Calendar>>,
     },
     /// Matched, counted in metrics, never limited (`unlimited: true`).
     Unlimited,

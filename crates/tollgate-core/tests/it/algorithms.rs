@@ -11,7 +11,8 @@ use std::collections::HashMap;
 use proptest::prelude::*;
 use tollgate_core::algorithm::domain::{MAX_NOW, MAX_REQUESTS, YEAR};
 use tollgate_core::{
-    CounterKey, CounterState, Limit, LimitOp, MemoryStore, Outcome, SECOND, Span, Unit,
+    Calendar, CalendarPeriod, CounterKey, CounterState, Limit, LimitOp, MemoryStore, Outcome,
+    SECOND, Span, Unit,
 };
 
 /// A clock reading: epoch-scale, at any nanosecond, from 1970 to a century before 2262.
@@ -222,6 +223,51 @@ proptest! {
                 *used += cost;
                 prop_assert_eq!(o.remaining, requests - *used);
                 prop_assert_eq!(o.reset_after, Span::from((now / period + 1) * period - now));
+            }
+        }
+        prop_assert!(windows.values().all(|&used| used <= requests));
+    }
+
+    /// A calendar quota against per-window counts, each decision in the window its calendar
+    /// gives at that instant (as the limiter asks): what a window admits never passes the
+    /// limit, a new window starts empty, and the reset is the window's exact end.
+    #[test]
+    fn quota_matches_per_calendar_window_counts(
+        requests in prop_oneof![Just(0u64), rate()],
+        zone in prop::sample::select(vec!["UTC", "Europe/Berlin", "America/Santiago", "Asia/Kathmandu", "Australia/Lord_Howe"]),
+        period in prop::sample::select(CalendarPeriod::ALL.to_vec()),
+        anchor in prop_oneof![Just(None), (1u8..=31).prop_map(Some)],
+        start in epoch(),
+        events in (prop_oneof![Just(3_600 * SECOND), Just(86_400 * SECOND), Just(40 * 86_400 * SECOND)], rate())
+            .prop_flat_map(|(scale, burst)| events(scale, burst)),
+    ) {
+        let anchor = anchor.filter(|_| period == CalendarPeriod::Month);
+        let calendar = Calendar::new(period, Some(zone), anchor).unwrap();
+        let base = Limit::quota(requests, 30 * 86_400 * SECOND).unwrap();
+        let mut state = CounterState::default();
+        let mut windows: HashMap<u64, u64> = HashMap::new();
+        let mut now = start;
+        for &(gap, cost) in &events {
+            now = now.saturating_add(gap).min(MAX_NOW - 1);
+            let window = calendar.window_at(now);
+            prop_assert!(window.start <= now && now < window.end);
+            let limit = base.in_window(window.start, window.end);
+            let o = limit.decide(state, cost, now);
+            let used = windows.entry(window.start).or_default();
+            let fits = if requests == 0 { cost == 0 } else { used.saturating_add(cost) <= requests };
+            prop_assert_eq!(o.allowed, fits, "at {} cost {} in {:?}", now, cost, window);
+            if requests > 0 {
+                prop_assert_eq!(o.reset_after, Span::from(window.end - now));
+                if fits {
+                    *used += cost;
+                    prop_assert_eq!(o.remaining, requests - *used);
+                } else {
+                    prop_assert_eq!(o.remaining, requests - *used);
+                    prop_assert_eq!(o.state, state, "a denial changes nothing");
+                }
+            }
+            if o.allowed {
+                state = o.state;
             }
         }
         prop_assert!(windows.values().all(|&used| used <= requests));

@@ -1,6 +1,7 @@
 //! Integration tests of tollgate-core's public API (one binary, several modules).
 
 mod algorithms;
+mod calendar;
 mod consistency;
 mod limiter;
 mod matching;

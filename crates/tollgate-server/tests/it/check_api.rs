@@ -354,3 +354,44 @@ async fn envoy_counting_and_global_shadow_mode_are_options() {
         assert_eq!(v["statuses"][0]["shadow_denied"], i >= 3);
     }
 }
+
+/// A calendar quota over the wire: a day in Kolkata (UTC+5:30) ends at 18:30 UTC, and the
+/// answer's reset says so, computed here from the clock alone.
+#[tokio::test]
+async fn a_calendar_quota_resets_at_the_zones_midnight() {
+    let dir = TempDir::new("quota");
+    let file = dir.write(
+        "plans.yaml",
+        "domain: plans
+descriptors:
+  - key: org
+    rate_limit:
+      name: daily_in_kolkata
+      algorithm: quota
+      period: day
+      time_zone: Asia/Kolkata
+      requests_per_unit: 2
+",
+    );
+    let s = TestServer::start(Some(&file));
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let until_midnight_ms = (86_400 - (now_s + 19_800) % 86_400) * 1_000;
+    for remaining in [1, 0] {
+        let v = s.check_json(&body("plans", &[&[("org", "acme")]], 1)).await;
+        assert_eq!(v["allowed"], true, "{v}");
+        assert_eq!(v["statuses"][0]["remaining"], remaining, "{v}");
+        assert_eq!(v["statuses"][0]["unit"], "day", "{v}");
+        let reset = v["statuses"][0]["reset_after_ms"].as_u64().unwrap();
+        // The server read its clock after ours, within a few seconds (unless midnight fell
+        // in between, when the window is a whole day long).
+        assert!(
+            reset <= until_midnight_ms && until_midnight_ms - reset < 5_000 || reset > 86_395_000,
+            "reset {reset} ms, midnight in Kolkata in {until_midnight_ms} ms"
+        );
+    }
+    let v = s.check_json(&body("plans", &[&[("org", "acme")]], 1)).await;
+    assert_eq!(v["allowed"], false, "{v}");
+}
