@@ -13,6 +13,7 @@
 pub mod algorithm;
 pub mod calendar;
 pub mod descriptor;
+pub mod hold;
 pub mod key;
 pub mod lease;
 mod limiter;
@@ -23,15 +24,19 @@ pub mod time;
 pub use algorithm::{Algorithm, CounterState, Limit, Outcome};
 pub use calendar::{Calendar, CalendarError, CalendarPeriod, Window};
 pub use descriptor::{CheckRequest, Descriptor, Entry, LimitOverride, RequestError, RequestLimits};
+pub use hold::{ExtendOutcome, HeldOp, HoldId, HoldKind, Settle, SettleOutcome, Settled};
 pub use key::{CounterKey, KeyHasher};
-pub use limiter::{Decision, DescriptorStatus, Limiter, LimiterConfig, Rule};
+pub use limiter::{
+    Decision, DescriptorStatus, HoldError, Limiter, LimiterConfig, Reservation, Rule,
+};
 pub use policy::{
     Consistency, Metadata, MetadataValue, OnStoreError, Policy, PolicyError, PolicyLimit,
     PolicySet, Unit,
 };
 pub use store::{
-    Admission, CircuitBreaker, CircuitBreakerConfig, CircuitState, CommitRule, LeaseGrant, LimitOp,
-    MemoryStore, MemoryStoreConfig, Store, StoreCalls, StoreError, StoreReport,
+    Admission, CircuitBreaker, CircuitBreakerConfig, CircuitState, CommitRule, HoldSpec,
+    LeaseGrant, LimitOp, MemoryStore, MemoryStoreConfig, Store, StoreCalls, StoreError,
+    StoreReport,
 };
 pub use time::{
     Clock, ManualClock, Nanos, SECOND, Span, SystemClock, ceil_units, instant_after,

@@ -125,6 +125,12 @@ local function window_of(op)
   return window_start(op[3], op[4])
 end
 
+-- (window start s, ns, period s, ns) of an op, to add into its window's end.
+local function ws_of(op)
+  local ws, wn = window_of(op)
+  return ws, wn, op[3], op[4]
+end
+
 local function load(key)
   local v = redis.call('GET', key)
   if not v or #v ~= 40 then
@@ -337,8 +343,9 @@ if mode == '2' then
   local fresh = st.s == 0 and st.n == 0 and st.a == 0 and st.b == 0
   if back > 0 and not fresh then
     if algorithm == 1 or algorithm == 4 then
-      local ws, wn = window_of(op)
-      if st.a > 0 and lt(ws, wn, st.s, st.n) then
+      -- Only to the window the op counts in (Limit::refund).
+      local es, en = add(ws_of(op))
+      if st.s == es and st.n == en then
         st = { s = st.s, n = st.n, a = max(st.a - back, 0), b = 0, ttl = st.ttl }
       end
     elseif algorithm == 2 then

@@ -25,12 +25,14 @@ pub(super) fn charge(limit: &Limit, state: CounterState, cost: u64, now: Nanos) 
     CounterState([end, count.saturating_add(cost).min(domain::MAX_COUNT)])
 }
 
+/// Gives back only to the window the op counts in: a counter that has moved on to another
+/// (a later quota window, a clock that stepped) keeps its count.
 pub(super) fn refund(limit: &Limit, state: CounterState, cost: u64, now: Nanos) -> CounterState {
-    let (end, count) = unpack(limit, state, now);
+    let end = limit.window_of(now).saturating_add(limit.period);
     if end != state.0[0] {
         return state;
     }
-    CounterState([end, count.saturating_sub(cost)])
+    CounterState([end, state.0[1].saturating_sub(cost)])
 }
 
 pub(super) fn decide(limit: &Limit, state: CounterState, cost: u64, now: Nanos) -> Outcome {

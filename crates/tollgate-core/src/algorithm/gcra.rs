@@ -98,6 +98,17 @@ pub(super) fn refund(limit: &Limit, state: CounterState, cost: u64, now: Nanos) 
     state_at(back.max(Span::from(now).min(stored)))
 }
 
+/// Charges `cost` whatever the room, into debt down to one full bucket past empty (a
+/// commit's overage): `tat ≤ now + 2 × burst × T`.
+pub(super) fn force(limit: &Limit, state: CounterState, cost: u64, now: Nanos) -> CounterState {
+    let t = Span::from(limit.emission);
+    let stored = tat(state);
+    let now_wide = Span::from(now);
+    let floor = now_wide + 2 * Span::from(limit.burst) * t;
+    let charged = stored.max(now_wide) + Span::from(cost.min(2 * limit.burst)) * t;
+    state_at(charged.min(floor).max(stored))
+}
+
 /// A refused request empties the bucket, without going into debt.
 pub(super) fn charge(limit: &Limit, state: CounterState, cost: u64, now: Nanos) -> CounterState {
     let t = Span::from(limit.emission);

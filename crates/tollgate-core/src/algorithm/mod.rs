@@ -5,11 +5,12 @@
 //! given. That is what lets the in-memory store, a Redis script and the property tests
 //! share one definition of "correct".
 
+mod concurrency;
 mod fixed_window;
 mod gcra;
 mod sliding_window;
 
-use crate::time::{Nanos, Span};
+use crate::time::{Nanos, SECOND, Span};
 
 /// The domain every algorithm is exact over, in memory and in the Redis script alike
 /// (`docs/design/rate-limiting.md`, "Domain"). A limit outside it is refused when built.
@@ -45,6 +46,9 @@ pub enum Algorithm {
     /// A fixed window whose bounds the caller gives with each op (calendar days, weeks,
     /// months and years in a time zone; see [`crate::calendar`]).
     Quota,
+    /// At most `max_in_flight` held at once: slots taken by leases and reservations
+    /// ([`crate::hold`]) until released or expired; a plain check only asks if one is free.
+    Concurrency,
 }
 
 impl Algorithm {
@@ -55,6 +59,7 @@ impl Algorithm {
             Algorithm::Gcra => "gcra",
             Algorithm::SlidingWindow => "sliding_window",
             Algorithm::Quota => "quota",
+            Algorithm::Concurrency => "concurrency",
         }
     }
 
@@ -65,6 +70,7 @@ impl Algorithm {
             Algorithm::Gcra => 2,
             Algorithm::SlidingWindow => 3,
             Algorithm::Quota => 4,
+            Algorithm::Concurrency => 5,
         }
     }
 }
@@ -153,9 +159,10 @@ pub struct Limit {
     burst: u64,
     /// GCRA only: nanoseconds per request, rounded up so the rate is never exceeded.
     emission: Nanos,
-    /// Quota only: the start of the window `period` long that the op counts in (set per
-    /// decision by [`Limit::in_window`]).
-    window_start: Nanos,
+    /// Set per decision: for a quota the start of the window `period` long that the op
+    /// counts in ([`Limit::in_window`]); for a concurrency limit when a slot taken now
+    /// is free again ([`Limit::holding_until`]; 0: a probe that takes nothing).
+    at: Nanos,
 }
 
 impl Limit {
@@ -184,18 +191,41 @@ impl Limit {
     /// returned unchanged.
     pub fn in_window(mut self, start: Nanos, end: Nanos) -> Self {
         if self.algorithm == Algorithm::Quota {
-            self.window_start = start;
+            self.at = start;
             self.period = end.saturating_sub(start).max(1);
         }
         self
     }
 
+    /// At most `max_in_flight` slots held at once (see [`Algorithm::Concurrency`]).
+    pub fn concurrency(max_in_flight: u64) -> Result<Self, LimitError> {
+        Self::build(Algorithm::Concurrency, max_in_flight, SECOND, max_in_flight)
+    }
+
+    /// This concurrency limit taking slots held until `deadline`; other algorithms are
+    /// returned unchanged. Without it a concurrency op only asks whether a slot is free.
+    pub fn holding_until(mut self, deadline: Nanos) -> Self {
+        if self.algorithm == Algorithm::Concurrency {
+            self.at = deadline;
+        }
+        self
+    }
+
+    /// For a concurrency op, until when the slots it takes are held; 0 otherwise.
+    pub fn held_until(&self) -> Nanos {
+        if self.algorithm == Algorithm::Concurrency {
+            self.at
+        } else {
+            0
+        }
+    }
+
     /// The start of the window that holds `now`: aligned to the epoch for fixed and
     /// sliding windows, the given one for quotas.
     #[inline]
-    pub(crate) fn window_of(&self, now: Nanos) -> Nanos {
+    pub fn window_of(&self, now: Nanos) -> Nanos {
         if self.algorithm == Algorithm::Quota {
-            self.window_start
+            self.at
         } else {
             window_start(now, self.period)
         }
@@ -203,7 +233,11 @@ impl Limit {
 
     /// For a quota, the start of the window it counts in; 0 otherwise.
     pub fn window_start(&self) -> Nanos {
-        self.window_start
+        if self.algorithm == Algorithm::Quota {
+            self.at
+        } else {
+            0
+        }
     }
 
     fn build(
@@ -246,7 +280,7 @@ impl Limit {
             period,
             burst,
             emission,
-            window_start: 0,
+            at: 0,
         })
     }
 
@@ -297,6 +331,7 @@ impl Limit {
             }
             Algorithm::Gcra => gcra::decide(self, state, cost, now),
             Algorithm::SlidingWindow => sliding_window::decide(self, state, cost, now),
+            Algorithm::Concurrency => concurrency::decide(self, state, cost, now),
         }
     }
 }
@@ -318,6 +353,8 @@ impl Limit {
             }
             Algorithm::Gcra => gcra::charge(self, state, cost, now),
             Algorithm::SlidingWindow => sliding_window::charge(self, state, cost, now),
+            // A refused slot is not taken.
+            Algorithm::Concurrency => state,
         }
     }
 }
@@ -337,6 +374,7 @@ impl Limit {
             }
             Algorithm::Gcra => gcra::refund(self, state, cost, now),
             Algorithm::SlidingWindow => sliding_window::refund(self, state, cost, now),
+            Algorithm::Concurrency => concurrency::refund(state, cost, now),
         }
     }
 
@@ -357,7 +395,7 @@ impl Limit {
     /// taken from the bucket already; the caller caps it further).
     pub fn lease_valid_for(&self, now: Nanos) -> Nanos {
         match self.algorithm {
-            Algorithm::Gcra => self.period,
+            Algorithm::Gcra | Algorithm::Concurrency => self.period,
             Algorithm::FixedWindow | Algorithm::SlidingWindow | Algorithm::Quota => self
                 .window_of(now)
                 .saturating_add(self.period)
@@ -373,9 +411,9 @@ impl Limit {
         }
         let requests = (self.requests / nodes).max(1);
         let burst = (self.burst / nodes).max(1);
-        let window_start = self.window_start;
+        let at = self.at;
         Self::build(self.algorithm, requests, self.period, burst)
-            .map(|l| Self { window_start, ..l })
+            .map(|l| Self { at, ..l })
             .unwrap_or(*self)
     }
 }
@@ -388,7 +426,9 @@ impl Limit {
     pub fn state_from_parts(&self, expiry: Span, a: u64, b: u64) -> CounterState {
         let word0 = Nanos::try_from(expiry).unwrap_or(Nanos::MAX);
         match self.algorithm {
-            Algorithm::FixedWindow | Algorithm::Quota => CounterState([word0, a]),
+            Algorithm::FixedWindow | Algorithm::Quota | Algorithm::Concurrency => {
+                CounterState([word0, a])
+            }
             Algorithm::Gcra => gcra::state_at(expiry),
             Algorithm::SlidingWindow => CounterState([word0, (a << 32) | (b & 0xffff_ffff)]),
         }
@@ -399,9 +439,40 @@ impl Limit {
     pub fn expiry_of(&self, state: CounterState) -> Span {
         match self.algorithm {
             Algorithm::Gcra => gcra::tat(state),
-            Algorithm::FixedWindow | Algorithm::SlidingWindow | Algorithm::Quota => {
-                Span::from(state.0[0])
+            Algorithm::FixedWindow
+            | Algorithm::SlidingWindow
+            | Algorithm::Quota
+            | Algorithm::Concurrency => Span::from(state.0[0]),
+        }
+    }
+}
+
+impl Limit {
+    /// The state after charging `cost` more to a counter whether it fits or not, as a
+    /// commit does for what a reservation used beyond its estimate. Windows count it past
+    /// their limit until they end; a GCRA bucket goes into debt, at most one full bucket
+    /// past empty, so later requests wait until it is paid off (two full refills at
+    /// most); a concurrency limit is unchanged (a commit frees its slots instead).
+    pub fn force(&self, state: CounterState, cost: u64, now: Nanos) -> CounterState {
+        if cost == 0 || self.requests == 0 {
+            return state;
+        }
+        match self.algorithm {
+            Algorithm::FixedWindow | Algorithm::Quota => {
+                fixed_window::charge(self, state, cost, now)
             }
+            Algorithm::SlidingWindow => sliding_window::charge(self, state, cost, now),
+            Algorithm::Gcra => gcra::force(self, state, cost, now),
+            Algorithm::Concurrency => state,
+        }
+    }
+
+    /// The state after the slots of a hold are kept until `until`: a concurrency
+    /// counter's expiry moves out to it; other counters are unchanged.
+    pub fn extend(&self, state: CounterState, until: Nanos, now: Nanos) -> CounterState {
+        match self.algorithm {
+            Algorithm::Concurrency => concurrency::extend(state, until, now),
+            _ => state,
         }
     }
 }

@@ -1,6 +1,9 @@
 //! The decision engine: request → matched policies → one atomic store batch → decision.
 
+mod holds;
 mod shared;
+
+pub use holds::{HoldError, Reservation};
 
 use std::sync::Arc;
 

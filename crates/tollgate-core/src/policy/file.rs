@@ -152,6 +152,8 @@ struct RateLimitFields {
     time_zone: Option<String>,
     #[serde(default)]
     anchor_day: Option<u8>,
+    #[serde(default)]
+    max_in_flight: Option<u32>,
     #[serde(default, rename = "quota_mode")]
     _quota_mode: Option<IgnoredAny>,
     #[serde(default, rename = "metadata")]
@@ -216,7 +218,7 @@ impl RawRateLimit {
             }
             PolicyLimit::Unlimited
         } else {
-            let requests = u64::from(f.requests_per_unit.unwrap_or(0));
+            let requests = u64::from(f.requests_per_unit.or(f.max_in_flight).unwrap_or(0));
             let algorithm = f.algorithm.map_or(Algorithm::FixedWindow, |a| a.0);
             if f.burst.is_some() && algorithm != Algorithm::Gcra {
                 return Err(format!(
@@ -232,7 +234,30 @@ impl RawRateLimit {
                     algorithm.as_str()
                 ));
             }
-            let (unit, calendar) = if algorithm == Algorithm::Quota {
+            if algorithm != Algorithm::Concurrency && f.max_in_flight.is_some() {
+                return Err(format!(
+                    "max_in_flight applies only to algorithm concurrency, not {}",
+                    algorithm.as_str()
+                ));
+            }
+            let (unit, calendar) = if algorithm == Algorithm::Concurrency {
+                if f.unit.is_some() || f.requests_per_unit.is_some() {
+                    return Err(
+                        "a concurrency limit counts slots held, not requests per unit: \
+                                set max_in_flight instead of unit and requests_per_unit"
+                            .into(),
+                    );
+                }
+                if f.consistency
+                    .as_ref()
+                    .is_some_and(|c| c.0 != Consistency::Global)
+                {
+                    return Err("a concurrency limit's slots are held in the store that \
+                                every node shares: consistency must be global"
+                        .into());
+                }
+                (Unit::Second, None)
+            } else if algorithm == Algorithm::Quota {
                 if f.unit.is_some() {
                     return Err(
                         "a quota counts in calendar windows: set period (day, week, \
@@ -264,6 +289,12 @@ impl RawRateLimit {
                 Algorithm::SlidingWindow => Limit::sliding_window(requests, unit.nanos()),
                 Algorithm::Gcra => Limit::gcra(requests, unit.nanos(), f.burst.unwrap_or(requests)),
                 Algorithm::Quota => Limit::quota(requests, unit.nanos()),
+                Algorithm::Concurrency => {
+                    let max = f.max_in_flight.ok_or(
+                        "max_in_flight is required for algorithm concurrency (slots held at once)",
+                    )?;
+                    Limit::concurrency(u64::from(max))
+                }
             }
             .map_err(|e| e.to_string())?;
             PolicyLimit::Limited {
@@ -345,6 +376,7 @@ named_enum!(AlgorithmName, Algorithm, "algorithm", "algorithm", [
     "gcra" => Algorithm::Gcra,
     "sliding_window" => Algorithm::SlidingWindow,
     "quota" => Algorithm::Quota,
+    "concurrency" => Algorithm::Concurrency,
 ]);
 named_enum!(PeriodName, CalendarPeriod, "period", "quota period", [
     "day" => CalendarPeriod::Day,

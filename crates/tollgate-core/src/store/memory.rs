@@ -8,7 +8,7 @@
 //!   ([`CounterState::expires_at`]); [`MemoryStore::sweep`] drops those, and `max_keys` caps
 //!   what a key-spraying client can make it hold.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -16,9 +16,14 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use smallvec::SmallVec;
 
 use super::{
-    CommitRule, LeaseFuture, LeaseGrant, LimitOp, Store, StoreError, StoreFuture, batch_admits,
+    CommitRule, ExtendFuture, HoldSpec, LeaseFuture, LeaseGrant, LimitOp, SettleFuture, Store,
+    StoreError, StoreFuture, batch_admits,
 };
-use crate::algorithm::CounterState;
+use crate::algorithm::{Algorithm, CounterState};
+use crate::hold::{
+    ExtendOutcome, HeldOp, HoldId, HoldKind, SETTLED_KEPT, Settle, SettleOutcome, Settled, repeat,
+    settled, settlement,
+};
 use crate::key::CounterKey;
 use crate::time::Nanos;
 
@@ -30,6 +35,9 @@ pub struct MemoryStoreConfig {
     /// Most live counters kept; past it, new counters are decided but not remembered
     /// (counted in [`MemoryStore::overflows`]).
     pub max_keys: usize,
+    /// Most reservations and leases kept at once, settled ones included; past it a
+    /// reservation is refused.
+    pub max_holds: usize,
 }
 
 impl Default for MemoryStoreConfig {
@@ -37,6 +45,7 @@ impl Default for MemoryStoreConfig {
         Self {
             shards: 128,
             max_keys: 16 << 20,
+            max_holds: 1 << 20,
         }
     }
 }
@@ -81,6 +90,37 @@ pub struct MemoryStore {
     shift: u32,
     max_per_shard: usize,
     overflows: AtomicU64,
+    holds: Mutex<HoldTable>,
+    /// The earliest deadline in `holds` (`u64::MAX`: none): every decision reads it, and
+    /// only one at or past it takes the table's lock to expire what is due.
+    next_due: AtomicU64,
+    max_holds: usize,
+}
+
+/// Reservations and leases ([`crate::hold`]). Lock order: this table, then shards.
+#[derive(Default)]
+struct HoldTable {
+    live: HashMap<HoldId, LiveHold>,
+    /// Settled holds, remembered until the time beside them.
+    settled: HashMap<HoldId, (Settled, Nanos)>,
+    /// Live deadlines and settled holds' forget times.
+    due: BTreeSet<(Nanos, HoldId)>,
+}
+
+struct LiveHold {
+    kind: HoldKind,
+    deadline: Nanos,
+    ops: SmallVec<[HeldOp; 2]>,
+}
+
+impl HoldTable {
+    fn len(&self) -> usize {
+        self.live.len() + self.settled.len()
+    }
+
+    fn next_due(&self) -> Nanos {
+        self.due.first().map_or(Nanos::MAX, |&(t, _)| t)
+    }
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -109,6 +149,9 @@ impl MemoryStore {
             shift: 64 - count.trailing_zeros(),
             max_per_shard: config.max_keys.div_ceil(count).max(1),
             overflows: AtomicU64::new(0),
+            holds: Mutex::new(HoldTable::default()),
+            next_due: AtomicU64::new(Nanos::MAX),
+            max_holds: config.max_holds.max(1),
         }
     }
 
@@ -135,6 +178,9 @@ impl MemoryStore {
 
     /// Evaluates `ops` atomically and commits them by `rule`. Never fails.
     pub fn apply_with(&self, ops: &mut [LimitOp], now: Nanos, rule: CommitRule) {
+        if now >= self.next_due.load(Ordering::Acquire) {
+            self.expire_holds(now);
+        }
         let every = rule == CommitRule::EveryRequestCounts;
         if let [op] = ops {
             let mut shard = self.lock(self.shard_of(op.key));
@@ -201,6 +247,159 @@ impl MemoryStore {
         }
     }
 
+    fn lock_holds(&self) -> MutexGuard<'_, HoldTable> {
+        // Every change to the table is whole before its lock is let go.
+        self.holds.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Releases every hold whose deadline has passed and forgets settled ones kept long
+    /// enough; returns how many holds expired.
+    pub fn expire_holds(&self, now: Nanos) -> usize {
+        let mut table = self.lock_holds();
+        let mut expired = 0;
+        while let Some(&(at, id)) = table.due.first() {
+            if at > now {
+                break;
+            }
+            table.due.pop_first();
+            if table.live.get(&id).is_some_and(|h| h.deadline == at) {
+                if let Some(hold) = table.live.remove(&id) {
+                    for op in &hold.ops {
+                        self.settle_op(op, hold.kind, Settle::Release, now);
+                    }
+                    expired += 1;
+                }
+            } else if table
+                .settled
+                .get(&id)
+                .is_some_and(|&(_, forget)| forget == at)
+            {
+                table.settled.remove(&id);
+            }
+        }
+        self.next_due.store(table.next_due(), Ordering::Release);
+        expired
+    }
+
+    /// Gives back and charges what settling `op` as `how` means ([`settlement`]).
+    fn settle_op(&self, op: &HeldOp, kind: HoldKind, how: Settle, now: Nanos) {
+        let (back, more) = settlement(op, kind, how, now);
+        if back == 0 && more == 0 {
+            return;
+        }
+        let mut shard = self.lock(self.shard_of(op.key));
+        let state = shard.get(&op.key.0).copied().unwrap_or_default();
+        let next = op.limit.force(op.limit.refund(state, back, now), more, now);
+        if next != state {
+            self.commit(&mut shard, op.key, next);
+        }
+    }
+
+    /// [`Store::reserve`] without waiting: whether the batch admitted (and the hold is
+    /// kept), or an error when the hold table is full.
+    pub fn reserve_sync(
+        &self,
+        ops: &mut [LimitOp],
+        hold: HoldSpec,
+        now: Nanos,
+    ) -> Result<bool, StoreError> {
+        if self.lock_holds().len() >= self.max_holds {
+            self.expire_holds(now);
+            if self.lock_holds().len() >= self.max_holds {
+                return Err(StoreError::Unsupported(
+                    "too many reservations and leases held at once",
+                ));
+            }
+        }
+        for op in ops.iter_mut() {
+            op.limit = op.limit.holding_until(hold.deadline);
+        }
+        self.apply_with(ops, now, CommitRule::AllOrNothing);
+        if !batch_admits(ops) {
+            return Ok(false);
+        }
+        let held = ops
+            .iter()
+            .filter(|op| op.cost > 0 && op.outcome.is_some_and(|o| o.allowed))
+            .map(|op| HeldOp {
+                key: op.key,
+                limit: op.limit,
+                amount: op.cost,
+                taken_at: now,
+            })
+            .collect();
+        let mut table = self.lock_holds();
+        table.live.insert(
+            hold.id,
+            LiveHold {
+                kind: hold.kind,
+                deadline: hold.deadline,
+                ops: held,
+            },
+        );
+        table.due.insert((hold.deadline, hold.id));
+        self.next_due.store(table.next_due(), Ordering::Release);
+        Ok(true)
+    }
+
+    /// [`Store::settle`] without waiting.
+    pub fn settle_sync(&self, id: HoldId, how: Settle, now: Nanos) -> SettleOutcome {
+        self.expire_holds(now);
+        let mut table = self.lock_holds();
+        if let Some(hold) = table.live.remove(&id) {
+            table.due.remove(&(hold.deadline, id));
+            for op in &hold.ops {
+                self.settle_op(op, hold.kind, how, now);
+            }
+            let done = settled(how);
+            let forget = now.saturating_add(SETTLED_KEPT);
+            table.settled.insert(id, (done, forget));
+            table.due.insert((forget, id));
+            self.next_due.store(table.next_due(), Ordering::Release);
+            return SettleOutcome::Settled {
+                how: done,
+                repeated: false,
+            };
+        }
+        match table.settled.get(&id) {
+            Some(&(already, _)) => repeat(already, how),
+            None => SettleOutcome::Unknown,
+        }
+    }
+
+    /// [`Store::extend`] without waiting.
+    pub fn extend_sync(&self, id: HoldId, deadline: Nanos, now: Nanos) -> ExtendOutcome {
+        self.expire_holds(now);
+        let mut table = self.lock_holds();
+        let Some(hold) = table.live.get_mut(&id) else {
+            return match table.settled.get(&id) {
+                Some(&(already, _)) => ExtendOutcome::Settled(already),
+                None => ExtendOutcome::Unknown,
+            };
+        };
+        let before = hold.deadline;
+        hold.deadline = deadline;
+        for op in hold
+            .ops
+            .iter()
+            .filter(|op| op.limit.algorithm() == Algorithm::Concurrency)
+        {
+            let mut shard = self.lock(self.shard_of(op.key));
+            if let Some(state) = shard.get_mut(&op.key.0) {
+                *state = op.limit.extend(*state, deadline, now);
+            }
+        }
+        table.due.remove(&(before, id));
+        table.due.insert((deadline, id));
+        self.next_due.store(table.next_due(), Ordering::Release);
+        ExtendOutcome::Extended { deadline }
+    }
+
+    /// Reservations and leases held now (settled ones not counted).
+    pub fn live_holds(&self) -> usize {
+        self.lock_holds().live.len()
+    }
+
     /// Gives back `cost` that admitted `ops` took (see [`crate::Limit::refund`]).
     pub fn refund(&self, ops: &[LimitOp], now: Nanos) {
         for op in ops.iter().filter(|op| op.cost > 0) {
@@ -241,6 +440,7 @@ impl MemoryStore {
     /// Drops every counter that is equivalent to a fresh one at `now`, one shard at a time,
     /// and gives memory back when a shard has shrunk a lot. Returns how many were dropped.
     pub fn sweep(&self, now: Nanos) -> usize {
+        self.expire_holds(now);
         let mut dropped = 0;
         for shard in 0..self.shards.len() {
             let mut map = self.lock(shard);
@@ -301,6 +501,24 @@ impl Store for MemoryStore {
     fn lease<'a>(&'a self, op: &'a LimitOp, unused: u64, want: u64, now: Nanos) -> LeaseFuture<'a> {
         let grant = self.lease_sync(op, unused, want, now);
         Box::pin(std::future::ready(Ok(grant)))
+    }
+
+    fn reserve<'a>(
+        &'a self,
+        ops: &'a mut [LimitOp],
+        hold: HoldSpec,
+        now: Nanos,
+    ) -> StoreFuture<'a> {
+        let result = self.reserve_sync(ops, hold, now).map(|_| ());
+        Box::pin(std::future::ready(result))
+    }
+
+    fn settle<'a>(&'a self, id: HoldId, how: Settle, now: Nanos) -> SettleFuture<'a> {
+        Box::pin(std::future::ready(Ok(self.settle_sync(id, how, now))))
+    }
+
+    fn extend<'a>(&'a self, id: HoldId, deadline: Nanos, now: Nanos) -> ExtendFuture<'a> {
+        Box::pin(std::future::ready(Ok(self.extend_sync(id, deadline, now))))
     }
 
     fn kind(&self) -> &'static str {
@@ -379,6 +597,7 @@ mod tests {
         let store = MemoryStore::new(MemoryStoreConfig {
             shards: 4,
             max_keys: 1000,
+            ..MemoryStoreConfig::default()
         });
         let second = Limit::fixed_window(10, SECOND).unwrap();
         let hour = Limit::fixed_window(10, 3_600 * SECOND).unwrap();
@@ -400,6 +619,7 @@ mod tests {
         let store = MemoryStore::new(MemoryStoreConfig {
             shards: 1,
             max_keys: 10,
+            ..MemoryStoreConfig::default()
         });
         let limit = Limit::fixed_window(1, SECOND).unwrap();
         for k in 0..20 {

@@ -20,6 +20,7 @@ pub use breaker::{Admission, CircuitBreaker, CircuitBreakerConfig, CircuitState}
 pub use memory::{MemoryStore, MemoryStoreConfig};
 
 use crate::algorithm::{Limit, Outcome};
+use crate::hold::{ExtendOutcome, HoldId, HoldKind, Settle, SettleOutcome};
 use crate::key::CounterKey;
 use crate::time::{Nanos, Span};
 
@@ -98,6 +99,9 @@ pub enum StoreError {
     /// The store did not answer within its deadline.
     #[error("store did not answer within {0} ms")]
     Timeout(u64),
+    /// The store cannot do this at all (a test double without holds, a full hold table).
+    #[error("{0}")]
+    Unsupported(&'static str),
 }
 
 impl StoreError {
@@ -146,6 +150,25 @@ pub type LeaseFuture<'a> =
 /// The future a [`Store`] returns.
 pub type StoreFuture<'a> = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 'a>>;
 
+/// The future [`Store::settle`] returns.
+pub type SettleFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<SettleOutcome, StoreError>> + Send + 'a>>;
+
+/// The future [`Store::extend`] returns.
+pub type ExtendFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<ExtendOutcome, StoreError>> + Send + 'a>>;
+
+/// A hold to take with [`Store::reserve`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HoldSpec {
+    /// Its id (its group is the ops' group).
+    pub id: HoldId,
+    /// What it is for.
+    pub kind: HoldKind,
+    /// When the store releases it by itself.
+    pub deadline: Nanos,
+}
+
 /// A counter store, shared by all requests (`Arc<dyn Store>`).
 pub trait Store: Send + Sync + 'static {
     /// Evaluates `ops` at `now` and commits them atomically (see the module docs), writing
@@ -168,6 +191,39 @@ pub trait Store: Send + Sync + 'static {
     /// Gives back `unused` tokens of an earlier lease on `op`'s counter, then takes up to
     /// `want` more, atomically ([`Limit::refund`], [`Limit::lease`]).
     fn lease<'a>(&'a self, op: &'a LimitOp, unused: u64, want: u64, now: Nanos) -> LeaseFuture<'a>;
+
+    /// Evaluates `ops` at `now` all or nothing, like [`Store::apply`], and when the batch
+    /// admits, keeps what each op took as the hold `hold` ([`crate::hold`]): concurrency
+    /// ops take their slots until the hold's deadline. A denied batch takes nothing and
+    /// keeps no hold.
+    fn reserve<'a>(
+        &'a self,
+        ops: &'a mut [LimitOp],
+        hold: HoldSpec,
+        now: Nanos,
+    ) -> StoreFuture<'a> {
+        let _ = (ops, hold, now);
+        Box::pin(std::future::ready(Err(StoreError::Unsupported(
+            "this store keeps no reservations or leases",
+        ))))
+    }
+
+    /// Settles the hold `id` ([`crate::hold::settlement`] per counter), once: a repeat
+    /// answers as the first did, for [`crate::hold::SETTLED_KEPT`].
+    fn settle<'a>(&'a self, id: HoldId, how: Settle, now: Nanos) -> SettleFuture<'a> {
+        let _ = (id, how, now);
+        Box::pin(std::future::ready(Err(StoreError::Unsupported(
+            "this store keeps no reservations or leases",
+        ))))
+    }
+
+    /// Keeps the live hold `id` until `deadline` (a lease's heartbeat).
+    fn extend<'a>(&'a self, id: HoldId, deadline: Nanos, now: Nanos) -> ExtendFuture<'a> {
+        let _ = (id, deadline, now);
+        Box::pin(std::future::ready(Err(StoreError::Unsupported(
+            "this store keeps no reservations or leases",
+        ))))
+    }
 
     /// Whether counters are shared with other nodes (Redis), so that `consistency` matters;
     /// false for the in-memory store, where every policy is simply exact.

@@ -3,6 +3,7 @@
 mod algorithms;
 mod calendar;
 mod consistency;
+mod holds;
 mod limiter;
 mod matching;
 mod policy_files;

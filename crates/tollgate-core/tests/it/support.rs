@@ -89,3 +89,17 @@ pub fn rule_names(d: &Decision) -> Vec<Option<String>> {
         .map(|s| s.rule.as_ref().map(|r| r.name().to_owned()))
         .collect()
 }
+
+/// Reserves `estimate` on `descriptors` as a hold of `kind` for `ttl` nanoseconds.
+pub fn reserve(
+    limiter: &Limiter,
+    domain: &str,
+    descriptors: &[&[(&str, &str)]],
+    estimate: u64,
+    kind: tollgate_core::HoldKind,
+    ttl: u64,
+) -> tollgate_core::Reservation {
+    with_request(domain, descriptors, estimate, |request| {
+        now_or_never(limiter.reserve(request, kind, ttl)).expect("a valid reservation")
+    })
+}
