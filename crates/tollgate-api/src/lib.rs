@@ -7,9 +7,14 @@
 //! renderer to [`CheckResponse`] byte for byte.
 
 pub mod check;
+pub mod holds;
 pub mod problem;
 
 pub use check::{
     CheckRequest, CheckResponse, DescriptorRequest, DescriptorStatus, EntryRequest, LimitOverride,
+};
+pub use holds::{
+    CommitRequest, HeartbeatRequest, HeartbeatResponse, HoldResponse, LeaseRequest, ReserveRequest,
+    SettleResponse, SettledAs,
 };
 pub use problem::{FieldError, ProblemDetails};

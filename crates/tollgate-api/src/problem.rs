@@ -74,6 +74,8 @@ pub mod types {
     pub const INTERNAL: &str = "urn:tollgate:problem:internal";
     /// 503: the policy database is unavailable.
     pub const POLICY_STORE_UNAVAILABLE: &str = "urn:tollgate:problem:policy-store-unavailable";
+    /// 503: the counter store could not keep or settle a reservation or lease.
+    pub const STORE_UNAVAILABLE: &str = "urn:tollgate:problem:store-unavailable";
     /// 503: the request took longer than the admin API's deadline.
     pub const TIMEOUT: &str = "urn:tollgate:problem:timeout";
 }

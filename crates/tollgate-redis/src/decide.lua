@@ -16,8 +16,14 @@
 -- runs on every decision, so it is written for the interpreter: no text formatting, the
 -- TTL rewritten only when it must grow, pairs passed as two values rather than tables.
 --
--- KEYS[i]: the i-th counter.
--- ARGV[1]: '0' all or nothing, '1' every request counts, '2' lease (one counter).
+-- KEYS[1]: the domain's hold index (a sorted set of hold ids by deadline, milliseconds);
+--         every mode first releases the holds whose deadline has passed (see `purge`).
+-- KEYS[2..]: the counters; with mode '3' KEYS[2] is the new hold's record and the counters
+--         follow; with modes '4' and '5' KEYS[2] is the hold's record, KEYS[3] its
+--         settlement.
+-- ARGV[1]: '0' all or nothing, '1' every request counts, '2' lease (one counter),
+--          '3' reserve (all or nothing, then keep what was taken as a hold), '4' settle a
+--          hold, '5' extend a hold (tollgate-core's `hold` module).
 -- ARGV[2]: '' for the store's clock (TIME), or <seconds, nanoseconds> of the caller's.
 -- ARGV[3]: per counter 9 doubles <algorithm (1 fixed, 2 gcra, 3 sliding, 4 quota),
 --          requests, period s, period ns, burst, emission s, emission ns, cost, flags>
@@ -27,8 +33,17 @@
 --          shadow, 1 enforced, 2 quota mode not enforced, 3 quota mode enforced
 --          (tollgate-core's `batch_admits`: quota-mode counters deny only together, and an
 --          unenforced one counts as admitting); for a lease, cost is the tokens wanted and
---          a 10th double is the unused tokens to give back first.
--- Reply: per counter 10 doubles <allowed, remaining, reset_after s, ns, retry_after s
+--          a 10th double is the unused tokens to give back first. A concurrency limit (5)
+--          carries in its emission slots until when the slots it takes are held (0: it
+--          only asks whether one is free).
+--          Mode '4': <how (1 commit, 2 release), actual>; mode '5': <deadline s, ns>.
+-- ARGV[4]: modes '3', '4', '5': the hold's id. ARGV[5]: mode '3': <kind (1 reservation,
+--          2 lease), deadline s, ns>.
+-- Hold record: <kind, deadline s, ns, n>, n times <algorithm, requests, period s, ns,
+--         burst, emission s, ns, amount, taken s, ns>, then the n counter names joined by
+--         newlines. Settlement: <how, actual, forget s, ns>, kept 900 s (`hold::SETTLED_KEPT`).
+-- Reply (modes '4', '5': <code, how, actual>, code 0 unknown, 1 done, 2 repeated, 3
+--        settled otherwise): per counter 10 doubles <allowed, remaining, reset_after s, ns, retry_after s
 --        (-1: none), ns, state s, ns, a, b>; for a lease 8 <granted, remaining,
 --        reset_after s, ns, retry_after s (-1: none), ns, valid_for s, ns>.
 -- Stored: <expiry seconds, nanoseconds, a, b, TTL end seconds>; a missing counter reads
@@ -111,12 +126,16 @@ local function ceil_div(us, un, ts, tn)
   return q
 end
 
--- Start of the window of period (ps, pn) that holds now: periods are whole seconds (every
--- policy unit) or divide one second.
-local function window_start(ps, pn)
-  if pn == 0 then return now_s - now_s % ps, 0 end
-  if ps == 0 and E9 % pn == 0 then return now_s, now_n - now_n % pn end
+-- Start of the window of period (ps, pn) that holds (ts, tn): periods are whole seconds
+-- (every policy unit) or divide one second.
+local function window_at(ps, pn, ts, tn)
+  if pn == 0 then return ts - ts % ps, 0 end
+  if ps == 0 and E9 % pn == 0 then return ts, tn - tn % pn end
   error({ err = 'tollgate: a period of ' .. ps .. ' s ' .. pn .. ' ns is neither whole seconds nor a divisor of one second' })
+end
+
+local function window_start(ps, pn)
+  return window_at(ps, pn, now_s, now_n)
 end
 
 -- Start of the window an op counts in: epoch-aligned for windows, given for quotas.
@@ -179,6 +198,31 @@ local function decide(op, st, cost)
     return { ok = cost == 0, rem = 0, rs = 0, rn = 0, st = st }
   end
   local algorithm, ps, pn = op[1], op[3], op[4]
+  if algorithm == 5 then
+    -- Concurrency (tollgate-core's algorithm/concurrency.rs): slots held until st.
+    local held = 0
+    if lt(now_s, now_n, st.s, st.n) then held = st.a end
+    local after = held + cost
+    local us, un = op[6], op[7]
+    if after <= requests then
+      local takes = cost > 0 and lt(now_s, now_n, us, un)
+      local state, count = st, held
+      if takes then
+        local es, en = st.s, st.n
+        if lt(es, en, us, un) then es, en = us, un end
+        state = { s = es, n = en, a = after, b = 0, ttl = st.ttl }
+        count = after
+      end
+      local rs, rn = 0, 0
+      if count > 0 then rs, rn = sub(state.s, state.n, now_s, now_n) end
+      return { ok = true, rem = requests - count, rs = rs, rn = rn, st = state }
+    end
+    local rs, rn = 0, 0
+    if held > 0 then rs, rn = sub(st.s, st.n, now_s, now_n) end
+    local o = { ok = false, rem = max(requests - held, 0), rs = rs, rn = rn, st = st }
+    if cost <= requests then o.ys, o.yn = rs, rn end
+    return o
+  end
   if algorithm == 1 or algorithm == 4 then
     local ws, wn = window_of(op)
     local es, en, count = st.s, st.n, st.a
@@ -295,6 +339,7 @@ end
 local function charge(op, st, o, cost)
   if o.ok or cost == 0 then return o.st end
   local algorithm, ps, pn = op[1], op[3], op[4]
+  if algorithm == 5 then return st end
   if algorithm == 1 or algorithm == 4 then
     -- The window lookup of `decide`, repeated rather than shared: a helper would be one
     -- more closure rebuilt on every call.
@@ -326,10 +371,191 @@ local function charge(op, st, o, cost)
   return { s = es, n = en, a = prev, b = min(curr + cost, 4294967295), ttl = st.ttl }
 end
 
+-- The state after giving back `back` that an earlier decision took (Limit::refund).
+local function refund(op, st, back)
+  local fresh = st.s == 0 and st.n == 0 and st.a == 0 and st.b == 0
+  if back <= 0 or fresh then return st end
+  local algorithm, ps, pn = op[1], op[3], op[4]
+  if algorithm == 1 or algorithm == 4 then
+    -- Only to the window the op counts in.
+    local es, en = add(ws_of(op))
+    if st.s == es and st.n == en then
+      return { s = st.s, n = st.n, a = max(st.a - back, 0), b = 0, ttl = st.ttl }
+    end
+  elseif algorithm == 2 then
+    -- At most a burst back, never below min(now, tat).
+    local ks, kn = mul(min(back, op[5]), op[6], op[7])
+    local bs, bn = sub(st.s, st.n, ks, kn)
+    if bs < 0 then bs, bn = 0, 0 end
+    local fs, fn = st.s, st.n
+    if lt(now_s, now_n, fs, fn) then fs, fn = now_s, now_n end
+    if lt(bs, bn, fs, fn) then bs, bn = fs, fn end
+    return { s = bs, n = bn, a = 0, b = 0, ttl = st.ttl }
+  elseif algorithm == 3 then
+    local ss, sn, prev, curr = sliding(ps, pn, st)
+    local es, en = add(ss, sn, ps, pn)
+    es, en = add(es, en, ps, pn)
+    if es == st.s and en == st.n then
+      return { s = st.s, n = st.n, a = prev, b = max(curr - back, 0), ttl = st.ttl }
+    end
+  elseif algorithm == 5 then
+    if lt(now_s, now_n, st.s, st.n) then
+      return { s = st.s, n = st.n, a = max(st.a - back, 0), b = 0, ttl = st.ttl }
+    end
+  end
+  return st
+end
+
+-- The state after charging `cost` whatever the room (Limit::force): windows count past
+-- their limit, a GCRA bucket goes into debt down to one full bucket past empty.
+local function force(op, st, cost)
+  if cost <= 0 or op[2] == 0 then return st end
+  local algorithm = op[1]
+  if algorithm == 5 then return st end
+  if algorithm == 2 then
+    local burst, ts, tn = op[5], op[6], op[7]
+    local fs, fn = mul(2 * burst, ts, tn)
+    fs, fn = add(now_s, now_n, fs, fn)
+    local bs, bn = st.s, st.n
+    if lt(bs, bn, now_s, now_n) then bs, bn = now_s, now_n end
+    local cs, cn = mul(min(cost, 2 * burst), ts, tn)
+    bs, bn = add(bs, bn, cs, cn)
+    if lt(fs, fn, bs, bn) then bs, bn = fs, fn end
+    if lt(bs, bn, st.s, st.n) then bs, bn = st.s, st.n end
+    return { s = bs, n = bn, a = 0, b = 0, ttl = st.ttl }
+  end
+  -- Windows: what `charge` does to a refused request.
+  return charge(op, st, { ok = false }, cost)
+end
+
+-- What settling a held counter gives back and charges (hold::settlement): `how` 1 commit
+-- at `actual`, 2 release; `kind` 1 reservation, 2 lease.
+local function settlement(op, kind, how, actual, amount, taken_s, taken_n)
+  local algorithm, back, more = op[1], 0, 0
+  if how == 2 then
+    if kind == 1 or algorithm == 5 then back = amount end
+  elseif algorithm == 5 then
+    back = amount
+  else
+    back, more = max(amount - actual, 0), max(actual - amount, 0)
+  end
+  if algorithm == 1 or algorithm == 3 then
+    local ws, wn = window_start(op[3], op[4])
+    local ts, tn = window_at(op[3], op[4], taken_s, taken_n)
+    if ws ~= ts or wn ~= tn then back = 0 end
+  end
+  return back, more
+end
+
+-- Gives back and charges one held counter.
+local function settle_counter(key, op, back, more)
+  if back <= 0 and more <= 0 then return end
+  local st = load(key)
+  local next = force(op, refund(op, st, back), more)
+  if next ~= st then save(key, next, st.ttl) end
+end
+
+-- Settles the hold recorded at `rkey` as `how` (a release for an expiry) and deletes the
+-- record; false when there is none.
+local function settle_record(rkey, how, actual)
+  local rec = redis.call('GET', rkey)
+  if not rec then return false end
+  local kind, _, _, n = unpack('<dddd', rec)
+  local names, at = {}, 33 + n * 80
+  for name in string.gmatch(string.sub(rec, at), '[^\n]+') do names[#names + 1] = name end
+  for i = 1, n do
+    local v = { unpack('<dddddddddd', rec, 33 + (i - 1) * 80) }
+    local back, more = settlement(v, kind, how, actual, v[8], v[9], v[10])
+    if names[i] then settle_counter(names[i], v, back, more) end
+  end
+  redis.call('DEL', rkey)
+  return true
+end
+
+-- Releases every hold of this domain whose deadline has passed: the index is scored in
+-- whole milliseconds, so the record's own deadline decides to the nanosecond.
+local base = string.sub(KEYS[1], 1, -6)
+local function purge()
+  local now_ms = now_s * 1000 + floor(now_n / 1000000)
+  local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms, 'LIMIT', 0, 1000)
+  for _, id in ipairs(due) do
+    local rkey = base .. 'hold:' .. id
+    local rec = redis.call('GET', rkey)
+    local expired = true
+    if rec then
+      local _, ds, dn = unpack('<ddd', rec)
+      expired = not lt(now_s, now_n, ds, dn)
+      if expired then settle_record(rkey, 2, 0) end
+    end
+    if expired then redis.call('ZREM', KEYS[1], id) end
+  end
+end
+purge()
+
+if mode == '4' or mode == '5' then
+  local id = ARGV[4]
+  -- A settlement is remembered 900 s on the decision's clock (its record says until when;
+  -- the key's own expiry, a minute later, only cleans up).
+  local tomb = redis.call('GET', KEYS[3])
+  if tomb then
+    local _, _, fs, fn = unpack('<dddd', tomb)
+    if not lt(now_s, now_n, fs, fn) then tomb = nil end
+  end
+  if mode == '4' then
+    local how, actual = unpack('<dd', ARGV[3])
+    if settle_record(KEYS[2], how, actual) then
+      redis.call('ZREM', KEYS[1], id)
+      redis.call('SET', KEYS[3], pack('<dddd', how, actual, now_s + 900, now_n), 'EX', 960)
+      return pack('<ddd', 1, how, actual)
+    end
+    if tomb then
+      local was, was_actual = unpack('<dd', tomb)
+      if was == how and (how == 2 or was_actual == actual) then
+        return pack('<ddd', 2, was, was_actual)
+      end
+      return pack('<ddd', 3, was, was_actual)
+    end
+    return pack('<ddd', 0, 0, 0)
+  end
+  -- Extend: a new deadline for the hold and for the concurrency slots it holds.
+  local ds, dn = unpack('<dd', ARGV[3])
+  local rec = redis.call('GET', KEYS[2])
+  if not rec then
+    if tomb then
+      local was, was_actual = unpack('<dd', tomb)
+      return pack('<ddd', 3, was, was_actual)
+    end
+    return pack('<ddd', 0, 0, 0)
+  end
+  local kind, _, _, n = unpack('<dddd', rec)
+  local names = {}
+  for name in string.gmatch(string.sub(rec, 33 + n * 80), '[^\n]+') do names[#names + 1] = name end
+  for i = 1, n do
+    local v = { unpack('<dddddddddd', rec, 33 + (i - 1) * 80) }
+    if v[1] == 5 and names[i] then
+      local st = load(names[i])
+      if lt(now_s, now_n, st.s, st.n) and st.a > 0 and lt(st.s, st.n, ds, dn) then
+        save(names[i], { s = ds, n = dn, a = st.a, b = 0, ttl = st.ttl }, st.ttl)
+      end
+    end
+  end
+  local ex = max(ds - now_s, 0) + 86400
+  redis.call('SET', KEYS[2], pack('<dddd', kind, ds, dn, n) .. string.sub(rec, 33), 'EX', ex)
+  redis.call('ZADD', KEYS[1], ds * 1000 + floor(dn / 1000000), id)
+  redis.call('EXPIRE', KEYS[1], ex, 'GT')
+  if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ex) end
+  return pack('<ddd', 1, 0, 0)
+end
+
+local first = 2
+if mode == '3' then first = 3 end
+local count = #KEYS - first + 1
+local function key_of(i) return KEYS[first + i - 1] end
+
 local ops = {}
 local width = 9
 if mode == '2' then width = 10 end
-for i = 1, #KEYS do
+for i = 1, count do
   ops[i] = { unpack('<ddddddddd', ARGV[3], (i - 1) * width * 8 + 1) }
 end
 
@@ -337,35 +563,10 @@ if mode == '2' then
   -- Lease: give back unused tokens (Limit::refund), then take what fits (Limit::lease).
   local op = ops[1]
   local back = unpack('<d', ARGV[3], 73)
-  local st = load(KEYS[1])
+  local st = load(key_of(1))
   local before = st
   local algorithm, ps, pn = op[1], op[3], op[4]
-  local fresh = st.s == 0 and st.n == 0 and st.a == 0 and st.b == 0
-  if back > 0 and not fresh then
-    if algorithm == 1 or algorithm == 4 then
-      -- Only to the window the op counts in (Limit::refund).
-      local es, en = add(ws_of(op))
-      if st.s == es and st.n == en then
-        st = { s = st.s, n = st.n, a = max(st.a - back, 0), b = 0, ttl = st.ttl }
-      end
-    elseif algorithm == 2 then
-      -- At most a burst back, never below min(now, tat).
-      local ks, kn = mul(min(back, op[5]), op[6], op[7])
-      local bs, bn = sub(st.s, st.n, ks, kn)
-      if bs < 0 then bs, bn = 0, 0 end
-      local fs, fn = st.s, st.n
-      if lt(now_s, now_n, fs, fn) then fs, fn = now_s, now_n end
-      if lt(bs, bn, fs, fn) then bs, bn = fs, fn end
-      st = { s = bs, n = bn, a = 0, b = 0, ttl = st.ttl }
-    else
-      local ss, sn, prev, curr = sliding(ps, pn, st)
-      local es, en = add(ss, sn, ps, pn)
-      es, en = add(es, en, ps, pn)
-      if es == st.s and en == st.n then
-        st = { s = st.s, n = st.n, a = prev, b = max(curr - back, 0), ttl = st.ttl }
-      end
-    end
-  end
+  st = refund(op, st, back)
   local want = op[8]
   local granted = min(want, decide(op, st, 0).rem)
   local o
@@ -375,9 +576,9 @@ if mode == '2' then
   else
     o = decide(op, st, max(min(want, max(op[5], 1)), 1))
   end
-  if st ~= before then save(KEYS[1], st, before.ttl) end
+  if st ~= before then save(key_of(1), st, before.ttl) end
   local vs, vn = ps, pn
-  if algorithm ~= 2 then
+  if algorithm ~= 2 and algorithm ~= 5 then
     local ws, wn = window_of(op)
     ws, wn = add(ws, wn, ps, pn)
     vs, vn = sub(ws, wn, now_s, now_n)
@@ -392,8 +593,8 @@ local every = mode == '1'
 local outs, staged, view, loaded = {}, {}, {}, {}
 local admitted = true
 local quota, quota_ok = false, false
-for i = 1, #KEYS do
-  local op, key = ops[i], KEYS[i]
+for i = 1, count do
+  local op, key = ops[i], key_of(i)
   local st = view[key]
   if not st then
     st = load(key)
@@ -416,22 +617,40 @@ if quota and not quota_ok then admitted = false end
 
 if not every and not admitted then
   -- Nothing is consumed: ops that would have admitted report the counter as it is.
-  for i = 1, #KEYS do
+  for i = 1, count do
     if outs[i].ok then
-      outs[i] = decide(ops[i], loaded[KEYS[i]] or load(KEYS[i]), 0)
+      outs[i] = decide(ops[i], loaded[key_of(i)] or load(key_of(i)), 0)
     end
   end
 else
-  for i = 1, #KEYS do
+  for i = 1, count do
     if ops[i][8] > 0 and (outs[i].ok or every) then
-      local key = KEYS[i]
+      local key = key_of(i)
       save(key, staged[i], loaded[key] and loaded[key].ttl or 0)
     end
+  end
+  if mode == '3' then
+    -- Keep what each admitting op took as the hold, released at its deadline.
+    local kind, ds, dn = unpack('<ddd', ARGV[5])
+    local parts, names, n = {}, {}, 0
+    for i = 1, count do
+      local op = ops[i]
+      if op[8] > 0 and outs[i].ok then
+        n = n + 1
+        parts[n] = pack('<dddddddddd', op[1], op[2], op[3], op[4], op[5], op[6], op[7], op[8], now_s, now_n)
+        names[n] = key_of(i)
+      end
+    end
+    local ex = max(ds - now_s, 0) + 86400
+    redis.call('SET', KEYS[2], pack('<dddd', kind, ds, dn, n) .. table.concat(parts) .. table.concat(names, '\n'), 'EX', ex)
+    redis.call('ZADD', KEYS[1], ds * 1000 + floor(dn / 1000000), ARGV[4])
+    redis.call('EXPIRE', KEYS[1], ex, 'GT')
+    if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ex) end
   end
 end
 
 local reply = {}
-for i = 1, #KEYS do
+for i = 1, count do
   local o = outs[i]
   local st = o.st
   local ys, yn = -1, 0

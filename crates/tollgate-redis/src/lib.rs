@@ -28,10 +28,14 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Script, ScriptInvocation};
 use smallvec::SmallVec;
 use tollgate_core::algorithm::{Algorithm, domain};
-use tollgate_core::store::{Admission, CircuitState, LeaseFuture, LeaseGrant, StoreFuture};
+use tollgate_core::store::{
+    Admission, CircuitState, ExtendFuture, HoldSpec, LeaseFuture, LeaseGrant, SettleFuture,
+    StoreFuture,
+};
 use tollgate_core::{
-    CircuitBreaker, CircuitBreakerConfig, CommitRule, Limit, LimitOp, Nanos, Outcome, Span, Store,
-    StoreError, saturating_nanos,
+    CircuitBreaker, CircuitBreakerConfig, CommitRule, ExtendOutcome, HoldId, HoldKind, Limit,
+    LimitOp, Nanos, Outcome, Settle, SettleOutcome, Settled, Span, Store, StoreError,
+    saturating_nanos,
 };
 
 pub use url::StoreUrl;
@@ -371,10 +375,13 @@ impl RedisStore {
                 Algorithm::Gcra => 2,
                 Algorithm::SlidingWindow => 3,
                 Algorithm::Quota => 4,
+                Algorithm::Concurrency => 5,
             };
-            // A quota has no emission interval; its slot carries the window's start.
+            // Quotas and concurrency limits have no emission interval; its slots carry the
+            // quota's window start, or until when concurrency slots taken are held.
             let (period, emission) = match op.limit.algorithm() {
                 Algorithm::Quota => (op.limit.period(), op.limit.window_start()),
+                Algorithm::Concurrency => (op.limit.period(), op.limit.held_until()),
                 _ => (op.limit.period(), op.limit.emission()),
             };
             for x in [
@@ -437,22 +444,61 @@ impl RedisStore {
         }
     }
 
+    /// The domain's hold index (every call's first key: each releases expired holds).
+    fn holds_name(&self, group: u64) -> String {
+        format!("{}:{{{group:016x}}}:holds", self.config.prefix)
+    }
+
+    /// A hold's record and its settlement, in its domain's hash slot.
+    fn hold_names(&self, id: HoldId) -> (String, String) {
+        let base = format!("{}:{{{:016x}}}", self.config.prefix, id.group);
+        (format!("{base}:hold:{id}"), format!("{base}:settled:{id}"))
+    }
+
     async fn run(
         &self,
         ops: &mut [LimitOp],
         now: Nanos,
         rule: CommitRule,
     ) -> Result<(), StoreError> {
-        let mut invocation = self.script.prepare_invoke();
-        for op in ops.iter() {
-            invocation.key(self.key_name(op));
-        }
         let mode = if rule == CommitRule::EveryRequestCounts {
             "1"
         } else {
             "0"
         };
+        self.decide(ops, now, mode, None).await
+    }
+
+    /// One decision over `ops` in `mode` ('0', '1', or '3' keeping `hold`).
+    async fn decide(
+        &self,
+        ops: &mut [LimitOp],
+        now: Nanos,
+        mode: &'static str,
+        hold: Option<HoldSpec>,
+    ) -> Result<(), StoreError> {
+        let group = hold.map_or_else(|| ops.first().map_or(0, |op| op.group), |h| h.id.group);
+        let mut invocation = self.script.prepare_invoke();
+        invocation.key(self.holds_name(group));
+        if let Some(hold) = hold {
+            invocation.key(self.hold_names(hold.id).0);
+        }
+        for op in ops.iter() {
+            invocation.key(self.key_name(op));
+        }
         self.push_args(&mut invocation, mode, now, ops, &[]);
+        if let Some(hold) = hold {
+            invocation.arg(hold.id.to_string());
+            let kind = match hold.kind {
+                HoldKind::Reservation => 1,
+                HoldKind::Lease => 2,
+            };
+            invocation.arg(pack(&[
+                kind,
+                hold.deadline / NANOS_PER_SECOND,
+                hold.deadline % NANOS_PER_SECOND,
+            ]));
+        }
         let reply = unpack(&self.call(&invocation).await?);
         if reply.len() != ops.len() * REPLY_WIDTH {
             return Err(StoreError::Unavailable(format!(
@@ -475,6 +521,7 @@ impl RedisStore {
         now: Nanos,
     ) -> Result<LeaseGrant, StoreError> {
         let mut invocation = self.script.prepare_invoke();
+        invocation.key(self.holds_name(op.group));
         invocation.key(self.key_name(op));
         let mut wanted = *op;
         wanted.cost = want;
@@ -506,7 +553,111 @@ impl RedisStore {
     }
 }
 
+impl RedisStore {
+    /// Settles (mode '4', `how` given) or extends (mode '5') the hold `id`; the reply's
+    /// code, how it was settled and at what.
+    async fn hold_call(
+        &self,
+        id: HoldId,
+        mode: &'static str,
+        params: &[u64],
+        now: Nanos,
+    ) -> Result<(u64, Settled), StoreError> {
+        let (record, settled) = self.hold_names(id);
+        let mut invocation = self.script.prepare_invoke();
+        invocation.key(self.holds_name(id.group));
+        invocation.key(record);
+        invocation.key(settled);
+        self.push_args(&mut invocation, mode, now, &[], params);
+        invocation.arg(id.to_string());
+        let reply = unpack(&self.call(&invocation).await?);
+        let [code, how, actual] = reply[..] else {
+            return Err(StoreError::Unavailable(format!(
+                "the hold script answered {} values instead of 3",
+                reply.len()
+            )));
+        };
+        let settled = if how == 2.0 {
+            Settled::Released
+        } else {
+            Settled::Committed {
+                actual: unsigned(actual),
+            }
+        };
+        Ok((unsigned(code), settled))
+    }
+
+    async fn run_settle(
+        &self,
+        id: HoldId,
+        how: Settle,
+        now: Nanos,
+    ) -> Result<SettleOutcome, StoreError> {
+        let params = match how {
+            Settle::Commit(actual) => [1, actual],
+            Settle::Release => [2, 0],
+        };
+        let (code, settled) = self.hold_call(id, "4", &params, now).await?;
+        Ok(match code {
+            1 => SettleOutcome::Settled {
+                how: settled,
+                repeated: false,
+            },
+            2 => SettleOutcome::Settled {
+                how: settled,
+                repeated: true,
+            },
+            3 => SettleOutcome::Conflict { already: settled },
+            _ => SettleOutcome::Unknown,
+        })
+    }
+
+    async fn run_extend(
+        &self,
+        id: HoldId,
+        deadline: Nanos,
+        now: Nanos,
+    ) -> Result<ExtendOutcome, StoreError> {
+        let params = [deadline / NANOS_PER_SECOND, deadline % NANOS_PER_SECOND];
+        let (code, settled) = self.hold_call(id, "5", &params, now).await?;
+        Ok(match code {
+            1 => ExtendOutcome::Extended { deadline },
+            3 => ExtendOutcome::Settled(settled),
+            _ => ExtendOutcome::Unknown,
+        })
+    }
+
+    async fn run_reserve(
+        &self,
+        ops: &mut [LimitOp],
+        hold: HoldSpec,
+        now: Nanos,
+    ) -> Result<(), StoreError> {
+        for op in ops.iter_mut() {
+            op.limit = op.limit.holding_until(hold.deadline);
+        }
+        self.decide(ops, now, "3", Some(hold)).await
+    }
+}
+
 impl Store for RedisStore {
+    fn reserve<'a>(
+        &'a self,
+        ops: &'a mut [LimitOp],
+        hold: HoldSpec,
+        now: Nanos,
+    ) -> StoreFuture<'a> {
+        Box::pin(self.run_reserve(ops, hold, now))
+    }
+
+    fn settle<'a>(&'a self, id: HoldId, how: Settle, now: Nanos) -> SettleFuture<'a> {
+        Box::pin(self.run_settle(id, how, now))
+    }
+
+    fn extend<'a>(&'a self, id: HoldId, deadline: Nanos, now: Nanos) -> ExtendFuture<'a> {
+        Box::pin(self.run_extend(id, deadline, now))
+    }
+
     fn apply<'a>(
         &'a self,
         ops: &'a mut [LimitOp],

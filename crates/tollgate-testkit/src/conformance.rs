@@ -8,8 +8,8 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use tollgate_core::algorithm::domain;
 use tollgate_core::{
-    Calendar, CalendarPeriod, CommitRule, CounterKey, Limit, LimitOp, MemoryStore, Nanos, SECOND,
-    Store,
+    Calendar, CalendarPeriod, CommitRule, CounterKey, HoldId, HoldKind, HoldSpec, Limit, LimitOp,
+    MemoryStore, Nanos, SECOND, Settle, Store,
 };
 
 /// The limits scenarios draw from: the periods policies produce (whole seconds, up to a
@@ -36,6 +36,7 @@ pub fn limits() -> Vec<Limit> {
         Limit::fixed_window(3, year).expect("valid limit"),
         Limit::sliding_window(top, year).expect("valid limit"),
         Limit::sliding_window(5, year).expect("valid limit"),
+        Limit::concurrency(3).expect("valid limit"),
     ]
 }
 
@@ -92,6 +93,30 @@ pub enum Step {
         /// The commit rule.
         rule: CommitRule,
     },
+    /// [`Store::reserve`] of ops as in `Apply`, as a lease or a reservation kept for `ttl`.
+    Reserve {
+        /// The ops.
+        ops: Vec<(usize, u64, u64, bool, bool)>,
+        /// A concurrency lease rather than a reservation.
+        lease: bool,
+        /// Nanoseconds until the store releases it.
+        ttl: u64,
+    },
+    /// [`Store::settle`] of the `hold`-th hold taken so far (modulo their number): a
+    /// commit at the cost given, or a release.
+    Settle {
+        /// Which hold.
+        hold: usize,
+        /// `Some(actual)` commits, `None` releases.
+        commit: Option<u64>,
+    },
+    /// [`Store::extend`] of the `hold`-th hold by `ttl` from now.
+    Extend {
+        /// Which hold.
+        hold: usize,
+        /// Nanoseconds from now.
+        ttl: u64,
+    },
     /// [`Store::lease`] on `(limit index, key)`: give back `unused`, take up to `want`.
     Lease {
         /// The counter's limit.
@@ -132,8 +157,16 @@ fn steps(limits: usize) -> impl Strategy<Value = Vec<(u64, Step)>> {
         Just(CommitRule::AllOrNothing),
         Just(CommitRule::EveryRequestCounts)
     ];
-    let apply =
-        (prop::collection::vec(op, 1..4), rule).prop_map(|(ops, rule)| Step::Apply { ops, rule });
+    let apply = (prop::collection::vec(op.clone(), 1..4), rule)
+        .prop_map(|(ops, rule)| Step::Apply { ops, rule });
+    let ttl = prop_oneof![1u64..2_000, 1u64..30 * SECOND, 1u64..86_400 * SECOND];
+    let reserve = (prop::collection::vec(op, 1..4), any::<bool>(), ttl.clone())
+        .prop_map(|(ops, lease, ttl)| Step::Reserve { ops, lease, ttl });
+    let amount =
+        prop_oneof![4 => 0u64..6, 1 => 0u64..5_000, 1 => any::<u64>().prop_map(|a| a % (1 << 53))];
+    let settle = (any::<usize>(), prop::option::weighted(0.7, amount))
+        .prop_map(|(hold, commit)| Step::Settle { hold, commit });
+    let extend = (any::<usize>(), ttl).prop_map(|(hold, ttl)| Step::Extend { hold, ttl });
     let tokens = prop_oneof![4 => 0u64..6, 1 => 0u64..5_000];
     let lease = (
         0..limits,
@@ -147,7 +180,7 @@ fn steps(limits: usize) -> impl Strategy<Value = Vec<(u64, Step)>> {
             unused,
             want,
         });
-    let step = prop_oneof![3 => apply, 1 => lease];
+    let step = prop_oneof![3 => apply, 1 => lease, 2 => reserve, 2 => settle, 1 => extend];
     prop::collection::vec((gap, step), 1..40)
 }
 
@@ -188,9 +221,71 @@ pub fn check_store(
                 op.quota = quota;
                 op
             };
+            let mut holds: Vec<HoldId> = Vec::new();
             for (gap, step) in steps {
                 now += gap;
                 match step {
+                    Step::Reserve { ops, lease, ttl } => {
+                        let make = || -> Vec<LimitOp> {
+                            ops.iter()
+                                .map(|&(l, k, c, e, q)| op(l, k, c, e, q, now))
+                                .collect()
+                        };
+                        let hold = HoldSpec {
+                            id: HoldId {
+                                group,
+                                nonce: holds.len() as u64,
+                            },
+                            kind: if lease {
+                                HoldKind::Lease
+                            } else {
+                                HoldKind::Reservation
+                            },
+                            deadline: now + ttl,
+                        };
+                        let mut expected = make();
+                        reference
+                            .reserve_sync(&mut expected, hold, now)
+                            .map_err(|e| TestCaseError::fail(format!("memory: {e}")))?;
+                        let mut got = make();
+                        runtime
+                            .block_on(store.reserve(&mut got, hold, now))
+                            .map_err(|e| TestCaseError::fail(format!("store error: {e}")))?;
+                        for (i, (e, g)) in expected.iter().zip(&got).enumerate() {
+                            prop_assert_eq!(
+                                e.outcome,
+                                g.outcome,
+                                "reserve op {} of {:?} at {}",
+                                i,
+                                ops,
+                                now
+                            );
+                        }
+                        holds.push(hold.id);
+                    }
+                    Step::Settle { hold, commit } => {
+                        if holds.is_empty() {
+                            continue;
+                        }
+                        let id = holds[hold % holds.len()];
+                        let how = commit.map_or(Settle::Release, Settle::Commit);
+                        let expected = reference.settle_sync(id, how, now);
+                        let got = runtime
+                            .block_on(store.settle(id, how, now))
+                            .map_err(|e| TestCaseError::fail(format!("store error: {e}")))?;
+                        prop_assert_eq!(expected, got, "settle {:?} as {:?} at {}", id, how, now);
+                    }
+                    Step::Extend { hold, ttl } => {
+                        if holds.is_empty() {
+                            continue;
+                        }
+                        let id = holds[hold % holds.len()];
+                        let expected = reference.extend_sync(id, now + ttl, now);
+                        let got = runtime
+                            .block_on(store.extend(id, now + ttl, now))
+                            .map_err(|e| TestCaseError::fail(format!("store error: {e}")))?;
+                        prop_assert_eq!(expected, got, "extend {:?} at {}", id, now);
+                    }
                     Step::Apply { ops, rule } => {
                         let make = || -> Vec<LimitOp> {
                             ops.iter()

@@ -412,6 +412,9 @@ impl MemoryStore {
 
     /// [`Store::lease`] without waiting.
     pub fn lease_sync(&self, op: &LimitOp, unused: u64, want: u64, now: Nanos) -> LeaseGrant {
+        if now >= self.next_due.load(Ordering::Acquire) {
+            self.expire_holds(now);
+        }
         let mut shard = self.lock(self.shard_of(op.key));
         let mut state = shard.get(&op.key.0).copied().unwrap_or_default();
         let before = state;

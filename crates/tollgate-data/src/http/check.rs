@@ -44,7 +44,7 @@ impl<'a> CheckHeaders<'a> {
     }
 }
 
-fn is_json(content_type: Option<&[u8]>) -> bool {
+pub(crate) fn is_json(content_type: Option<&[u8]>) -> bool {
     match content_type {
         None => true,
         Some(ct) => {
@@ -100,8 +100,31 @@ pub async fn evaluate(
 ) -> (RequestId, Outcome) {
     let started = Instant::now();
     let id = RequestId::from_header(headers.request_id);
+    if let Err(response) = authorize(state, headers.authorization) {
+        return (id, Outcome::Refused(response));
+    }
+    let outcome = match decide(state, headers, &id, body).await {
+        Ok(decision) => {
+            // Decisions only: refused requests are counted by reason instead.
+            state.metrics.observe_latency(started.elapsed());
+            Outcome::Decided(decision)
+        }
+        Err(refused) => Outcome::Refused(refused),
+    };
+    (id, outcome)
+}
+
+/// Refuses a request without the data-plane token, when the server requires one.
+#[allow(
+    clippy::result_large_err,
+    reason = "the refusal is the answer itself, built once on a rare path"
+)]
+pub(crate) fn authorize(
+    state: &AppState,
+    authorization: Option<&[u8]>,
+) -> Result<(), http::Response<Bytes>> {
     if let Some(token) = &state.data_token
-        && !token.admits(headers.authorization)
+        && !token.admits(authorization)
     {
         state.metrics.rejected("unauthenticated");
         let mut response = Problem::new(
@@ -115,17 +138,9 @@ pub async fn evaluate(
             http::header::WWW_AUTHENTICATE,
             http::HeaderValue::from_static(r#"Bearer realm="tollgate""#),
         );
-        return (id, Outcome::Refused(response));
+        return Err(response);
     }
-    let outcome = match decide(state, headers, &id, body).await {
-        Ok(decision) => {
-            // Decisions only: refused requests are counted by reason instead.
-            state.metrics.observe_latency(started.elapsed());
-            Outcome::Decided(decision)
-        }
-        Err(refused) => Outcome::Refused(refused),
-    };
-    (id, outcome)
+    Ok(())
 }
 
 async fn decide(
@@ -167,7 +182,7 @@ async fn decide(
         )
         .to_response());
     }
-    let parsed: CheckBody<'_> = match parse_body(body) {
+    let parsed: CheckBody<'_> = match parse_json(body) {
         Ok(parsed) => parsed,
         Err(BodyFault { field, detail }) => {
             state.metrics.rejected("json");
@@ -177,41 +192,13 @@ async fn decide(
         }
     };
 
-    let entries: Vec<Entry<'_>> = parsed
-        .descriptors
-        .iter()
-        .flat_map(|d| {
-            d.entries.iter().map(|e| Entry {
-                key: &e.key,
-                value: &e.value,
-            })
-        })
-        .collect();
-    let mut parts = Vec::with_capacity(parsed.descriptors.len());
-    for (i, d) in parsed.descriptors.iter().enumerate() {
-        let limit_override = match &d.limit {
-            None => None,
-            Some(l) => match Unit::parse(&l.unit) {
-                Some(unit) => Some(LimitOverride {
-                    requests_per_unit: l.requests_per_unit,
-                    unit,
-                }),
-                None => {
-                    state.metrics.rejected("invalid");
-                    return Err(Problem::invalid_request(format!(
-                        "descriptors[{i}].limit.unit: invalid unit '{}' (expected second, minute, hour, day, week, month or year)",
-                        l.unit
-                    ))
-                    .to_response());
-                }
-            },
-        };
-        parts.push(DescriptorParts {
-            entries: d.entries.len(),
-            hits: d.hits,
-            limit_override,
-        });
-    }
+    let (entries, parts) = match descriptor_parts(&parsed.descriptors) {
+        Ok(split) => split,
+        Err(detail) => {
+            state.metrics.rejected("invalid");
+            return Err(Problem::invalid_request(detail).to_response());
+        }
+    };
     let descriptors = data_plane::descriptors(&entries, parts);
     let request = CheckRequest {
         domain: &parsed.domain,
@@ -232,19 +219,59 @@ async fn decide(
 
 /// Why a body did not decode: the path of the field at fault (`.` for the whole body),
 /// and the message for the caller, which names that path.
-struct BodyFault {
-    field: String,
-    detail: String,
+pub(crate) struct BodyFault {
+    pub(crate) field: String,
+    pub(crate) detail: String,
 }
 
-/// Decodes the body, naming the field at fault (`descriptors[0].entries[1].key: ...`).
-fn parse_body(body: &[u8]) -> Result<CheckBody<'_>, BodyFault> {
+/// Splits decoded descriptors into the core's entries and the rest of each descriptor;
+/// an invalid override unit is named with its path.
+pub(crate) fn descriptor_parts<'a>(
+    descriptors: &'a [tollgate_api::DescriptorRequest<'_>],
+) -> Result<(Vec<Entry<'a>>, Vec<DescriptorParts>), String> {
+    let entries: Vec<Entry<'a>> = descriptors
+        .iter()
+        .flat_map(|d| {
+            d.entries.iter().map(|e| Entry {
+                key: &e.key,
+                value: &e.value,
+            })
+        })
+        .collect();
+    let mut parts = Vec::with_capacity(descriptors.len());
+    for (i, d) in descriptors.iter().enumerate() {
+        let limit_override = match &d.limit {
+            None => None,
+            Some(l) => match Unit::parse(&l.unit) {
+                Some(unit) => Some(LimitOverride {
+                    requests_per_unit: l.requests_per_unit,
+                    unit,
+                }),
+                None => {
+                    return Err(format!(
+                        "descriptors[{i}].limit.unit: invalid unit '{}' (expected second, minute, hour, day, week, month or year)",
+                        l.unit
+                    ));
+                }
+            },
+        };
+        parts.push(DescriptorParts {
+            entries: d.entries.len(),
+            hits: d.hits,
+            limit_override,
+        });
+    }
+    Ok((entries, parts))
+}
+
+/// Decodes a JSON body, naming the field at fault (`descriptors[0].entries[1].key: ...`).
+pub(crate) fn parse_json<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, BodyFault> {
     // Fast path without path tracking; on failure decode again to name the field.
     if let Ok(parsed) = serde_json::from_slice(body) {
         return Ok(parsed);
     }
     let mut de = serde_json::Deserializer::from_slice(body);
-    let parsed: CheckBody<'_> = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+    let parsed: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let field = e.path().to_string();
         let detail = if field == "." {
             e.inner().to_string()

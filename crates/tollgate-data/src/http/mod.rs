@@ -1,10 +1,12 @@
-//! The HTTP front end: `POST /v1/check` and the operations endpoints.
+//! The HTTP front end: `POST /v1/check`, reservations and leases (`holds`), and the
+//! operations endpoints.
 //!
 //! Each connection starts on [`connection::DataConnection`], which answers keep-alive
 //! checks itself and hands any other request shape to hyper ([`hyper_side`]).
 
 pub mod check;
 pub mod connection;
+mod holds;
 pub mod hyper_side;
 mod ops;
 pub mod problem;
@@ -15,7 +17,7 @@ use std::net::TcpListener as StdListener;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::{MethodRouter, get};
+use axum::routing::{MethodRouter, delete, get, post};
 use futures_util::future::LocalBoxFuture;
 use tokio::sync::watch;
 
@@ -35,6 +37,13 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/check", MethodRouter::new())
+        .route("/v1/reservations", post(holds::reserve))
+        .route("/v1/reservations/{id}", delete(holds::release))
+        .route("/v1/reservations/{id}/commit", post(holds::commit))
+        .route("/v1/reservations/{id}/heartbeat", post(holds::heartbeat))
+        .route("/v1/leases", post(holds::lease))
+        .route("/v1/leases/{id}", delete(holds::release))
+        .route("/v1/leases/{id}/heartbeat", post(holds::heartbeat))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

@@ -7,6 +7,7 @@ mod distributed;
 mod envoy_examples;
 mod grpc;
 mod helpers;
+mod holds;
 mod http1;
 mod magnitudes;
 mod operations;

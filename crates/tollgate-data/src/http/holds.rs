@@ -1,0 +1,347 @@
+//! `/v1/reservations` and `/v1/leases`: reserve, commit, release, heartbeat
+//! ([`tollgate_core::hold`]). Answered through axum (the listener's own loop answers only
+//! checks): they are a handful per request that costs seconds, not the hot path.
+
+#![allow(
+    clippy::result_large_err,
+    reason = "a refusal is the answer itself, built once on a rare path"
+)]
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use http::{HeaderMap, StatusCode};
+use tollgate_api::problem::types as problem_types;
+use tollgate_api::{
+    CommitRequest, HeartbeatRequest, HeartbeatResponse, LeaseRequest, ReserveRequest,
+    SettleResponse, SettledAs,
+};
+use tollgate_core::algorithm::domain::MAX_COUNT;
+use tollgate_core::{
+    CheckRequest, ExtendOutcome, HoldError, HoldId, HoldKind, Reservation, Settle, SettleOutcome,
+    Settled, ceil_units,
+};
+
+use super::check::{self, BodyFault, CheckHeaders};
+use super::problem::Problem;
+use super::request_id::{REQUEST_ID, RequestId};
+use crate::data_plane;
+use crate::state::AppState;
+
+type Answer = http::Response<Bytes>;
+
+const MS: u64 = 1_000_000;
+
+/// Authenticates a request and reads its JSON body.
+async fn read(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, Answer> {
+    let h = CheckHeaders::of(headers);
+    check::authorize(state, h.authorization)?;
+    if !check::is_json(h.content_type) {
+        return Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            problem_types::UNSUPPORTED_MEDIA_TYPE,
+            "Unsupported media type",
+            "send the request as application/json",
+        )
+        .to_response());
+    }
+    axum::body::to_bytes(body, super::MAX_BODY_BYTES)
+        .await
+        .map_err(|_| {
+            Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                problem_types::BODY_TOO_LARGE,
+                "Body too large",
+                format!("the body must be at most {} bytes", super::MAX_BODY_BYTES),
+            )
+            .to_response()
+        })
+}
+
+/// Decodes a body as `T`, or 400 naming the field at fault.
+fn parse<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, Answer> {
+    check::parse_json::<T>(bytes)
+        .map_err(|BodyFault { detail, .. }| Problem::invalid_body(detail).to_response())
+}
+
+fn invalid(detail: impl Into<String>) -> Answer {
+    Problem::invalid_request(detail).to_response()
+}
+
+/// A TTL in milliseconds as nanoseconds, or 400 naming `ttl_ms`.
+fn ttl(ms: u64) -> Result<u64, Answer> {
+    match ms.checked_mul(MS) {
+        Some(ns) if ms > 0 && ns <= tollgate_core::hold::MAX_HOLD_TTL => Ok(ns),
+        _ => Err(invalid(format!(
+            "ttl_ms must be between 1 and 86400000 (a day), got {ms}"
+        ))),
+    }
+}
+
+/// The answer as axum sends it, with the request's id.
+fn with_request_id(mut answer: Answer, id: &RequestId) -> axum::response::Response {
+    answer
+        .headers_mut()
+        .insert(REQUEST_ID.clone(), id.header_value());
+    answer.map(Body::from)
+}
+
+fn hold_error(e: HoldError) -> Answer {
+    match e {
+        HoldError::Request(e) => invalid(e.to_string()),
+        HoldError::Ttl { .. } => invalid(e.to_string()),
+        HoldError::Store(e) => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            problem_types::STORE_UNAVAILABLE,
+            "Store unavailable",
+            format!("the counter store could not keep or settle the hold: {e}"),
+        )
+        .to_response(),
+    }
+}
+
+/// Decides and holds: the check's answer with the hold's id and expiry spliced in.
+async fn hold(
+    state: &AppState,
+    request_id: &RequestId,
+    domain: &str,
+    descriptors: &[tollgate_api::DescriptorRequest<'_>],
+    cost: u64,
+    kind: HoldKind,
+    ttl_ns: u64,
+) -> Answer {
+    if let Some(i) = descriptors.iter().position(|d| d.hits.is_some()) {
+        return invalid(format!(
+            "descriptors[{i}].hits: every descriptor of a hold costs the same (the estimate, or the lease's hits); leave hits out"
+        ));
+    }
+    let (entries, parts) = match check::descriptor_parts(descriptors) {
+        Ok(split) => split,
+        Err(detail) => return invalid(detail),
+    };
+    let descriptors = data_plane::descriptors(&entries, parts);
+    let request = CheckRequest {
+        domain,
+        descriptors: &descriptors,
+        hits: cost,
+    };
+    let Reservation {
+        decision,
+        id,
+        deadline,
+    } = match state.limiter.reserve(&request, kind, ttl_ns).await {
+        Ok(r) => r,
+        Err(e) => return hold_error(e),
+    };
+    data_plane::record(state, request_id, &request, &decision);
+    let now = state.limiter.clock().now();
+    let mut answer = super::render::decision(&decision);
+    let mut body = answer.body().to_vec();
+    body.pop(); // the closing brace
+    match id {
+        Some(id) => {
+            let ms = ceil_units(u128::from(deadline.saturating_sub(now)), MS);
+            body.extend_from_slice(format!(r#","id":"{id}","expires_in_ms":{ms}}}"#).as_bytes());
+        }
+        None => body.extend_from_slice(br#","id":null,"expires_in_ms":null}"#),
+    }
+    *answer.body_mut() = Bytes::from(body);
+    answer
+}
+
+/// `POST /v1/reservations`.
+pub async fn reserve(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> axum::response::Response {
+    let request_id = RequestId::from_header(CheckHeaders::of(&headers).request_id);
+    let answer = async {
+        let bytes = read(&state, &headers, body).await?;
+        let r: ReserveRequest<'_> = parse(&bytes)?;
+        if r.estimate == 0 || r.estimate > MAX_COUNT {
+            return Err(invalid(format!(
+                "estimate must be between 1 and {MAX_COUNT}, got {}",
+                r.estimate
+            )));
+        }
+        let ttl_ns = ttl(r.ttl_ms)?;
+        Ok(hold(
+            &state,
+            &request_id,
+            &r.domain,
+            &r.descriptors,
+            r.estimate,
+            HoldKind::Reservation,
+            ttl_ns,
+        )
+        .await)
+    }
+    .await;
+    with_request_id(answer.unwrap_or_else(|e| e), &request_id)
+}
+
+/// `POST /v1/leases`.
+pub async fn lease(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> axum::response::Response {
+    let request_id = RequestId::from_header(CheckHeaders::of(&headers).request_id);
+    let answer = async {
+        let bytes = read(&state, &headers, body).await?;
+        let r: LeaseRequest<'_> = parse(&bytes)?;
+        let hits = r.hits.unwrap_or(1);
+        if hits == 0 || hits > MAX_COUNT {
+            return Err(invalid(format!(
+                "hits must be between 1 and {MAX_COUNT}, got {hits}"
+            )));
+        }
+        let ttl_ns = ttl(r.ttl_ms)?;
+        Ok(hold(
+            &state,
+            &request_id,
+            &r.domain,
+            &r.descriptors,
+            hits,
+            HoldKind::Lease,
+            ttl_ns,
+        )
+        .await)
+    }
+    .await;
+    with_request_id(answer.unwrap_or_else(|e| e), &request_id)
+}
+
+fn unknown(id: &str) -> Answer {
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        problem_types::NOT_FOUND,
+        "Not found",
+        format!(
+            "no reservation or lease '{}' is held: never made, expired, or settled more than 15 minutes ago",
+            id.chars().take(64).collect::<String>()
+        ),
+    )
+    .to_response()
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Answer {
+    let mut answer =
+        http::Response::new(Bytes::from(serde_json::to_vec(value).unwrap_or_default()));
+    answer.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    answer
+}
+
+fn describe(settled: Settled) -> String {
+    match settled {
+        Settled::Committed { actual } => format!("committed at {actual}"),
+        Settled::Released => "released".to_owned(),
+    }
+}
+
+async fn settle(state: &AppState, id_text: &str, how: Settle) -> Answer {
+    let Some(id) = HoldId::parse(id_text) else {
+        return unknown(id_text);
+    };
+    match state.limiter.settle(id, how).await {
+        Ok(SettleOutcome::Settled { how, repeated }) => json(&SettleResponse {
+            id: id.to_string(),
+            settled: match how {
+                Settled::Committed { .. } => SettledAs::Committed,
+                Settled::Released => SettledAs::Released,
+            },
+            actual: match how {
+                Settled::Committed { actual } => Some(actual),
+                Settled::Released => None,
+            },
+            repeated,
+        }),
+        Ok(SettleOutcome::Conflict { already }) => Problem::new(
+            StatusCode::CONFLICT,
+            problem_types::CONFLICT,
+            "Already settled",
+            format!("the hold {id} was already {}", describe(already)),
+        )
+        .to_response(),
+        Ok(SettleOutcome::Unknown) => unknown(id_text),
+        Err(e) => hold_error(HoldError::Store(e)),
+    }
+}
+
+/// `POST /v1/reservations/{id}/commit`.
+pub async fn commit(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> axum::response::Response {
+    let request_id = RequestId::from_header(CheckHeaders::of(&headers).request_id);
+    let answer = async {
+        let c: CommitRequest = parse(&read(&state, &headers, body).await?)?;
+        if c.actual > MAX_COUNT {
+            return Err(invalid(format!(
+                "actual must be at most {MAX_COUNT}, got {}",
+                c.actual
+            )));
+        }
+        Ok(settle(&state, &id, Settle::Commit(c.actual)).await)
+    }
+    .await;
+    with_request_id(answer.unwrap_or_else(|e| e), &request_id)
+}
+
+/// `DELETE /v1/reservations/{id}` and `DELETE /v1/leases/{id}`.
+pub async fn release(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> axum::response::Response {
+    let request_id = RequestId::from_header(CheckHeaders::of(&headers).request_id);
+    let answer = match check::authorize(&state, CheckHeaders::of(&headers).authorization) {
+        Ok(()) => settle(&state, &id, Settle::Release).await,
+        Err(refused) => refused,
+    };
+    with_request_id(answer, &request_id)
+}
+
+/// `POST /v1/leases/{id}/heartbeat` (and the same for a reservation).
+pub async fn heartbeat(
+    State(state): State<Arc<AppState>>,
+    Path(id_text): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> axum::response::Response {
+    let request_id = RequestId::from_header(CheckHeaders::of(&headers).request_id);
+    let answer = async {
+        let h: HeartbeatRequest = parse(&read(&state, &headers, body).await?)?;
+        let ttl_ns = ttl(h.ttl_ms)?;
+        let Some(id) = HoldId::parse(&id_text) else {
+            return Ok(unknown(&id_text));
+        };
+        Ok(match state.limiter.extend_hold(id, ttl_ns).await {
+            Ok(ExtendOutcome::Extended { deadline }) => {
+                let now = state.limiter.clock().now();
+                json(&HeartbeatResponse {
+                    id: id.to_string(),
+                    expires_in_ms: ceil_units(u128::from(deadline.saturating_sub(now)), MS),
+                })
+            }
+            Ok(ExtendOutcome::Settled(already)) => Problem::new(
+                StatusCode::CONFLICT,
+                problem_types::CONFLICT,
+                "Already settled",
+                format!("the hold {id} was already {}", describe(already)),
+            )
+            .to_response(),
+            Ok(ExtendOutcome::Unknown) => unknown(&id_text),
+            Err(e) => hold_error(e),
+        })
+    }
+    .await;
+    with_request_id(answer.unwrap_or_else(|e| e), &request_id)
+}
