@@ -19,9 +19,10 @@ pub(crate) fn add(doc: &mut Value) {
         }
         let quota =
             json!({"required": ["algorithm"], "properties": {"algorithm": {"const": "quota"}}});
+        let concurrency = json!({"required": ["algorithm"], "properties": {"algorithm": {"const": "concurrency"}}});
         spec["allOf"] = json!([
             {
-                "description": "unlimited: true takes no unit, algorithm, burst or period; otherwise algorithm quota requires period (and no unit), any other algorithm unit",
+                "description": "unlimited: true takes no unit, algorithm, burst or period; otherwise algorithm quota requires period (and no unit), algorithm concurrency max_in_flight (and no unit or requests_per_unit, consistency global only), any other algorithm unit",
                 "if": {"required": ["unlimited"], "properties": {"unlimited": {"const": true}}},
                 "then": {"properties": {
                     "unit": {"type": "null"},
@@ -35,8 +36,25 @@ pub(crate) fn add(doc: &mut Value) {
                         "required": ["period"],
                         "properties": {"period": {"not": {"type": "null"}}, "unit": {"type": "null"}}
                     },
-                    "else": {"required": ["unit"], "properties": {"unit": {"not": {"type": "null"}}}}
+                    "else": {
+                        "if": concurrency,
+                        "then": {
+                            "required": ["max_in_flight"],
+                            "properties": {
+                                "max_in_flight": {"not": {"type": "null"}},
+                                "unit": {"type": "null"},
+                                "requests_per_unit": {"type": "null"},
+                                "consistency": {"enum": ["global", null]}
+                            }
+                        },
+                        "else": {"required": ["unit"], "properties": {"unit": {"not": {"type": "null"}}}}
+                    }
                 }
+            },
+            {
+                "description": "max_in_flight applies only to algorithm concurrency",
+                "if": {"not": concurrency},
+                "then": {"properties": {"max_in_flight": {"type": "null"}}}
             },
             {
                 "description": "period, time_zone and anchor_day apply only to algorithm quota",

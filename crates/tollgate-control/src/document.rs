@@ -79,6 +79,8 @@ pub struct DocumentLimit {
     time_zone: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     anchor_day: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_in_flight: Option<u32>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     share_threshold: bool,
 }
@@ -291,6 +293,7 @@ fn document_limit(name: &str, spec: &RateLimitSpec) -> DocumentLimit {
         period: spec.period.map(text),
         time_zone: spec.time_zone.clone(),
         anchor_day: spec.anchor_day,
+        max_in_flight: spec.max_in_flight,
         share_threshold: false,
     }
 }
@@ -314,6 +317,7 @@ fn spec_limit(limit: &DocumentLimit) -> RateLimitSpec {
         period: named::<PeriodName>(&limit.period),
         time_zone: limit.time_zone.clone(),
         anchor_day: limit.anchor_day,
+        max_in_flight: limit.max_in_flight,
         replaces: limit.replaces.iter().map(|r| r.name.clone()).collect(),
     }
 }
@@ -499,6 +503,32 @@ mod tests {
         let a = spec(&[("user", None)], UnitName::Minute, 100);
         let err = assemble("api", [("a", &a), ("b", &a)]).unwrap_err();
         assert_eq!((err.first.as_str(), err.second.as_str()), ("a", "b"));
+    }
+
+    #[test]
+    fn a_concurrency_limit_round_trips_and_needs_its_maximum() {
+        let mut s = spec(&[("stream_of", None)], UnitName::Second, 1);
+        s.rate_limit.unit = None;
+        s.rate_limit.requests_per_unit = None;
+        s.rate_limit.algorithm = Some(AlgorithmName::Concurrency);
+        s.rate_limit.max_in_flight = Some(4);
+        check_policy("llm", "streams", &s).expect("a valid concurrency limit");
+        let back = flatten(&assemble("llm", [("streams", &s)]).expect("one policy"));
+        assert_eq!(back[0].1.rate_limit, s.rate_limit);
+        let mut bad = s.clone();
+        bad.rate_limit.max_in_flight = None;
+        let errors = check_policy("llm", "streams", &bad).unwrap_err();
+        assert!(
+            errors[0].message.contains("max_in_flight is required"),
+            "{errors:?}"
+        );
+        let mut bad = s;
+        bad.rate_limit.consistency = Some(ConsistencyName::Leased);
+        let errors = check_policy("llm", "streams", &bad).unwrap_err();
+        assert!(
+            errors[0].message.contains("consistency must be global"),
+            "{errors:?}"
+        );
     }
 
     #[test]

@@ -69,6 +69,7 @@ pub enum AlgorithmName {
     SlidingWindow,
     Gcra,
     Quota,
+    Concurrency,
 }
 
 /// The calendar window of `algorithm: quota`, in its `time_zone`.
@@ -118,7 +119,8 @@ pub enum OnStoreErrorName {
 #[graphql(input_name = "RateLimitInput")]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitSpec {
-    /// Required unless `unlimited` or `algorithm: quota` (which takes `period`).
+    /// Required unless `unlimited`, `algorithm: quota` (which takes `period`) or
+    /// `algorithm: concurrency` (which takes `max_in_flight`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unit: Option<UnitName>,
     /// Requests per unit; 0 always denies (as in envoyproxy/ratelimit).
@@ -159,6 +161,11 @@ pub struct RateLimitSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, maximum = 31)]
     pub anchor_day: Option<u8>,
+    /// With `algorithm: concurrency` (required there): the most slots held at once by
+    /// leases (`POST /v1/leases`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 4294967295_u64)]
+    pub max_in_flight: Option<u32>,
     /// Names of policies of the same domain this one replaces when both match.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schema(max_items = 16)]

@@ -26,8 +26,10 @@ use crate::time::{Nanos, SECOND};
 pub const MAX_HOLD_TTL: Nanos = 86_400 * SECOND;
 
 /// How long a settled hold is remembered, so that a repeated commit or release gets the
-/// first answer again: 15 minutes. After that its id is unknown.
-pub const SETTLED_KEPT: Nanos = 900 * SECOND;
+/// first answer again: 2 minutes, long enough for a client's retries, short enough that
+/// a store settling 10,000 holds a second keeps about 1.2 million. After that its id is
+/// unknown.
+pub const SETTLED_KEPT: Nanos = 120 * SECOND;
 
 /// Most counters one hold keeps (one per descriptor of a request).
 pub const MAX_HELD_OPS: usize = 64;
@@ -70,9 +72,24 @@ impl HoldId {
     }
 }
 
+impl HoldId {
+    /// The 32-hex-digit form, without allocating.
+    pub fn to_hex(&self) -> [u8; 32] {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 32];
+        for (i, word) in [self.group, self.nonce].into_iter().enumerate() {
+            for j in 0..16 {
+                out[i * 16 + j] = DIGITS[((word >> (60 - 4 * j)) & 0xf) as usize];
+            }
+        }
+        out
+    }
+}
+
 impl fmt::Display for HoldId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016x}{:016x}", self.group, self.nonce)
+        let hex = self.to_hex();
+        f.write_str(std::str::from_utf8(&hex).unwrap_or_default())
     }
 }
 

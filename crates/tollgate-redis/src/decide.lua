@@ -41,7 +41,7 @@
 --          2 lease), deadline s, ns>.
 -- Hold record: <kind, deadline s, ns, n>, n times <algorithm, requests, period s, ns,
 --         burst, emission s, ns, amount, taken s, ns>, then the n counter names joined by
---         newlines. Settlement: <how, actual, forget s, ns>, kept 900 s (`hold::SETTLED_KEPT`).
+--         newlines. Settlement: <how, actual, forget s, ns>, kept 120 s (`hold::SETTLED_KEPT`).
 -- Reply (modes '4', '5': <code, how, actual>, code 0 unknown, 1 done, 2 repeated, 3
 --        settled otherwise): per counter 10 doubles <allowed, remaining, reset_after s, ns, retry_after s
 --        (-1: none), ns, state s, ns, a, b>; for a lease 8 <granted, remaining,
@@ -494,7 +494,7 @@ purge()
 
 if mode == '4' or mode == '5' then
   local id = ARGV[4]
-  -- A settlement is remembered 900 s on the decision's clock (its record says until when;
+  -- A settlement is remembered 120 s on the decision's clock (its record says until when;
   -- the key's own expiry, a minute later, only cleans up).
   local tomb = redis.call('GET', KEYS[3])
   if tomb then
@@ -505,7 +505,7 @@ if mode == '4' or mode == '5' then
     local how, actual = unpack('<dd', ARGV[3])
     if settle_record(KEYS[2], how, actual) then
       redis.call('ZREM', KEYS[1], id)
-      redis.call('SET', KEYS[3], pack('<dddd', how, actual, now_s + 900, now_n), 'EX', 960)
+      redis.call('SET', KEYS[3], pack('<dddd', how, actual, now_s + 120, now_n), 'EX', 180)
       return pack('<ddd', 1, how, actual)
     end
     if tomb then

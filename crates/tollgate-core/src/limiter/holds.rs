@@ -65,7 +65,10 @@ impl Limiter {
         let id = HoldId::fresh(self.keys.group(request.domain));
         let deadline = plan.now.saturating_add(ttl);
         let hold = HoldSpec { id, kind, deadline };
-        self.store.reserve(&mut plan.ops, hold, plan.now).await?;
+        match self.store.reserve_now(&mut plan.ops, hold, plan.now) {
+            Some(result) => result?,
+            None => self.store.reserve(&mut plan.ops, hold, plan.now).await?,
+        }
         let decision = self.finish(&mut plan);
         Ok(Reservation {
             id: decision.allowed.then_some(id),
@@ -76,7 +79,11 @@ impl Limiter {
 
     /// Settles the hold `id`: see [`Settle`].
     pub async fn settle(&self, id: HoldId, how: Settle) -> Result<SettleOutcome, StoreError> {
-        self.store.settle(id, how, self.clock.now()).await
+        let now = self.clock.now();
+        match self.store.settle_now(id, how, now) {
+            Some(result) => result,
+            None => self.store.settle(id, how, now).await,
+        }
     }
 
     /// Keeps the hold `id` for `ttl` nanoseconds from now (a lease's heartbeat).

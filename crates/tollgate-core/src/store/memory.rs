@@ -8,7 +8,7 @@
 //!   ([`CounterState::expires_at`]); [`MemoryStore::sweep`] drops those, and `max_keys` caps
 //!   what a key-spraying client can make it hold.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -35,8 +35,9 @@ pub struct MemoryStoreConfig {
     /// Most live counters kept; past it, new counters are decided but not remembered
     /// (counted in [`MemoryStore::overflows`]).
     pub max_keys: usize,
-    /// Most reservations and leases kept at once, settled ones included; past it a
-    /// reservation is refused.
+    /// Most reservations and leases held at once; past it a reservation is refused.
+    /// Settled ones are remembered besides, up to four times as many (the oldest are
+    /// forgotten first).
     pub max_holds: usize,
 }
 
@@ -100,11 +101,15 @@ pub struct MemoryStore {
 /// Reservations and leases ([`crate::hold`]). Lock order: this table, then shards.
 #[derive(Default)]
 struct HoldTable {
-    live: HashMap<HoldId, LiveHold>,
-    /// Settled holds, remembered until the time beside them.
-    settled: HashMap<HoldId, (Settled, Nanos)>,
-    /// Live deadlines and settled holds' forget times.
+    live: HashMap<HoldId, LiveHold, foldhash::fast::RandomState>,
+    /// Live holds by deadline.
     due: BTreeSet<(Nanos, HoldId)>,
+    /// Settled holds, remembered until the time beside them (a lookup checks it: after a
+    /// clock step back, `forget` is not in order and may drop them late).
+    settled: HashMap<HoldId, (Settled, Nanos), foldhash::fast::RandomState>,
+    /// Settled holds in the order they were settled, with their forget times: every
+    /// settlement is kept for the same time, so the oldest is always first.
+    forget: VecDeque<(Nanos, HoldId)>,
 }
 
 struct LiveHold {
@@ -114,12 +119,18 @@ struct LiveHold {
 }
 
 impl HoldTable {
-    fn len(&self) -> usize {
-        self.live.len() + self.settled.len()
+    fn next_due(&self) -> Nanos {
+        let live = self.due.first().map_or(Nanos::MAX, |&(t, _)| t);
+        let settled = self.forget.front().map_or(Nanos::MAX, |&(t, _)| t);
+        live.min(settled)
     }
 
-    fn next_due(&self) -> Nanos {
-        self.due.first().map_or(Nanos::MAX, |&(t, _)| t)
+    /// How `id` was settled, if it still is remembered at `now`.
+    fn settled_at(&self, id: HoldId, now: Nanos) -> Option<Settled> {
+        self.settled
+            .get(&id)
+            .filter(|&&(_, forget)| forget > now)
+            .map(|&(how, _)| how)
     }
 }
 
@@ -262,20 +273,19 @@ impl MemoryStore {
                 break;
             }
             table.due.pop_first();
-            if table.live.get(&id).is_some_and(|h| h.deadline == at) {
-                if let Some(hold) = table.live.remove(&id) {
-                    for op in &hold.ops {
-                        self.settle_op(op, hold.kind, Settle::Release, now);
-                    }
-                    expired += 1;
+            if let Some(hold) = table.live.remove(&id) {
+                for op in &hold.ops {
+                    self.settle_op(op, hold.kind, Settle::Release, now);
                 }
-            } else if table
-                .settled
-                .get(&id)
-                .is_some_and(|&(_, forget)| forget == at)
-            {
-                table.settled.remove(&id);
+                expired += 1;
             }
+        }
+        while let Some(&(at, id)) = table.forget.front() {
+            if at > now {
+                break;
+            }
+            table.forget.pop_front();
+            table.settled.remove(&id);
         }
         self.next_due.store(table.next_due(), Ordering::Release);
         expired
@@ -303,9 +313,9 @@ impl MemoryStore {
         hold: HoldSpec,
         now: Nanos,
     ) -> Result<bool, StoreError> {
-        if self.lock_holds().len() >= self.max_holds {
+        if self.lock_holds().live.len() >= self.max_holds {
             self.expire_holds(now);
-            if self.lock_holds().len() >= self.max_holds {
+            if self.lock_holds().live.len() >= self.max_holds {
                 return Err(StoreError::Unsupported(
                     "too many reservations and leases held at once",
                 ));
@@ -344,7 +354,9 @@ impl MemoryStore {
 
     /// [`Store::settle`] without waiting.
     pub fn settle_sync(&self, id: HoldId, how: Settle, now: Nanos) -> SettleOutcome {
-        self.expire_holds(now);
+        if now >= self.next_due.load(Ordering::Acquire) {
+            self.expire_holds(now);
+        }
         let mut table = self.lock_holds();
         if let Some(hold) = table.live.remove(&id) {
             table.due.remove(&(hold.deadline, id));
@@ -354,26 +366,33 @@ impl MemoryStore {
             let done = settled(how);
             let forget = now.saturating_add(SETTLED_KEPT);
             table.settled.insert(id, (done, forget));
-            table.due.insert((forget, id));
+            table.forget.push_back((forget, id));
+            while table.forget.len() > self.max_holds.saturating_mul(4) {
+                if let Some((_, oldest)) = table.forget.pop_front() {
+                    table.settled.remove(&oldest);
+                }
+            }
             self.next_due.store(table.next_due(), Ordering::Release);
             return SettleOutcome::Settled {
                 how: done,
                 repeated: false,
             };
         }
-        match table.settled.get(&id) {
-            Some(&(already, _)) => repeat(already, how),
+        match table.settled_at(id, now) {
+            Some(already) => repeat(already, how),
             None => SettleOutcome::Unknown,
         }
     }
 
     /// [`Store::extend`] without waiting.
     pub fn extend_sync(&self, id: HoldId, deadline: Nanos, now: Nanos) -> ExtendOutcome {
-        self.expire_holds(now);
+        if now >= self.next_due.load(Ordering::Acquire) {
+            self.expire_holds(now);
+        }
         let mut table = self.lock_holds();
         let Some(hold) = table.live.get_mut(&id) else {
-            return match table.settled.get(&id) {
-                Some(&(already, _)) => ExtendOutcome::Settled(already),
+            return match table.settled_at(id, now) {
+                Some(already) => ExtendOutcome::Settled(already),
                 None => ExtendOutcome::Unknown,
             };
         };
@@ -514,6 +533,24 @@ impl Store for MemoryStore {
     ) -> StoreFuture<'a> {
         let result = self.reserve_sync(ops, hold, now).map(|_| ());
         Box::pin(std::future::ready(result))
+    }
+
+    fn reserve_now(
+        &self,
+        ops: &mut [LimitOp],
+        hold: HoldSpec,
+        now: Nanos,
+    ) -> Option<Result<(), StoreError>> {
+        Some(self.reserve_sync(ops, hold, now).map(|_| ()))
+    }
+
+    fn settle_now(
+        &self,
+        id: HoldId,
+        how: Settle,
+        now: Nanos,
+    ) -> Option<Result<SettleOutcome, StoreError>> {
+        Some(Ok(self.settle_sync(id, how, now)))
     }
 
     fn settle<'a>(&'a self, id: HoldId, how: Settle, now: Nanos) -> SettleFuture<'a> {

@@ -208,6 +208,30 @@ pub trait Store: Send + Sync + 'static {
         ))))
     }
 
+    /// [`Store::reserve`] without waiting, for stores that never wait; `None` means "call
+    /// [`Store::reserve`]".
+    fn reserve_now(
+        &self,
+        ops: &mut [LimitOp],
+        hold: HoldSpec,
+        now: Nanos,
+    ) -> Option<Result<(), StoreError>> {
+        let _ = (ops, hold, now);
+        None
+    }
+
+    /// [`Store::settle`] without waiting, for stores that never wait; `None` means "call
+    /// [`Store::settle`]".
+    fn settle_now(
+        &self,
+        id: HoldId,
+        how: Settle,
+        now: Nanos,
+    ) -> Option<Result<SettleOutcome, StoreError>> {
+        let _ = (id, how, now);
+        None
+    }
+
     /// Settles the hold `id` ([`crate::hold::settlement`] per counter), once: a repeat
     /// answers as the first did, for [`crate::hold::SETTLED_KEPT`].
     fn settle<'a>(&'a self, id: HoldId, how: Settle, now: Nanos) -> SettleFuture<'a> {

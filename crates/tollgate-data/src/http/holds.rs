@@ -15,7 +15,6 @@ use http::{HeaderMap, StatusCode};
 use tollgate_api::problem::types as problem_types;
 use tollgate_api::{
     CommitRequest, HeartbeatRequest, HeartbeatResponse, LeaseRequest, ReserveRequest,
-    SettleResponse, SettledAs,
 };
 use tollgate_core::algorithm::domain::MAX_COUNT;
 use tollgate_core::{
@@ -33,9 +32,8 @@ type Answer = http::Response<Bytes>;
 
 const MS: u64 = 1_000_000;
 
-/// Authenticates a request and reads its JSON body.
-async fn read(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, Answer> {
-    let h = CheckHeaders::of(headers);
+/// Authenticates a request with a JSON body.
+fn admit(state: &AppState, h: CheckHeaders<'_>) -> Result<(), Answer> {
     check::authorize(state, h.authorization)?;
     if !check::is_json(h.content_type) {
         return Err(Problem::new(
@@ -46,6 +44,12 @@ async fn read(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes
         )
         .to_response());
     }
+    Ok(())
+}
+
+/// Authenticates a request and reads its JSON body.
+async fn read(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, Answer> {
+    admit(state, CheckHeaders::of(headers))?;
     axum::body::to_bytes(body, super::MAX_BODY_BYTES)
         .await
         .map_err(|_| {
@@ -101,7 +105,43 @@ fn hold_error(e: HoldError) -> Answer {
     }
 }
 
-/// Decides and holds: the check's answer with the hold's id and expiry spliced in.
+/// A decided reservation or lease, for the caller to render: the check's answer with the
+/// hold's id and expiry after it.
+pub(crate) struct Held {
+    /// The decision.
+    pub decision: tollgate_core::Decision,
+    /// The hold and the milliseconds until it expires, when admitted.
+    pub hold: Option<(HoldId, u64)>,
+}
+
+impl Held {
+    /// Appends the JSON answer to `out`.
+    pub(crate) fn body(&self, out: &mut Vec<u8>) {
+        super::render::decision_body(out, &self.decision);
+        out.pop(); // the closing brace
+        match self.hold {
+            Some((id, ms)) => {
+                out.extend_from_slice(b",\"id\":\"");
+                out.extend_from_slice(&id.to_hex());
+                out.extend_from_slice(b"\",\"expires_in_ms\":");
+                out.extend_from_slice(itoa::Buffer::new().format(ms).as_bytes());
+                out.push(b'}');
+            }
+            None => out.extend_from_slice(br#","id":null,"expires_in_ms":null}"#),
+        }
+    }
+
+    /// The answer as a response (rate-limit headers included).
+    fn response(&self) -> Answer {
+        let mut answer = super::render::decision(&self.decision);
+        let mut body = Vec::with_capacity(answer.body().len() + 64);
+        self.body(&mut body);
+        *answer.body_mut() = Bytes::from(body);
+        answer
+    }
+}
+
+/// Decides and holds.
 async fn hold(
     state: &AppState,
     request_id: &RequestId,
@@ -110,16 +150,13 @@ async fn hold(
     cost: u64,
     kind: HoldKind,
     ttl_ns: u64,
-) -> Answer {
+) -> Result<Held, Answer> {
     if let Some(i) = descriptors.iter().position(|d| d.hits.is_some()) {
-        return invalid(format!(
+        return Err(invalid(format!(
             "descriptors[{i}].hits: every descriptor of a hold costs the same (the estimate, or the lease's hits); leave hits out"
-        ));
+        )));
     }
-    let (entries, parts) = match check::descriptor_parts(descriptors) {
-        Ok(split) => split,
-        Err(detail) => return invalid(detail),
-    };
+    let (entries, parts) = check::descriptor_parts(descriptors).map_err(invalid)?;
     let descriptors = data_plane::descriptors(&entries, parts);
     let request = CheckRequest {
         domain,
@@ -130,24 +167,43 @@ async fn hold(
         decision,
         id,
         deadline,
-    } = match state.limiter.reserve(&request, kind, ttl_ns).await {
-        Ok(r) => r,
-        Err(e) => return hold_error(e),
-    };
+    } = state
+        .limiter
+        .reserve(&request, kind, ttl_ns)
+        .await
+        .map_err(hold_error)?;
     data_plane::record(state, request_id, &request, &decision);
     let now = state.limiter.clock().now();
-    let mut answer = super::render::decision(&decision);
-    let mut body = answer.body().to_vec();
-    body.pop(); // the closing brace
-    match id {
-        Some(id) => {
-            let ms = ceil_units(u128::from(deadline.saturating_sub(now)), MS);
-            body.extend_from_slice(format!(r#","id":"{id}","expires_in_ms":{ms}}}"#).as_bytes());
-        }
-        None => body.extend_from_slice(br#","id":null,"expires_in_ms":null}"#),
+    let hold = id.map(|id| (id, ceil_units(u128::from(deadline.saturating_sub(now)), MS)));
+    Ok(Held { decision, hold })
+}
+
+/// Answers `POST /v1/reservations` with `body` (the listener's own loop calls it too).
+pub(crate) async fn reserve_answer(
+    state: &AppState,
+    headers: CheckHeaders<'_>,
+    request_id: &RequestId,
+    body: &[u8],
+) -> Result<Held, Answer> {
+    admit(state, headers)?;
+    let r: ReserveRequest<'_> = parse(body)?;
+    if r.estimate == 0 || r.estimate > MAX_COUNT {
+        return Err(invalid(format!(
+            "estimate must be between 1 and {MAX_COUNT}, got {}",
+            r.estimate
+        )));
     }
-    *answer.body_mut() = Bytes::from(body);
-    answer
+    let ttl_ns = ttl(r.ttl_ms)?;
+    hold(
+        state,
+        request_id,
+        &r.domain,
+        &r.descriptors,
+        r.estimate,
+        HoldKind::Reservation,
+        ttl_ns,
+    )
+    .await
 }
 
 /// `POST /v1/reservations`.
@@ -159,24 +215,11 @@ pub async fn reserve(
     let request_id = RequestId::from_header(CheckHeaders::of(&headers).request_id);
     let answer = async {
         let bytes = read(&state, &headers, body).await?;
-        let r: ReserveRequest<'_> = parse(&bytes)?;
-        if r.estimate == 0 || r.estimate > MAX_COUNT {
-            return Err(invalid(format!(
-                "estimate must be between 1 and {MAX_COUNT}, got {}",
-                r.estimate
-            )));
-        }
-        let ttl_ns = ttl(r.ttl_ms)?;
-        Ok(hold(
-            &state,
-            &request_id,
-            &r.domain,
-            &r.descriptors,
-            r.estimate,
-            HoldKind::Reservation,
-            ttl_ns,
+        Ok(
+            reserve_answer(&state, CheckHeaders::of(&headers), &request_id, &bytes)
+                .await?
+                .response(),
         )
-        .await)
     }
     .await;
     with_request_id(answer.unwrap_or_else(|e| e), &request_id)
@@ -208,7 +251,8 @@ pub async fn lease(
             HoldKind::Lease,
             ttl_ns,
         )
-        .await)
+        .await?
+        .response())
     }
     .await;
     with_request_id(answer.unwrap_or_else(|e| e), &request_id)
@@ -220,7 +264,7 @@ fn unknown(id: &str) -> Answer {
         problem_types::NOT_FOUND,
         "Not found",
         format!(
-            "no reservation or lease '{}' is held: never made, expired, or settled more than 15 minutes ago",
+            "no reservation or lease '{}' is held: never made, expired, or settled more than 2 minutes ago",
             id.chars().take(64).collect::<String>()
         ),
     )
@@ -244,32 +288,70 @@ fn describe(settled: Settled) -> String {
     }
 }
 
-async fn settle(state: &AppState, id_text: &str, how: Settle) -> Answer {
+/// A hold settled (now or before, the same way): the 200 answer's content.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SettledHold {
+    id: HoldId,
+    how: Settled,
+    repeated: bool,
+}
+
+impl SettledHold {
+    /// Appends the JSON answer (`SettleResponse`) to `out`, written by hand: commits come as
+    /// often as checks.
+    pub(crate) fn body(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"id\":\"");
+        out.extend_from_slice(&self.id.to_hex());
+        match self.how {
+            Settled::Committed { actual } => {
+                out.extend_from_slice(b"\",\"settled\":\"committed\",\"actual\":");
+                out.extend_from_slice(itoa::Buffer::new().format(actual).as_bytes());
+            }
+            Settled::Released => {
+                out.extend_from_slice(b"\",\"settled\":\"released\",\"actual\":null");
+            }
+        }
+        out.extend_from_slice(if self.repeated {
+            b",\"repeated\":true}"
+        } else {
+            b",\"repeated\":false}"
+        });
+    }
+
+    fn response(&self) -> Answer {
+        let mut body = Vec::with_capacity(96);
+        self.body(&mut body);
+        let mut answer = http::Response::new(Bytes::from(body));
+        answer.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        answer
+    }
+}
+
+async fn settle_hold(state: &AppState, id_text: &str, how: Settle) -> Result<SettledHold, Answer> {
     let Some(id) = HoldId::parse(id_text) else {
-        return unknown(id_text);
+        return Err(unknown(id_text));
     };
     match state.limiter.settle(id, how).await {
-        Ok(SettleOutcome::Settled { how, repeated }) => json(&SettleResponse {
-            id: id.to_string(),
-            settled: match how {
-                Settled::Committed { .. } => SettledAs::Committed,
-                Settled::Released => SettledAs::Released,
-            },
-            actual: match how {
-                Settled::Committed { actual } => Some(actual),
-                Settled::Released => None,
-            },
-            repeated,
-        }),
-        Ok(SettleOutcome::Conflict { already }) => Problem::new(
+        Ok(SettleOutcome::Settled { how, repeated }) => Ok(SettledHold { id, how, repeated }),
+        Ok(SettleOutcome::Conflict { already }) => Err(Problem::new(
             StatusCode::CONFLICT,
             problem_types::CONFLICT,
             "Already settled",
             format!("the hold {id} was already {}", describe(already)),
         )
-        .to_response(),
-        Ok(SettleOutcome::Unknown) => unknown(id_text),
-        Err(e) => hold_error(HoldError::Store(e)),
+        .to_response()),
+        Ok(SettleOutcome::Unknown) => Err(unknown(id_text)),
+        Err(e) => Err(hold_error(HoldError::Store(e))),
+    }
+}
+
+async fn settle(state: &AppState, id_text: &str, how: Settle) -> Answer {
+    match settle_hold(state, id_text, how).await {
+        Ok(settled) => settled.response(),
+        Err(refused) => refused,
     }
 }
 
@@ -281,18 +363,33 @@ pub async fn commit(
     body: Body,
 ) -> axum::response::Response {
     let request_id = RequestId::from_header(CheckHeaders::of(&headers).request_id);
-    let answer = async {
-        let c: CommitRequest = parse(&read(&state, &headers, body).await?)?;
-        if c.actual > MAX_COUNT {
-            return Err(invalid(format!(
-                "actual must be at most {MAX_COUNT}, got {}",
-                c.actual
-            )));
-        }
-        Ok(settle(&state, &id, Settle::Commit(c.actual)).await)
+    let answer = match read(&state, &headers, body).await {
+        Ok(bytes) => match commit_answer(&state, CheckHeaders::of(&headers), &id, &bytes).await {
+            Ok(settled) => settled.response(),
+            Err(refused) => refused,
+        },
+        Err(refused) => refused,
+    };
+    with_request_id(answer, &request_id)
+}
+
+/// Answers `POST /v1/reservations/{id}/commit` with `body` (the listener's own loop calls
+/// it too).
+pub(crate) async fn commit_answer(
+    state: &AppState,
+    headers: CheckHeaders<'_>,
+    id: &str,
+    body: &[u8],
+) -> Result<SettledHold, Answer> {
+    admit(state, headers)?;
+    let c: CommitRequest = parse(body)?;
+    if c.actual > MAX_COUNT {
+        return Err(invalid(format!(
+            "actual must be at most {MAX_COUNT}, got {}",
+            c.actual
+        )));
     }
-    .await;
-    with_request_id(answer.unwrap_or_else(|e| e), &request_id)
+    settle_hold(state, id, Settle::Commit(c.actual)).await
 }
 
 /// `DELETE /v1/reservations/{id}` and `DELETE /v1/leases/{id}`.

@@ -6,7 +6,7 @@
 
 pub mod check;
 pub mod connection;
-mod holds;
+pub(crate) mod holds;
 pub mod hyper_side;
 mod ops;
 pub mod problem;
