@@ -210,6 +210,24 @@ fn step() -> impl Strategy<Value = Step> {
     ]
 }
 
+/// The model's expiry: a hold past its deadline gives back to its own minute.
+fn expire(
+    live: &mut HashMap<tollgate_core::HoldId, (u64, u64, u64)>,
+    charged: &mut HashMap<u64, u64>,
+    now: u64,
+) {
+    let minute = now / (60 * SECOND);
+    live.retain(|_, &mut (amount, deadline, taken)| {
+        if deadline > now {
+            return true;
+        }
+        if taken == minute {
+            *charged.entry(taken).or_default() -= amount;
+        }
+        false
+    });
+}
+
 proptest! {
     /// Against a model that keeps every hold and every committed cost with its minute: the
     /// limiter's `remaining` is the limit less what the current minute holds and was
@@ -226,17 +244,7 @@ proptest! {
         let mut ids = Vec::new();
         for step in steps {
             let now = clock_now(&clock);
-            // The model's expiry: a hold past its deadline gives back to its own minute.
-            live.retain(|_, &mut (amount, deadline, taken)| {
-                if deadline <= now {
-                    if taken == minute(now) {
-                        *charged.entry(taken).or_default() -= amount;
-                    }
-                    false
-                } else {
-                    true
-                }
-            });
+            expire(&mut live, &mut charged, now);
             let used = charged.get(&minute(now)).copied().unwrap_or(0);
             match step {
                 Step::Reserve { estimate, ttl_s } => {
@@ -279,16 +287,7 @@ proptest! {
                 Step::Wait { s } => clock.advance(s * SECOND),
             }
             let now = clock_now(&clock);
-            live.retain(|_, &mut (amount, deadline, taken)| {
-                if deadline <= now {
-                    if taken == minute(now) {
-                        *charged.entry(taken).or_default() -= amount;
-                    }
-                    false
-                } else {
-                    true
-                }
-            });
+            expire(&mut live, &mut charged, now);
             let used = charged.get(&minute(now)).copied().unwrap_or(0);
             prop_assert_eq!(remaining(&l, key), vec![1000u64.saturating_sub(used)], "at {}", now);
             let held: u64 = live.values().filter(|h| h.2 == minute(now)).map(|h| h.0).sum();

@@ -174,13 +174,7 @@ async fn decide(
     };
     if !is_json(headers.content_type) {
         state.metrics.rejected("content_type");
-        return Err(Problem::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            problem_types::UNSUPPORTED_MEDIA_TYPE,
-            "Unsupported media type",
-            "send the request as application/json",
-        )
-        .to_response());
+        return Err(Problem::unsupported_media_type().to_response());
     }
     let parsed: CheckBody<'_> = match parse_json(body) {
         Ok(parsed) => parsed,

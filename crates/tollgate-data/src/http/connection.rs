@@ -339,7 +339,8 @@ async fn serve(
                 }
                 OwnRoute::Reserve => {
                     let id = RequestId::from_header(request.headers.request_id);
-                    match holds::reserve_answer(&state, request.headers, &id, body).await {
+                    let route = holds::HoldRoute::Reserve;
+                    match holds::hold_answer(&state, request.headers, &id, body, route).await {
                         Ok(held) => {
                             write_held(&mut output, &mut scratch, &held, &id, close);
                             None

@@ -36,13 +36,7 @@ const MS: u64 = 1_000_000;
 fn admit(state: &AppState, h: CheckHeaders<'_>) -> Result<(), Answer> {
     check::authorize(state, h.authorization)?;
     if !check::is_json(h.content_type) {
-        return Err(Problem::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            problem_types::UNSUPPORTED_MEDIA_TYPE,
-            "Unsupported media type",
-            "send the request as application/json",
-        )
-        .to_response());
+        return Err(Problem::unsupported_media_type().to_response());
     }
     Ok(())
 }
@@ -178,32 +172,73 @@ async fn hold(
     Ok(Held { decision, hold })
 }
 
-/// Answers `POST /v1/reservations` with `body` (the listener's own loop calls it too).
-pub(crate) async fn reserve_answer(
+/// Which kind of hold a request body asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HoldRoute {
+    /// `POST /v1/reservations`.
+    Reserve,
+    /// `POST /v1/leases`.
+    Lease,
+}
+
+/// Answers `POST /v1/reservations` or `POST /v1/leases` with `body` (the listener's own
+/// loop calls it too).
+pub(crate) async fn hold_answer(
     state: &AppState,
     headers: CheckHeaders<'_>,
     request_id: &RequestId,
     body: &[u8],
+    route: HoldRoute,
 ) -> Result<Held, Answer> {
     admit(state, headers)?;
-    let r: ReserveRequest<'_> = parse(body)?;
-    if r.estimate == 0 || r.estimate > MAX_COUNT {
-        return Err(invalid(format!(
-            "estimate must be between 1 and {MAX_COUNT}, got {}",
-            r.estimate
-        )));
+    let (domain, descriptors, cost, ttl_ms, kind) = match route {
+        HoldRoute::Reserve => {
+            let r: ReserveRequest<'_> = parse(body)?;
+            if r.estimate == 0 || r.estimate > MAX_COUNT {
+                return Err(invalid(format!(
+                    "estimate must be between 1 and {MAX_COUNT}, got {}",
+                    r.estimate
+                )));
+            }
+            (
+                r.domain,
+                r.descriptors,
+                r.estimate,
+                r.ttl_ms,
+                HoldKind::Reservation,
+            )
+        }
+        HoldRoute::Lease => {
+            let r: LeaseRequest<'_> = parse(body)?;
+            let hits = r.hits.unwrap_or(1);
+            if hits == 0 || hits > MAX_COUNT {
+                return Err(invalid(format!(
+                    "hits must be between 1 and {MAX_COUNT}, got {hits}"
+                )));
+            }
+            (r.domain, r.descriptors, hits, r.ttl_ms, HoldKind::Lease)
+        }
+    };
+    let ttl_ns = ttl(ttl_ms)?;
+    hold(state, request_id, &domain, &descriptors, cost, kind, ttl_ns).await
+}
+
+/// The axum side of [`hold_answer`].
+async fn held(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    route: HoldRoute,
+) -> axum::response::Response {
+    let request_id = RequestId::from_header(CheckHeaders::of(headers).request_id);
+    let answer = async {
+        let bytes = read(state, headers, body).await?;
+        let held =
+            hold_answer(state, CheckHeaders::of(headers), &request_id, &bytes, route).await?;
+        Ok(held.response())
     }
-    let ttl_ns = ttl(r.ttl_ms)?;
-    hold(
-        state,
-        request_id,
-        &r.domain,
-        &r.descriptors,
-        r.estimate,
-        HoldKind::Reservation,
-        ttl_ns,
-    )
-    .await
+    .await;
+    with_request_id(answer.unwrap_or_else(|e| e), &request_id)
 }
 
 /// `POST /v1/reservations`.
@@ -212,17 +247,7 @@ pub async fn reserve(
     headers: HeaderMap,
     body: Body,
 ) -> axum::response::Response {
-    let request_id = RequestId::from_header(CheckHeaders::of(&headers).request_id);
-    let answer = async {
-        let bytes = read(&state, &headers, body).await?;
-        Ok(
-            reserve_answer(&state, CheckHeaders::of(&headers), &request_id, &bytes)
-                .await?
-                .response(),
-        )
-    }
-    .await;
-    with_request_id(answer.unwrap_or_else(|e| e), &request_id)
+    held(&state, &headers, body, HoldRoute::Reserve).await
 }
 
 /// `POST /v1/leases`.
@@ -231,31 +256,7 @@ pub async fn lease(
     headers: HeaderMap,
     body: Body,
 ) -> axum::response::Response {
-    let request_id = RequestId::from_header(CheckHeaders::of(&headers).request_id);
-    let answer = async {
-        let bytes = read(&state, &headers, body).await?;
-        let r: LeaseRequest<'_> = parse(&bytes)?;
-        let hits = r.hits.unwrap_or(1);
-        if hits == 0 || hits > MAX_COUNT {
-            return Err(invalid(format!(
-                "hits must be between 1 and {MAX_COUNT}, got {hits}"
-            )));
-        }
-        let ttl_ns = ttl(r.ttl_ms)?;
-        Ok(hold(
-            &state,
-            &request_id,
-            &r.domain,
-            &r.descriptors,
-            hits,
-            HoldKind::Lease,
-            ttl_ns,
-        )
-        .await?
-        .response())
-    }
-    .await;
-    with_request_id(answer.unwrap_or_else(|e| e), &request_id)
+    held(&state, &headers, body, HoldRoute::Lease).await
 }
 
 fn unknown(id: &str) -> Answer {

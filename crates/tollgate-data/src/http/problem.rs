@@ -70,6 +70,16 @@ impl Problem {
         )
     }
 
+    /// 415: a body that is not JSON.
+    pub fn unsupported_media_type() -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            problem_types::UNSUPPORTED_MEDIA_TYPE,
+            "Unsupported media type",
+            "send the request as application/json",
+        )
+    }
+
     /// 405.
     pub fn method_not_allowed() -> Self {
         Self::new(
