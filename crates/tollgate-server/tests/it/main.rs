@@ -9,6 +9,7 @@ mod grpc;
 mod helpers;
 mod holds;
 mod http1;
+mod llm_gateway;
 mod magnitudes;
 mod operations;
 mod propagation;
