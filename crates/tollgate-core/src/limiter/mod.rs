@@ -52,6 +52,12 @@ impl Rule {
         }
     }
 
+    /// Whether the rule caps what is in flight (`algorithm: concurrency`) rather than a
+    /// rate: its `requests_per_unit` and unit mean nothing.
+    pub fn counts_in_flight(&self) -> bool {
+        matches!(self, Rule::Policy(p) if matches!(&p.limit, PolicyLimit::Limited { limit, .. } if limit.algorithm() == crate::Algorithm::Concurrency))
+    }
+
     /// The most requests admitted at once (the quota advertised in rate-limit headers).
     pub fn quota(&self) -> Option<u64> {
         match self {

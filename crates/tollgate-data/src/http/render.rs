@@ -119,10 +119,12 @@ fn status(out: &mut Vec<u8>, s: &DescriptorStatus) {
     string(out, s.rule.as_ref().map(|r| r.name()));
     out.extend_from_slice(b",\"limit\":");
     number(out, s.rule.as_ref().and_then(|r| r.quota()));
+    // A concurrency limit has a maximum (`limit`), no rate.
+    let per_unit = rate.filter(|_| !s.rule.as_ref().is_some_and(|r| r.counts_in_flight()));
     out.extend_from_slice(b",\"requests_per_unit\":");
-    number(out, rate.map(|(n, _)| n));
+    number(out, per_unit.map(|(n, _)| n));
     out.extend_from_slice(b",\"unit\":");
-    string(out, rate.map(|(_, u)| u.as_str()));
+    string(out, per_unit.map(|(_, u)| u.as_str()));
     out.extend_from_slice(b",\"remaining\":");
     number(out, limited.then_some(s.remaining));
     out.extend_from_slice(b",\"reset_after_ms\":");

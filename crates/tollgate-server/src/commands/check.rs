@@ -85,6 +85,8 @@ fn print_summary(args: &CheckArgs, answer: &CheckResponse, headers: &reqwest::he
                 }
                 if let (Some(rpu), Some(unit)) = (s.requests_per_unit, &s.unit) {
                     line.push_str(&format!(", {rpu}/{unit}"));
+                } else if let (false, Some(max)) = (s.unlimited, s.limit) {
+                    line.push_str(&format!(", at most {max} in flight"));
                 }
                 if let Some(r) = s.remaining {
                     line.push_str(&format!(", {r} left"));

@@ -168,6 +168,10 @@ async fn leases_cap_what_is_in_flight_and_a_dead_clients_slot_returns() {
     let (_, c) = post(&s, "/v1/leases", &lease(60_000)).await;
     assert_eq!(c["allowed"], false, "{c}");
     assert_eq!(c["statuses"][0]["remaining"], 0, "{c}");
+    // A concurrency limit reports its maximum, and no rate.
+    assert_eq!(c["statuses"][0]["limit"], 2, "{c}");
+    assert_eq!(c["statuses"][0]["unit"], Value::Null, "{c}");
+    assert_eq!(c["statuses"][0]["requests_per_unit"], Value::Null, "{c}");
     let a_id = a["id"].as_str().unwrap();
     let (status, h) = post(
         &s,
