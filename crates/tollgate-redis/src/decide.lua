@@ -455,16 +455,23 @@ local function settle_counter(key, op, back, more)
   if next ~= st then save(key, next, st.ttl) end
 end
 
+-- A hold record's kind, counter names and held ops (see the header for its layout).
+local function read_record(rec)
+  local kind, _, _, n = unpack('<dddd', rec)
+  local names, held = {}, {}
+  for name in string.gmatch(string.sub(rec, 33 + n * 80), '[^\n]+') do names[#names + 1] = name end
+  for i = 1, n do held[i] = { unpack('<dddddddddd', rec, 33 + (i - 1) * 80) } end
+  return kind, n, names, held
+end
+
 -- Settles the hold recorded at `rkey` as `how` (a release for an expiry) and deletes the
 -- record; false when there is none.
 local function settle_record(rkey, how, actual)
   local rec = redis.call('GET', rkey)
   if not rec then return false end
-  local kind, _, _, n = unpack('<dddd', rec)
-  local names, at = {}, 33 + n * 80
-  for name in string.gmatch(string.sub(rec, at), '[^\n]+') do names[#names + 1] = name end
+  local kind, n, names, held = read_record(rec)
   for i = 1, n do
-    local v = { unpack('<dddddddddd', rec, 33 + (i - 1) * 80) }
+    local v = held[i]
     local back, more = settlement(v, kind, how, actual, v[8], v[9], v[10])
     if names[i] then settle_counter(names[i], v, back, more) end
   end
@@ -527,11 +534,9 @@ if mode == '4' or mode == '5' then
     end
     return pack('<ddd', 0, 0, 0)
   end
-  local kind, _, _, n = unpack('<dddd', rec)
-  local names = {}
-  for name in string.gmatch(string.sub(rec, 33 + n * 80), '[^\n]+') do names[#names + 1] = name end
+  local kind, n, names, held = read_record(rec)
   for i = 1, n do
-    local v = { unpack('<dddddddddd', rec, 33 + (i - 1) * 80) }
+    local v = held[i]
     if v[1] == 5 and names[i] then
       local st = load(names[i])
       if lt(now_s, now_n, st.s, st.n) and st.a > 0 and lt(st.s, st.n, ds, dn) then

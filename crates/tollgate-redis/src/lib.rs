@@ -633,9 +633,7 @@ impl RedisStore {
         hold: HoldSpec,
         now: Nanos,
     ) -> Result<(), StoreError> {
-        for op in ops.iter_mut() {
-            op.limit = op.limit.holding_until(hold.deadline);
-        }
+        tollgate_core::store::hold_ops(ops, &hold);
         self.decide(ops, now, "3", Some(hold)).await
     }
 }

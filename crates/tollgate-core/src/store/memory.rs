@@ -321,9 +321,7 @@ impl MemoryStore {
                 ));
             }
         }
-        for op in ops.iter_mut() {
-            op.limit = op.limit.holding_until(hold.deadline);
-        }
+        super::hold_ops(ops, &hold);
         self.apply_with(ops, now, CommitRule::AllOrNothing);
         if !batch_admits(ops) {
             return Ok(false);

@@ -90,6 +90,17 @@ pub fn batch_admits(ops: &[LimitOp]) -> bool {
     !has_quota || quota_passes
 }
 
+/// What a store without holds answers to [`Store::reserve`], `settle` and `extend`.
+const NO_HOLDS: StoreError = StoreError::Unsupported("this store keeps no reservations or leases");
+
+/// Makes `ops` the ops of the hold `hold`: concurrency ops take their slots until its
+/// deadline (every store's [`Store::reserve`] starts here).
+pub fn hold_ops(ops: &mut [LimitOp], hold: &HoldSpec) {
+    for op in ops.iter_mut() {
+        op.limit = op.limit.holding_until(hold.deadline);
+    }
+}
+
 /// Why a store could not decide.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
@@ -203,9 +214,7 @@ pub trait Store: Send + Sync + 'static {
         now: Nanos,
     ) -> StoreFuture<'a> {
         let _ = (ops, hold, now);
-        Box::pin(std::future::ready(Err(StoreError::Unsupported(
-            "this store keeps no reservations or leases",
-        ))))
+        Box::pin(std::future::ready(Err(NO_HOLDS)))
     }
 
     /// [`Store::reserve`] without waiting, for stores that never wait; `None` means "call
@@ -236,17 +245,13 @@ pub trait Store: Send + Sync + 'static {
     /// answers as the first did, for [`crate::hold::SETTLED_KEPT`].
     fn settle<'a>(&'a self, id: HoldId, how: Settle, now: Nanos) -> SettleFuture<'a> {
         let _ = (id, how, now);
-        Box::pin(std::future::ready(Err(StoreError::Unsupported(
-            "this store keeps no reservations or leases",
-        ))))
+        Box::pin(std::future::ready(Err(NO_HOLDS)))
     }
 
     /// Keeps the live hold `id` until `deadline` (a lease's heartbeat).
     fn extend<'a>(&'a self, id: HoldId, deadline: Nanos, now: Nanos) -> ExtendFuture<'a> {
         let _ = (id, deadline, now);
-        Box::pin(std::future::ready(Err(StoreError::Unsupported(
-            "this store keeps no reservations or leases",
-        ))))
+        Box::pin(std::future::ready(Err(NO_HOLDS)))
     }
 
     /// Whether counters are shared with other nodes (Redis), so that `consistency` matters;
