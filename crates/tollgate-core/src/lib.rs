@@ -28,6 +28,7 @@ pub use hold::{ExtendOutcome, HeldOp, HoldId, HoldKind, Settle, SettleOutcome, S
 pub use key::{CounterKey, KeyHasher};
 pub use limiter::{
     Decision, DescriptorStatus, HoldError, Limiter, LimiterConfig, Reservation, Rule,
+    hold_ttl_from_millis,
 };
 pub use policy::{
     Consistency, Metadata, MetadataValue, OnStoreError, Policy, PolicyError, PolicyLimit,

@@ -37,6 +37,38 @@ pub fn descriptors<'a>(
         .collect()
 }
 
+/// `value` of the field `field` as an amount of a hold (an estimate, slots, what was
+/// used): from `min` to the largest count a counter keeps, or a message naming the field.
+pub fn hold_amount(field: &str, value: u64, min: u64) -> Result<u64, String> {
+    use tollgate_core::algorithm::domain::MAX_COUNT;
+    if (min..=MAX_COUNT).contains(&value) {
+        return Ok(value);
+    }
+    Err(if min == 0 {
+        format!("{field} must be at most {MAX_COUNT}, got {value}")
+    } else {
+        format!("{field} must be between {min} and {MAX_COUNT}, got {value}")
+    })
+}
+
+/// Why an id names no hold: the same answer for every such id, whatever it is.
+pub fn unknown_hold(id: &str) -> String {
+    format!(
+        "no reservation or lease '{}' is held: never made, expired, or settled more than 2 minutes ago",
+        id.chars().take(64).collect::<String>()
+    )
+}
+
+/// Why a hold cannot be settled or extended another way.
+pub fn already_settled(id: tollgate_core::HoldId, how: tollgate_core::Settled) -> String {
+    match how {
+        tollgate_core::Settled::Committed { actual } => {
+            format!("the hold {id} was already committed at {actual}")
+        }
+        tollgate_core::Settled::Released => format!("the hold {id} was already released"),
+    }
+}
+
 /// Lets one store-error line through per second.
 static STORE_ERROR_LOG: LogThrottle = LogThrottle::new();
 

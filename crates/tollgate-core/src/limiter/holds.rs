@@ -40,6 +40,15 @@ pub enum HoldError {
     Store(#[from] StoreError),
 }
 
+/// A TTL given in milliseconds, as nanoseconds: 1 ms to [`MAX_HOLD_TTL`], or
+/// [`HoldError::Ttl`].
+pub fn hold_ttl_from_millis(ms: u64) -> Result<Nanos, HoldError> {
+    match ms.checked_mul(1_000_000) {
+        Some(ns) if ms > 0 && ns <= MAX_HOLD_TTL => Ok(ns),
+        _ => Err(HoldError::Ttl { got: ms }),
+    }
+}
+
 /// Checks a TTL given in nanoseconds.
 fn check_ttl(ttl: Nanos) -> Result<Nanos, HoldError> {
     if ttl == 0 || ttl > MAX_HOLD_TTL {

@@ -2,8 +2,9 @@
 
 mod holds;
 mod shared;
+mod usage;
 
-pub use holds::{HoldError, Reservation};
+pub use holds::{HoldError, Reservation, hold_ttl_from_millis};
 
 use std::sync::Arc;
 
@@ -296,8 +297,16 @@ impl Limiter {
         for op in plan.ops.iter_mut() {
             op.cost = 0;
         }
+        self.apply_where_read(&mut plan, self.commit_rule).await;
+        Ok(self.finish(&mut plan))
+    }
+
+    /// Applies every op of `plan` under `rule` where checks and peeks read its counter:
+    /// this node's memory for `local` ops on a shared store, the store for the rest
+    /// (leased counters included, so what other nodes hold counts). Store failures are
+    /// answered by each policy's `on_store_error`.
+    async fn apply_where_read(&self, plan: &mut Plan, rule: CommitRule) {
         let now = plan.now;
-        let rule = self.commit_rule;
         let shared = self.store.is_shared();
         let (local, stored): (SmallVec<[usize; 4]>, SmallVec<[usize; 4]>) =
             (0..plan.ops.len()).partition(|&i| shared && plan.consistency[i] == Consistency::Local);
@@ -317,11 +326,10 @@ impl Limiter {
                     }
                 }
                 Err(e) => {
-                    self.answer_without_store(&mut plan, &stored, e);
+                    self.answer_without_store(plan, &stored, e);
                 }
             }
         }
-        Ok(self.finish(&mut plan))
     }
 
     fn plan(&self, request: &CheckRequest<'_>, plan: &mut Plan) -> Result<(), RequestError> {

@@ -9,3 +9,4 @@ mod matching;
 mod policy_files;
 mod quota_mode;
 mod support;
+mod usage;

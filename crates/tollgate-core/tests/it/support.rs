@@ -103,3 +103,27 @@ pub fn reserve(
         now_or_never(limiter.reserve(request, kind, ttl)).expect("a valid reservation")
     })
 }
+
+/// Whether `hits` would fit on `descriptors` now, taking nothing ([`Limiter::probe`]).
+pub fn probe(
+    limiter: &Limiter,
+    domain: &str,
+    descriptors: &[&[(&str, &str)]],
+    hits: u64,
+) -> Decision {
+    with_request(domain, descriptors, hits, |request| {
+        now_or_never(limiter.probe(request)).expect("valid request")
+    })
+}
+
+/// Charges `hits` to `descriptors`, past their limits if need be ([`Limiter::report`]).
+pub fn report(
+    limiter: &Limiter,
+    domain: &str,
+    descriptors: &[&[(&str, &str)]],
+    hits: u64,
+) -> Decision {
+    with_request(domain, descriptors, hits, |request| {
+        now_or_never(limiter.report(request)).expect("valid request")
+    })
+}

@@ -16,7 +16,6 @@ use tollgate_api::problem::types as problem_types;
 use tollgate_api::{
     CommitRequest, HeartbeatRequest, HeartbeatResponse, LeaseRequest, ReserveRequest,
 };
-use tollgate_core::algorithm::domain::MAX_COUNT;
 use tollgate_core::{
     CheckRequest, ExtendOutcome, HoldError, HoldId, HoldKind, Reservation, Settle, SettleOutcome,
     Settled, ceil_units,
@@ -69,12 +68,7 @@ fn invalid(detail: impl Into<String>) -> Answer {
 
 /// A TTL in milliseconds as nanoseconds, or 400 naming `ttl_ms`.
 fn ttl(ms: u64) -> Result<u64, Answer> {
-    match ms.checked_mul(MS) {
-        Some(ns) if ms > 0 && ns <= tollgate_core::hold::MAX_HOLD_TTL => Ok(ns),
-        _ => Err(invalid(format!(
-            "ttl_ms must be between 1 and 86400000 (a day), got {ms}"
-        ))),
-    }
+    tollgate_core::hold_ttl_from_millis(ms).map_err(|e| invalid(e.to_string()))
 }
 
 /// The answer as axum sends it, with the request's id.
@@ -194,12 +188,7 @@ pub(crate) async fn hold_answer(
     let (domain, descriptors, cost, ttl_ms, kind) = match route {
         HoldRoute::Reserve => {
             let r: ReserveRequest<'_> = parse(body)?;
-            if r.estimate == 0 || r.estimate > MAX_COUNT {
-                return Err(invalid(format!(
-                    "estimate must be between 1 and {MAX_COUNT}, got {}",
-                    r.estimate
-                )));
-            }
+            data_plane::hold_amount("estimate", r.estimate, 1).map_err(invalid)?;
             (
                 r.domain,
                 r.descriptors,
@@ -211,11 +200,7 @@ pub(crate) async fn hold_answer(
         HoldRoute::Lease => {
             let r: LeaseRequest<'_> = parse(body)?;
             let hits = r.hits.unwrap_or(1);
-            if hits == 0 || hits > MAX_COUNT {
-                return Err(invalid(format!(
-                    "hits must be between 1 and {MAX_COUNT}, got {hits}"
-                )));
-            }
+            data_plane::hold_amount("hits", hits, 1).map_err(invalid)?;
             (r.domain, r.descriptors, hits, r.ttl_ms, HoldKind::Lease)
         }
     };
@@ -264,10 +249,7 @@ fn unknown(id: &str) -> Answer {
         StatusCode::NOT_FOUND,
         problem_types::NOT_FOUND,
         "Not found",
-        format!(
-            "no reservation or lease '{}' is held: never made, expired, or settled more than 2 minutes ago",
-            id.chars().take(64).collect::<String>()
-        ),
+        data_plane::unknown_hold(id),
     )
     .to_response()
 }
@@ -280,13 +262,6 @@ fn json<T: serde::Serialize>(value: &T) -> Answer {
         http::HeaderValue::from_static("application/json"),
     );
     answer
-}
-
-fn describe(settled: Settled) -> String {
-    match settled {
-        Settled::Committed { actual } => format!("committed at {actual}"),
-        Settled::Released => "released".to_owned(),
-    }
 }
 
 /// A hold settled (now or before, the same way): the 200 answer's content.
@@ -341,7 +316,7 @@ async fn settle_hold(state: &AppState, id_text: &str, how: Settle) -> Result<Set
             StatusCode::CONFLICT,
             problem_types::CONFLICT,
             "Already settled",
-            format!("the hold {id} was already {}", describe(already)),
+            data_plane::already_settled(id, already),
         )
         .to_response()),
         Ok(SettleOutcome::Unknown) => Err(unknown(id_text)),
@@ -384,12 +359,7 @@ pub(crate) async fn commit_answer(
 ) -> Result<SettledHold, Answer> {
     admit(state, headers)?;
     let c: CommitRequest = parse(body)?;
-    if c.actual > MAX_COUNT {
-        return Err(invalid(format!(
-            "actual must be at most {MAX_COUNT}, got {}",
-            c.actual
-        )));
-    }
+    data_plane::hold_amount("actual", c.actual, 0).map_err(invalid)?;
     settle_hold(state, id, Settle::Commit(c.actual)).await
 }
 
@@ -433,7 +403,7 @@ pub async fn heartbeat(
                 StatusCode::CONFLICT,
                 problem_types::CONFLICT,
                 "Already settled",
-                format!("the hold {id} was already {}", describe(already)),
+                data_plane::already_settled(id, already),
             )
             .to_response(),
             Ok(ExtendOutcome::Unknown) => unknown(&id_text),

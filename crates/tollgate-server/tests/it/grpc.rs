@@ -283,7 +283,12 @@ async fn grpc_and_http_share_counters_and_health_is_served() {
         .await
         .unwrap();
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-    for service in ["", "envoy.service.ratelimit.v3.RateLimitService"] {
+    for service in [
+        "",
+        "envoy.service.ratelimit.v3.RateLimitService",
+        "tollgate.v1.Holds",
+        "kuadrant.service.ratelimit.v1.RateLimitService",
+    ] {
         let reply = health
             .check(tonic_health::pb::HealthCheckRequest {
                 service: service.into(),
@@ -416,7 +421,7 @@ async fn rate_limit_headers_for_envoy_on_request() {
 }
 
 #[tokio::test]
-async fn server_reflection_describes_the_rate_limit_service() {
+async fn server_reflection_describes_every_service() {
     use tonic_reflection::pb::v1::ServerReflectionRequest;
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
@@ -455,10 +460,13 @@ async fn server_reflection_describes_the_rate_limit_service() {
         panic!("{listed:?}")
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    assert!(
-        names.contains(&"envoy.service.ratelimit.v3.RateLimitService".to_owned()),
-        "{names:?}"
-    );
+    for service in [
+        "envoy.service.ratelimit.v3.RateLimitService",
+        "tollgate.v1.Holds",
+        "kuadrant.service.ratelimit.v1.RateLimitService",
+    ] {
+        assert!(names.contains(&service.to_owned()), "{service}: {names:?}");
+    }
     assert!(
         names.contains(&"grpc.health.v1.Health".to_owned()),
         "{names:?}"

@@ -6,6 +6,7 @@ mod cli;
 mod distributed;
 mod envoy_examples;
 mod grpc;
+mod grpc_holds;
 mod helpers;
 mod holds;
 mod http1;

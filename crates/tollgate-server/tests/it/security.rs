@@ -1568,6 +1568,25 @@ async fn a_data_plane_token_guards_checks_over_http_and_grpc() {
     );
     let answer = grpc.should_rate_limit(request).await.unwrap();
     assert_eq!(answer.get_ref().overall_code, 1);
+    // Holds and Kuadrant's service are guarded the same way.
+    use tollgate_proto::kuadrant::service::ratelimit::v1::rate_limit_service_client::RateLimitServiceClient as KuadrantClient;
+    use tollgate_proto::tollgate::v1::holds_client::HoldsClient;
+    let mut holds = HoldsClient::connect(s.grpc.clone()).await.unwrap();
+    let err = holds
+        .release(tollgate_proto::tollgate::v1::ReleaseRequest { id: "0".repeat(32) })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    let mut kuadrant = KuadrantClient::connect(s.grpc.clone()).await.unwrap();
+    let err = kuadrant
+        .report(crate::grpc::rls_request(
+            "api",
+            &[&[("remote_address", "10.0.0.3")]],
+            1,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
 }
 
 #[tokio::test]

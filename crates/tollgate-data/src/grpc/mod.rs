@@ -1,5 +1,7 @@
-//! The Envoy RLS v3 gRPC data plane: `envoy.service.ratelimit.v3.RateLimitService/
-//! ShouldRateLimit`, plus the standard `grpc.health.v1` service.
+//! The gRPC data plane: Envoy RLS v3 (`envoy.service.ratelimit.v3.RateLimitService/
+//! ShouldRateLimit`, here), Tollgate's reservations and leases (`tollgate.v1.Holds`,
+//! [`holds`]), Kuadrant's `RateLimitService` ([`kuadrant`]), the standard
+//! `grpc.health.v1` service and server reflection.
 //!
 //! Message types come from `envoy-types` (generated from Envoy's protos). The mapping to
 //! the core follows envoyproxy/ratelimit: a request's `hits_addend` of 0 means 1, a
@@ -30,6 +32,8 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tollgate_core::{CheckRequest, Decision, Entry, LimitOverride, Unit};
+use tollgate_proto::kuadrant::service::ratelimit::v1::rate_limit_service_server::RateLimitServiceServer as KuadrantServer;
+use tollgate_proto::tollgate::v1::holds_server::HoldsServer;
 use tonic::{Request, Response, Status};
 use tower::ServiceExt;
 
@@ -37,6 +41,9 @@ use crate::data_plane::{self, DescriptorParts};
 use crate::http::request_id::RequestId;
 use crate::listener::MaxAge;
 use crate::state::AppState;
+
+pub mod holds;
+pub mod kuadrant;
 
 /// Path prefix of the `grpc.health.v1.Health` service.
 const HEALTH_PREFIX: &str = "/grpc.health.v1.Health/";
@@ -63,6 +70,14 @@ pub async fn serve(
     reporter
         .set_serving::<RateLimitServiceServer<RateLimitGrpc>>()
         .await;
+    reporter
+        .set_serving::<HoldsServer<holds::HoldsGrpc>>()
+        .await;
+    reporter
+        .set_serving::<KuadrantServer<kuadrant::KuadrantGrpc>>()
+        .await;
+    let holds = HoldsServer::new(holds::HoldsGrpc::new(state.clone()));
+    let kuadrant = KuadrantServer::new(kuadrant::KuadrantGrpc::new(state.clone()));
     let rls = RateLimitServiceServer::new(
         RateLimitGrpc::new(state, headers)
             .with_header_names(header_names)
@@ -70,7 +85,7 @@ pub async fn serve(
     );
     let reflection = || {
         tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(RLS_DESCRIPTORS)
+            .register_encoded_file_descriptor_set(tollgate_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
     let reflection_alpha = reflection()
@@ -89,12 +104,18 @@ pub async fn serve(
             health.clone(),
             reflection.clone(),
             reflection_alpha.clone(),
+            holds.clone(),
+            kuadrant.clone(),
         );
         let service = service_fn(move |request: http::Request<Incoming>| {
-            let (rls, health, reflection, reflection_alpha) = services.clone();
+            let (rls, health, reflection, reflection_alpha, holds, kuadrant) = services.clone();
             async move {
                 let path = request.uri().path();
-                if path.starts_with(HEALTH_PREFIX) {
+                if path.starts_with(HOLDS_PREFIX) {
+                    holds.oneshot(request).await
+                } else if path.starts_with(KUADRANT_PREFIX) {
+                    kuadrant.oneshot(request).await
+                } else if path.starts_with(HEALTH_PREFIX) {
                     health.oneshot(request).await
                 } else if path.starts_with(REFLECTION_PREFIX) {
                     reflection.oneshot(request).await
@@ -111,9 +132,10 @@ pub async fn serve(
     Ok(())
 }
 
-/// The descriptors of `envoy.service.ratelimit.v3` and its imports, built from `proto/` by
-/// the build script, for server reflection.
-const RLS_DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/rls_descriptor.bin"));
+/// Path prefix of `tollgate.v1.Holds`.
+const HOLDS_PREFIX: &str = "/tollgate.v1.Holds/";
+/// Path prefix of Kuadrant's `RateLimitService`.
+const KUADRANT_PREFIX: &str = "/kuadrant.service.ratelimit.v1.RateLimitService/";
 const REFLECTION_PREFIX: &str = "/grpc.reflection.v1.ServerReflection/";
 const REFLECTION_ALPHA_PREFIX: &str = "/grpc.reflection.v1alpha.ServerReflection/";
 
@@ -508,6 +530,55 @@ fn response(
     }
 }
 
+/// Refuses a call without the data-plane token, when the server requires one.
+fn authorize<T>(state: &AppState, request: &Request<T>) -> Result<(), Status> {
+    if let Some(token) = &state.data_token
+        && !token.admits(
+            request
+                .metadata()
+                .get("authorization")
+                .map(|v| v.as_bytes()),
+        )
+    {
+        state.metrics.rejected("unauthenticated");
+        return Err(Status::unauthenticated(
+            "this server requires the authorization metadata 'Bearer <data-plane token>'",
+        ));
+    }
+    Ok(())
+}
+
+/// The caller's `x-request-id`, or a fresh one.
+fn request_id<T>(request: &Request<T>) -> RequestId {
+    RequestId::from_caller(
+        request
+            .metadata()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok()),
+    )
+}
+
+/// Every descriptor's entries in order, and each descriptor's other parts, checked.
+fn decode_descriptors(
+    descriptors: &[RateLimitDescriptor],
+) -> Result<(Vec<Entry<'_>>, Vec<DescriptorParts>), Status> {
+    let parts = descriptors
+        .iter()
+        .enumerate()
+        .map(|(i, d)| descriptor_parts(i, d))
+        .collect::<Result<Vec<_>, _>>()?;
+    let entries = descriptors
+        .iter()
+        .flat_map(|d| {
+            d.entries.iter().map(|e| Entry {
+                key: &e.key,
+                value: &e.value,
+            })
+        })
+        .collect();
+    Ok((entries, parts))
+}
+
 #[tonic::async_trait]
 impl RateLimitService for RateLimitGrpc {
     async fn should_rate_limit(
@@ -515,52 +586,22 @@ impl RateLimitService for RateLimitGrpc {
         request: Request<RateLimitRequest>,
     ) -> Result<Response<RateLimitResponse>, Status> {
         let started = std::time::Instant::now();
-        if let Some(token) = &self.state.data_token
-            && !token.admits(
-                request
-                    .metadata()
-                    .get("authorization")
-                    .map(|v| v.as_bytes()),
-            )
-        {
-            self.state.metrics.rejected("unauthenticated");
-            return Err(Status::unauthenticated(
-                "this server requires the authorization metadata 'Bearer <data-plane token>'",
-            ));
-        }
-        let id = RequestId::from_caller(
-            request
-                .metadata()
-                .get("x-request-id")
-                .and_then(|v| v.to_str().ok()),
-        );
+        authorize(&self.state, &request)?;
+        let id = request_id(&request);
         let request = request.into_inner();
-        let mut parts = Vec::with_capacity(request.descriptors.len());
-        for (i, d) in request.descriptors.iter().enumerate() {
-            match descriptor_parts(i, d) {
-                Ok(p) => parts.push(p),
-                Err(status) => {
-                    self.state.metrics.rejected("invalid");
-                    self.state.metrics.grpc_call(METHOD, "invalid_argument");
-                    tracing::info!(
-                        request_id = id.as_str(),
-                        detail = status.message(),
-                        "invalid ShouldRateLimit"
-                    );
-                    return Err(status);
-                }
+        let (entries, parts) = match decode_descriptors(&request.descriptors) {
+            Ok(decoded) => decoded,
+            Err(status) => {
+                self.state.metrics.rejected("invalid");
+                self.state.metrics.grpc_call(METHOD, "invalid_argument");
+                tracing::info!(
+                    request_id = id.as_str(),
+                    detail = status.message(),
+                    "invalid ShouldRateLimit"
+                );
+                return Err(status);
             }
-        }
-        let entries: Vec<Entry<'_>> = request
-            .descriptors
-            .iter()
-            .flat_map(|d| {
-                d.entries.iter().map(|e| Entry {
-                    key: &e.key,
-                    value: &e.value,
-                })
-            })
-            .collect();
+        };
         let descriptors = data_plane::descriptors(&entries, parts);
         let check = CheckRequest {
             domain: &request.domain,

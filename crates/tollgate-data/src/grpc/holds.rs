@@ -1,0 +1,253 @@
+//! `tollgate.v1.Holds`: reservations and concurrency leases over gRPC, the operations of
+//! `/v1/reservations` and `/v1/leases` with the same checks and the same answers
+//! (`proto/tollgate/v1/holds.proto`).
+
+use std::sync::Arc;
+
+use tollgate_core::{
+    CheckRequest, ExtendOutcome, HoldError, HoldId, HoldKind, Reservation, Settle, SettleOutcome,
+    Settled, ceil_units,
+};
+use tollgate_proto::tollgate::v1::holds_server::Holds;
+use tollgate_proto::tollgate::v1::settle_response::Settled as PbSettled;
+use tollgate_proto::tollgate::v1::{
+    CommitRequest, HeartbeatRequest, HeartbeatResponse, HoldResponse, LeaseRequest, ReleaseRequest,
+    ReserveRequest, SettleResponse,
+};
+use tonic::{Code, Request, Response, Status};
+
+use super::{HeaderNames, ResponseHeaders, authorize, decode_descriptors, request_id, response};
+use crate::data_plane;
+use crate::state::AppState;
+
+const MS: u64 = 1_000_000;
+
+/// The `Holds` service over the shared application state.
+pub struct HoldsGrpc {
+    state: Arc<AppState>,
+}
+
+impl HoldsGrpc {
+    /// The service.
+    pub fn new(state: Arc<AppState>) -> Self {
+        Self { state }
+    }
+
+    /// Counts the call by method and code, and passes its answer on.
+    fn counted<T>(&self, method: &'static str, answer: Result<T, Status>) -> Result<T, Status> {
+        let code = match &answer {
+            Ok(_) => "ok",
+            Err(status) => code_name(status.code()),
+        };
+        self.state.metrics.grpc_call(method, code);
+        answer
+    }
+
+    /// Decides and holds: the shared part of `Reserve` and `AcquireLease`.
+    async fn hold<T>(
+        &self,
+        request: Request<T>,
+        kind: HoldKind,
+        parts: impl FnOnce(&T) -> Result<(u64, u64), Status>,
+        fields: impl FnOnce(
+            &T,
+        ) -> (
+            &str,
+            &[envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor],
+        ),
+    ) -> Result<HoldResponse, Status> {
+        authorize(&self.state, &request)?;
+        let id = request_id(&request);
+        let message = request.into_inner();
+        let (cost, ttl_ms) = parts(&message)?;
+        let ttl = tollgate_core::hold_ttl_from_millis(ttl_ms)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let (domain, descriptors) = fields(&message);
+        if let Some(i) = descriptors.iter().position(|d| d.hits_addend.is_some()) {
+            return Err(Status::invalid_argument(format!(
+                "descriptors[{i}].hits_addend: every descriptor of a hold costs the same (the estimate, or the lease's hits); leave hits_addend out"
+            )));
+        }
+        let (entries, parts) = decode_descriptors(descriptors)?;
+        let descriptors = data_plane::descriptors(&entries, parts);
+        let check = CheckRequest {
+            domain,
+            descriptors: &descriptors,
+            hits: cost,
+        };
+        let Reservation {
+            decision,
+            id: hold,
+            deadline,
+        } = self
+            .state
+            .limiter
+            .reserve(&check, kind, ttl)
+            .await
+            .map_err(hold_status)?;
+        data_plane::record(&self.state, &id, &check, &decision);
+        let now = self.state.limiter.clock().now();
+        Ok(HoldResponse {
+            decision: Some(response(
+                &decision,
+                ResponseHeaders::None,
+                &HeaderNames::default(),
+                0,
+            )),
+            id: hold.map(|h| h.to_string()).unwrap_or_default(),
+            expires_in_ms: hold.map_or(0, |_| {
+                ceil_units(u128::from(deadline.saturating_sub(now)), MS)
+            }),
+        })
+    }
+
+    async fn settle(&self, id_text: &str, how: Settle) -> Result<SettleResponse, Status> {
+        let id = HoldId::parse(id_text).ok_or_else(|| unknown(id_text))?;
+        match self.state.limiter.settle(id, how).await {
+            Ok(SettleOutcome::Settled { how, repeated }) => {
+                let (settled, actual) = match how {
+                    Settled::Committed { actual } => (PbSettled::Committed, actual),
+                    Settled::Released => (PbSettled::Released, 0),
+                };
+                Ok(SettleResponse {
+                    id: id.to_string(),
+                    settled: settled as i32,
+                    actual,
+                    repeated,
+                })
+            }
+            Ok(SettleOutcome::Conflict { already }) => Err(Status::failed_precondition(
+                data_plane::already_settled(id, already),
+            )),
+            Ok(SettleOutcome::Unknown) => Err(unknown(id_text)),
+            Err(e) => Err(hold_status(HoldError::Store(e))),
+        }
+    }
+}
+
+/// NOT_FOUND for an id that names no hold, the same every time.
+pub(super) fn unknown(id: &str) -> Status {
+    Status::not_found(data_plane::unknown_hold(id))
+}
+
+/// The status of a hold that could not be taken or extended.
+pub(super) fn hold_status(e: HoldError) -> Status {
+    match e {
+        HoldError::Request(e) => Status::invalid_argument(e.to_string()),
+        HoldError::Ttl { .. } => Status::invalid_argument(e.to_string()),
+        HoldError::Store(e) => Status::unavailable(format!(
+            "the counter store could not keep or settle the hold: {e}"
+        )),
+    }
+}
+
+/// The metric label of a gRPC code.
+pub(super) fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "ok",
+        Code::InvalidArgument => "invalid_argument",
+        Code::NotFound => "not_found",
+        Code::FailedPrecondition => "failed_precondition",
+        Code::Unavailable => "unavailable",
+        Code::Unauthenticated => "unauthenticated",
+        _ => "other",
+    }
+}
+
+#[tonic::async_trait]
+impl Holds for HoldsGrpc {
+    async fn reserve(
+        &self,
+        request: Request<ReserveRequest>,
+    ) -> Result<Response<HoldResponse>, Status> {
+        let answer = self
+            .hold(
+                request,
+                HoldKind::Reservation,
+                |r| {
+                    let estimate = data_plane::hold_amount("estimate", r.estimate, 1)
+                        .map_err(Status::invalid_argument)?;
+                    Ok((estimate, r.ttl_ms))
+                },
+                |r| (&r.domain, &r.descriptors),
+            )
+            .await;
+        self.counted("Holds/Reserve", answer).map(Response::new)
+    }
+
+    async fn commit(
+        &self,
+        request: Request<CommitRequest>,
+    ) -> Result<Response<SettleResponse>, Status> {
+        let answer = async {
+            authorize(&self.state, &request)?;
+            let c = request.into_inner();
+            let actual =
+                data_plane::hold_amount("actual", c.actual, 0).map_err(Status::invalid_argument)?;
+            self.settle(&c.id, Settle::Commit(actual)).await
+        }
+        .await;
+        self.counted("Holds/Commit", answer).map(Response::new)
+    }
+
+    async fn release(
+        &self,
+        request: Request<ReleaseRequest>,
+    ) -> Result<Response<SettleResponse>, Status> {
+        let answer = async {
+            authorize(&self.state, &request)?;
+            self.settle(&request.into_inner().id, Settle::Release).await
+        }
+        .await;
+        self.counted("Holds/Release", answer).map(Response::new)
+    }
+
+    async fn acquire_lease(
+        &self,
+        request: Request<LeaseRequest>,
+    ) -> Result<Response<HoldResponse>, Status> {
+        let answer = self
+            .hold(
+                request,
+                HoldKind::Lease,
+                |r| {
+                    let hits = data_plane::hold_amount("hits", r.hits.max(1), 1)
+                        .map_err(Status::invalid_argument)?;
+                    Ok((hits, r.ttl_ms))
+                },
+                |r| (&r.domain, &r.descriptors),
+            )
+            .await;
+        self.counted("Holds/AcquireLease", answer)
+            .map(Response::new)
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatResponse>, Status> {
+        let answer = async {
+            authorize(&self.state, &request)?;
+            let h = request.into_inner();
+            let ttl = tollgate_core::hold_ttl_from_millis(h.ttl_ms)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            let id = HoldId::parse(&h.id).ok_or_else(|| unknown(&h.id))?;
+            match self.state.limiter.extend_hold(id, ttl).await {
+                Ok(ExtendOutcome::Extended { deadline }) => {
+                    let now = self.state.limiter.clock().now();
+                    Ok(HeartbeatResponse {
+                        id: id.to_string(),
+                        expires_in_ms: ceil_units(u128::from(deadline.saturating_sub(now)), MS),
+                    })
+                }
+                Ok(ExtendOutcome::Settled(already)) => Err(Status::failed_precondition(
+                    data_plane::already_settled(id, already),
+                )),
+                Ok(ExtendOutcome::Unknown) => Err(unknown(&h.id)),
+                Err(e) => Err(hold_status(e)),
+            }
+        }
+        .await;
+        self.counted("Holds/Heartbeat", answer).map(Response::new)
+    }
+}
