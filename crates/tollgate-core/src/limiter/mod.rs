@@ -92,6 +92,10 @@ pub struct DescriptorStatus {
     pub quota_mode: bool,
     /// The store failed and the policy's `on_store_error` decided instead.
     pub store_failed: bool,
+    /// For a calendar quota, the length of its current window in nanoseconds (a month of
+    /// 28 to 31 days, a day of 23 to 25 hours across a DST change); `None` otherwise, where
+    /// the window is the policy's unit.
+    pub window: Option<Span>,
 }
 
 impl DescriptorStatus {
@@ -105,6 +109,7 @@ impl DescriptorStatus {
             shadow_denied: false,
             quota_mode: false,
             store_failed: false,
+            window: None,
         }
     }
 }
@@ -449,6 +454,9 @@ impl Limiter {
             let op = &plan.ops[i];
             let Some(outcome) = op.outcome else { continue };
             status.store_failed = plan.failed[i];
+            if op.limit.algorithm() == crate::Algorithm::Quota {
+                status.window = Some(Span::from(op.limit.period()));
+            }
             status.reset_after = outcome.reset_after;
             status.retry_after = outcome.retry_after;
             status.remaining = outcome.remaining;

@@ -494,7 +494,13 @@ fn response(
         .statuses
         .iter()
         .map(|s| {
-            let rate = s.rule.as_ref().and_then(|r| r.rate());
+            // A concurrency limit is no rate: Envoy gets what is left, no current_limit
+            // (which would read as N per second) and no reset.
+            let rate = s
+                .rule
+                .as_ref()
+                .filter(|r| !r.counts_in_flight())
+                .and_then(|r| r.rate());
             let current_limit = rate
                 .zip(s.rule.as_ref())
                 .map(|((n, unit), rule)| RateLimit {
@@ -502,7 +508,9 @@ fn response(
                     requests_per_unit: u32::try_from(n).unwrap_or(u32::MAX),
                     unit: pb_unit(unit) as i32,
                 });
+            let in_flight = s.rule.as_ref().is_some_and(|r| r.counts_in_flight());
             let limit_remaining = match (&s.rule, rate) {
+                (Some(_), None) if in_flight => u32::try_from(s.remaining).unwrap_or(u32::MAX),
                 (Some(_), None) => u32::MAX, // unlimited
                 (Some(_), Some(_)) => u32::try_from(s.remaining).unwrap_or(u32::MAX),
                 (None, _) => 0,

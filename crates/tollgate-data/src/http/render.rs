@@ -166,14 +166,20 @@ fn sf_string(out: &mut Vec<u8>, name: &str) {
     out.push(b'"');
 }
 
-/// The limited descriptors' rules with their rates and windows.
+/// The limited descriptors' rules with their quotas and windows in seconds: a calendar
+/// quota's current window, else the policy's unit. A concurrency limit has no window and
+/// is left out (the fields describe quotas over time).
 fn limited(decision: &Decision) -> impl Iterator<Item = (&DescriptorStatus, &str, u64, u64)> {
     decision.statuses.iter().filter_map(|s| {
         let rule = s.rule.as_ref()?;
         let (Some((_, unit)), Some(quota)) = (rule.rate(), rule.quota()) else {
             return None;
         };
-        Some((s, rule.name(), quota, unit.seconds()))
+        if rule.counts_in_flight() {
+            return None;
+        }
+        let window = s.window.map_or(unit.seconds(), |w| ceil_units(w, S));
+        Some((s, rule.name(), quota, window))
     })
 }
 

@@ -395,3 +395,52 @@ descriptors:
     let v = s.check_json(&body("plans", &[&[("org", "acme")]], 1)).await;
     assert_eq!(v["allowed"], false, "{v}");
 }
+
+/// `RateLimit-Policy` gives a calendar quota's real window (this month's length, not a
+/// nominal 30 days) and leaves a concurrency limit out: it is no quota over time.
+#[tokio::test]
+async fn rate_limit_policy_gives_a_months_real_length_and_no_concurrency_limit() {
+    let dir = TempDir::new("quota-window");
+    let file = dir.write(
+        "plans.yaml",
+        "domain: plans
+descriptors:
+  - key: org
+    rate_limit:
+      name: monthly
+      algorithm: quota
+      period: month
+      requests_per_unit: 1000
+  - key: streams
+    rate_limit:
+      name: in_flight
+      algorithm: concurrency
+      max_in_flight: 3
+",
+    );
+    let s = TestServer::start(Some(&file));
+    let month_seconds = || {
+        let today = jiff::tz::TimeZone::UTC
+            .to_datetime(jiff::Timestamp::now())
+            .date();
+        u64::try_from(today.days_in_month()).expect("a positive length") * 86_400
+    };
+    let before = month_seconds();
+    let r = s
+        .check(&body(
+            "plans",
+            &[&[("org", "acme")], &[("streams", "s")]],
+            1,
+        ))
+        .await;
+    let after = month_seconds();
+    let policy = r.headers()["ratelimit-policy"].to_str().unwrap().to_owned();
+    assert!(
+        policy == format!("\"monthly\";q=1000;w={before}")
+            || policy == format!("\"monthly\";q=1000;w={after}"),
+        "{policy}: this month has {before} s"
+    );
+    let current = r.headers()["ratelimit"].to_str().unwrap();
+    assert!(current.starts_with("\"monthly\";r=999;t="), "{current}");
+    assert!(!current.contains("in_flight"), "{current}");
+}

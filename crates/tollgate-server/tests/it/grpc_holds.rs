@@ -228,6 +228,14 @@ async fn leases_over_grpc_cap_what_is_in_flight() {
     assert_eq!(c.id, "", "a third stream of 2 is refused");
     let status = &c.decision.as_ref().unwrap().statuses[0];
     assert_eq!(status.code, Code::OverLimit as i32);
+    // A concurrency limit is no rate: no current_limit (it would read as 2 per second).
+    assert_eq!(status.current_limit, None, "{status:?}");
+    assert_eq!(status.limit_remaining, 0);
+    let first = &a.decision.as_ref().unwrap().statuses[0];
+    assert_eq!(
+        (first.current_limit.as_ref(), first.limit_remaining),
+        (None, 1)
+    );
     let beat = holds
         .heartbeat(pb::HeartbeatRequest {
             id: a.id.clone(),
