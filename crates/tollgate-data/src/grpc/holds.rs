@@ -14,9 +14,11 @@ use tollgate_proto::tollgate::v1::{
     CommitRequest, HeartbeatRequest, HeartbeatResponse, HoldResponse, LeaseRequest, ReleaseRequest,
     ReserveRequest, SettleResponse,
 };
-use tonic::{Code, Request, Response, Status};
+use tonic::{Request, Response, Status};
 
-use super::{HeaderNames, ResponseHeaders, authorize, decode_descriptors, request_id, response};
+use super::{
+    HeaderNames, ResponseHeaders, authorize, counted, decode_descriptors, request_id, response,
+};
 use crate::data_plane;
 use crate::state::AppState;
 
@@ -31,16 +33,6 @@ impl HoldsGrpc {
     /// The service.
     pub fn new(state: Arc<AppState>) -> Self {
         Self { state }
-    }
-
-    /// Counts the call by method and code, and passes its answer on.
-    fn counted<T>(&self, method: &'static str, answer: Result<T, Status>) -> Result<T, Status> {
-        let code = match &answer {
-            Ok(_) => "ok",
-            Err(status) => code_name(status.code()),
-        };
-        self.state.metrics.grpc_call(method, code);
-        answer
     }
 
     /// Decides and holds: the shared part of `Reserve` and `AcquireLease`.
@@ -141,19 +133,6 @@ pub(super) fn hold_status(e: HoldError) -> Status {
     }
 }
 
-/// The metric label of a gRPC code.
-pub(super) fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "ok",
-        Code::InvalidArgument => "invalid_argument",
-        Code::NotFound => "not_found",
-        Code::FailedPrecondition => "failed_precondition",
-        Code::Unavailable => "unavailable",
-        Code::Unauthenticated => "unauthenticated",
-        _ => "other",
-    }
-}
-
 #[tonic::async_trait]
 impl Holds for HoldsGrpc {
     async fn reserve(
@@ -172,7 +151,7 @@ impl Holds for HoldsGrpc {
                 |r| (&r.domain, &r.descriptors),
             )
             .await;
-        self.counted("Holds/Reserve", answer).map(Response::new)
+        counted(&self.state, "Holds/Reserve", answer)
     }
 
     async fn commit(
@@ -187,7 +166,7 @@ impl Holds for HoldsGrpc {
             self.settle(&c.id, Settle::Commit(actual)).await
         }
         .await;
-        self.counted("Holds/Commit", answer).map(Response::new)
+        counted(&self.state, "Holds/Commit", answer)
     }
 
     async fn release(
@@ -199,7 +178,7 @@ impl Holds for HoldsGrpc {
             self.settle(&request.into_inner().id, Settle::Release).await
         }
         .await;
-        self.counted("Holds/Release", answer).map(Response::new)
+        counted(&self.state, "Holds/Release", answer)
     }
 
     async fn acquire_lease(
@@ -218,8 +197,7 @@ impl Holds for HoldsGrpc {
                 |r| (&r.domain, &r.descriptors),
             )
             .await;
-        self.counted("Holds/AcquireLease", answer)
-            .map(Response::new)
+        counted(&self.state, "Holds/AcquireLease", answer)
     }
 
     async fn heartbeat(
@@ -248,6 +226,6 @@ impl Holds for HoldsGrpc {
             }
         }
         .await;
-        self.counted("Holds/Heartbeat", answer).map(Response::new)
+        counted(&self.state, "Holds/Heartbeat", answer)
     }
 }

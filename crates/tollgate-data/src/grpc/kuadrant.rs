@@ -25,8 +25,8 @@ use tollgate_proto::kuadrant::service::ratelimit::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use super::holds::{code_name, hold_status, unknown};
-use super::{authorize, decode_descriptors, request_id};
+use super::holds::{hold_status, unknown};
+use super::{authorize, counted, decode_descriptors, request_id};
 use crate::data_plane;
 use crate::http::request_id::RequestId;
 use crate::state::AppState;
@@ -50,15 +50,6 @@ impl KuadrantGrpc {
     /// The service.
     pub fn new(state: Arc<AppState>) -> Self {
         Self { state }
-    }
-
-    fn counted<T>(&self, method: &'static str, answer: Result<T, Status>) -> Result<T, Status> {
-        let code = match &answer {
-            Ok(_) => "ok",
-            Err(status) => code_name(status.code()),
-        };
-        self.state.metrics.grpc_call(method, code);
-        answer
     }
 
     /// Probes or reports `hits` on `domain`'s `descriptors` (entries only).
@@ -86,6 +77,25 @@ impl KuadrantGrpc {
             data_plane::record(&self.state, id, &check, &decision);
         }
         Ok(decision)
+    }
+
+    /// Charges `hits` (a report), or UNAVAILABLE when the store could not take them.
+    async fn charge(
+        &self,
+        id: &RequestId,
+        domain: &str,
+        descriptors: &[RateLimitDescriptor],
+        hits: u64,
+    ) -> Result<(), Status> {
+        let decision = self
+            .decide(id, domain, descriptors, hits, Ask::Report)
+            .await?;
+        match decision.store_error {
+            Some(e) => Err(Status::unavailable(format!(
+                "the counter store could not be charged: {e}"
+            ))),
+            None => Ok(()),
+        }
     }
 }
 
@@ -161,8 +171,7 @@ impl RateLimitService for KuadrantGrpc {
             Ok(answer(verdict(&decision)))
         }
         .await;
-        self.counted("Kuadrant/CheckRateLimit", result)
-            .map(Response::new)
+        counted(&self.state, "Kuadrant/CheckRateLimit", result)
     }
 
     async fn report(
@@ -177,18 +186,11 @@ impl RateLimitService for KuadrantGrpc {
                 return Ok(answer(RlsCode::Unknown));
             }
             let hits = u64::from(r.hits_addend.max(1));
-            let decision = self
-                .decide(&id, &r.domain, &r.descriptors, hits, Ask::Report)
-                .await?;
-            if let Some(e) = decision.store_error {
-                return Err(Status::unavailable(format!(
-                    "the counter store could not be charged: {e}"
-                )));
-            }
+            self.charge(&id, &r.domain, &r.descriptors, hits).await?;
             Ok(answer(RlsCode::Ok))
         }
         .await;
-        self.counted("Kuadrant/Report", result).map(Response::new)
+        counted(&self.state, "Kuadrant/Report", result)
     }
 
     async fn reserve(
@@ -228,7 +230,7 @@ impl RateLimitService for KuadrantGrpc {
             })
         }
         .await;
-        self.counted("Kuadrant/Reserve", result).map(Response::new)
+        counted(&self.state, "Kuadrant/Reserve", result)
     }
 
     async fn commit(
@@ -249,14 +251,7 @@ impl RateLimitService for KuadrantGrpc {
                     ));
                 }
                 if actual > 0 {
-                    let decision = self
-                        .decide(&id, &c.domain, &c.descriptors, actual, Ask::Report)
-                        .await?;
-                    if let Some(e) = decision.store_error {
-                        return Err(Status::unavailable(format!(
-                            "the counter store could not be charged: {e}"
-                        )));
-                    }
+                    self.charge(&id, &c.domain, &c.descriptors, actual).await?;
                 }
                 return Ok(CommitResponse {});
             }
@@ -271,6 +266,6 @@ impl RateLimitService for KuadrantGrpc {
             }
         }
         .await;
-        self.counted("Kuadrant/Commit", result).map(Response::new)
+        counted(&self.state, "Kuadrant/Commit", result)
     }
 }

@@ -556,6 +556,34 @@ fn authorize<T>(state: &AppState, request: &Request<T>) -> Result<(), Status> {
     Ok(())
 }
 
+/// Counts a call of `method` by its gRPC code, and passes its answer on.
+fn counted<T>(
+    state: &AppState,
+    method: &'static str,
+    answer: Result<T, Status>,
+) -> Result<Response<T>, Status> {
+    let code = match &answer {
+        Ok(_) => "ok",
+        Err(status) => code_name(status.code()),
+    };
+    state.metrics.grpc_call(method, code);
+    answer.map(Response::new)
+}
+
+/// The metric label of a gRPC code.
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match code {
+        Code::Ok => "ok",
+        Code::InvalidArgument => "invalid_argument",
+        Code::NotFound => "not_found",
+        Code::FailedPrecondition => "failed_precondition",
+        Code::Unavailable => "unavailable",
+        Code::Unauthenticated => "unauthenticated",
+        _ => "other",
+    }
+}
+
 /// The caller's `x-request-id`, or a fresh one.
 fn request_id<T>(request: &Request<T>) -> RequestId {
     RequestId::from_caller(
