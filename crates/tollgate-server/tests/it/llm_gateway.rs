@@ -61,7 +61,9 @@ enum Metering {
 }
 
 /// Two nodes on one Redis with the example's policies (per-minute limits counted per
-/// day, so that no window ends while a test runs).
+/// day, so that no window ends while a test runs). The store's deadline is generous: the
+/// test suite runs many servers at once on a small machine, and a hold the store cannot
+/// keep in time is refused (503), which is not what these tests measure.
 fn gateway(redis: &RedisServer, dir: &TempDir) -> Vec<TestServer> {
     let example = include_str!("../../../../examples/llm-gateway/policies.yaml");
     assert!(example.contains("unit: minute"));
@@ -70,7 +72,14 @@ fn gateway(redis: &RedisServer, dir: &TempDir) -> Vec<TestServer> {
         .map(|_| {
             TestServer::serve(
                 Some(&policies),
-                &["--store", &redis.url(), "--workers", "1"],
+                &[
+                    "--store",
+                    &redis.url(),
+                    "--workers",
+                    "1",
+                    "--store-timeout",
+                    "5s",
+                ],
             )
         })
         .collect()
