@@ -500,7 +500,7 @@ async fn leased_never_exceeds_any_window_while_windows_roll_and_leases_expire() 
             clients.push(tokio::spawn(async move {
                 let client = reqwest::Client::new();
                 // Bounded in count; the test ends it once the events it waits for happened.
-                for i in 0..4_000u64 {
+                for i in 0..20_000u64 {
                     if done.load(Ordering::SeqCst) {
                         break;
                     }
