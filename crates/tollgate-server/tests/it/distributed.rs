@@ -28,10 +28,18 @@ descriptors:
     rate_limit: {unit: day, requests_per_unit: 4, on_store_error: local}
 ";
 
+/// `n` nodes on `store`. Their store deadline is generous: these tests count exact
+/// admissions, and on a loaded test machine a 50 ms deadline can be missed, which is
+/// answered by `on_store_error` (the deadline tests set their own).
 fn nodes(n: usize, store: &str, dir: &TempDir) -> Vec<TestServer> {
     let policies = dir.write("shared.yaml", POLICIES);
     (0..n)
-        .map(|_| TestServer::serve(Some(&policies), &["--store", store, "--workers", "1"]))
+        .map(|_| {
+            TestServer::serve(
+                Some(&policies),
+                &["--store", store, "--workers", "1", "--store-timeout", "2s"],
+            )
+        })
         .collect()
 }
 
@@ -486,7 +494,14 @@ async fn leased_never_exceeds_any_window_while_windows_roll_and_leases_expire() 
         .map(|_| {
             TestServer::serve(
                 Some(&policies),
-                &["--store", &redis.url(), "--workers", "2"],
+                &[
+                    "--store",
+                    &redis.url(),
+                    "--workers",
+                    "2",
+                    "--store-timeout",
+                    "2s",
+                ],
             )
         })
         .collect();

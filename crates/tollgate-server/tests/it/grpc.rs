@@ -548,7 +548,13 @@ async fn two_nodes_on_one_redis_share_the_limit_over_grpc() {
         "domain: shared\ndescriptors:\n  - key: user\n    rate_limit: {unit: day, requests_per_unit: 10, algorithm: gcra}\n",
     );
     let nodes: Vec<TestServer> = (0..2)
-        .map(|_| TestServer::serve(Some(&file), &["--store", &redis.url()]))
+        // A generous store deadline: a missed one would be answered by on_store_error.
+        .map(|_| {
+            TestServer::serve(
+                Some(&file),
+                &["--store", &redis.url(), "--store-timeout", "2s"],
+            )
+        })
         .collect();
     let mut clients = Vec::new();
     for node in &nodes {

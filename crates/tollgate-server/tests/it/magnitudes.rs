@@ -60,7 +60,10 @@ async fn thousand_of_1005(node: &TestServer) {
 fn node(tag: &str, store: Option<&str>) -> (TestServer, TempDir) {
     let dir = TempDir::new(tag);
     let policies = dir.write("archive.yaml", POLICIES);
-    let flags: Vec<&str> = store.map_or_else(Vec::new, |url| vec!["--store", url]);
+    // A generous store deadline: a missed one would be answered by on_store_error.
+    let flags: Vec<&str> = store.map_or_else(Vec::new, |url| {
+        vec!["--store", url, "--store-timeout", "2s"]
+    });
     (TestServer::serve(Some(&policies), &flags), dir)
 }
 
