@@ -38,10 +38,16 @@ impl Rule {
         }
     }
 
-    /// `(requests_per_unit, unit)`, or `None` for an unlimited policy.
+    /// `(requests_per_unit, unit)` of a rule that is a rate; `None` for an unlimited
+    /// policy and for a concurrency limit, which caps what is in flight, not a rate.
     pub fn rate(&self) -> Option<(u64, Unit)> {
         match self {
             Rule::Policy(p) => match &p.limit {
+                PolicyLimit::Limited { limit, .. }
+                    if limit.algorithm() == crate::Algorithm::Concurrency =>
+                {
+                    None
+                }
                 PolicyLimit::Limited {
                     unit,
                     requests_per_unit,
@@ -53,10 +59,9 @@ impl Rule {
         }
     }
 
-    /// Whether the rule caps what is in flight (`algorithm: concurrency`) rather than a
-    /// rate: its `requests_per_unit` and unit mean nothing.
-    pub fn counts_in_flight(&self) -> bool {
-        matches!(self, Rule::Policy(p) if matches!(&p.limit, PolicyLimit::Limited { limit, .. } if limit.algorithm() == crate::Algorithm::Concurrency))
+    /// Whether the rule limits anything (false for an `unlimited` policy).
+    pub fn is_limited(&self) -> bool {
+        !matches!(self, Rule::Policy(p) if p.limit == PolicyLimit::Unlimited)
     }
 
     /// The most requests admitted at once (the quota advertised in rate-limit headers).

@@ -4,9 +4,10 @@
 
 use std::sync::Arc;
 
+use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
 use tollgate_core::{
-    CheckRequest, ExtendOutcome, HoldError, HoldId, HoldKind, Reservation, Settle, SettleOutcome,
-    Settled, ceil_units,
+    CheckRequest, ExtendOutcome, HoldError, HoldId, HoldKind, Nanos, Reservation, Settle,
+    SettleOutcome, Settled, ceil_units,
 };
 use tollgate_proto::tollgate::v1::holds_server::Holds;
 use tollgate_proto::tollgate::v1::settle_response::Settled as PbSettled;
@@ -20,6 +21,7 @@ use super::{
     HeaderNames, ResponseHeaders, authorize, counted, decode_descriptors, request_id, response,
 };
 use crate::data_plane;
+use crate::http::request_id::RequestId;
 use crate::state::AppState;
 
 const MS: u64 = 1_000_000;
@@ -35,26 +37,19 @@ impl HoldsGrpc {
         Self { state }
     }
 
-    /// Decides and holds: the shared part of `Reserve` and `AcquireLease`.
-    async fn hold<T>(
+    /// Decides and holds `cost` on `domain`'s `descriptors`: the shared part of `Reserve`
+    /// and `AcquireLease`, once the caller is authorized and the amount checked.
+    async fn hold(
         &self,
-        request: Request<T>,
+        id: &RequestId,
+        domain: &str,
+        descriptors: &[RateLimitDescriptor],
+        cost: u64,
+        ttl_ms: u64,
         kind: HoldKind,
-        parts: impl FnOnce(&T) -> Result<(u64, u64), Status>,
-        fields: impl FnOnce(
-            &T,
-        ) -> (
-            &str,
-            &[envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor],
-        ),
     ) -> Result<HoldResponse, Status> {
-        authorize(&self.state, &request)?;
-        let id = request_id(&request);
-        let message = request.into_inner();
-        let (cost, ttl_ms) = parts(&message)?;
         let ttl = tollgate_core::hold_ttl_from_millis(ttl_ms)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let (domain, descriptors) = fields(&message);
         if let Some(i) = descriptors.iter().position(|d| d.hits_addend.is_some()) {
             return Err(Status::invalid_argument(format!(
                 "descriptors[{i}].hits_addend: every descriptor of a hold costs the same (the estimate, or the lease's hits); leave hits_addend out"
@@ -71,13 +66,7 @@ impl HoldsGrpc {
             decision,
             id: hold,
             deadline,
-        } = self
-            .state
-            .limiter
-            .reserve(&check, kind, ttl)
-            .await
-            .map_err(hold_status)?;
-        data_plane::record(&self.state, &id, &check, &decision);
+        } = take(&self.state, id, &check, kind, ttl).await?;
         let now = self.state.limiter.clock().now();
         Ok(HoldResponse {
             decision: Some(response(
@@ -117,6 +106,24 @@ impl HoldsGrpc {
     }
 }
 
+/// Takes the hold `check` asks for and records its decision: every reservation and lease
+/// over gRPC, Tollgate's and Kuadrant's, goes through here.
+pub(super) async fn take(
+    state: &AppState,
+    id: &RequestId,
+    check: &CheckRequest<'_>,
+    kind: HoldKind,
+    ttl: Nanos,
+) -> Result<Reservation, Status> {
+    let reservation = state
+        .limiter
+        .reserve(check, kind, ttl)
+        .await
+        .map_err(hold_status)?;
+    data_plane::record(state, id, check, &reservation.decision);
+    Ok(reservation)
+}
+
 /// NOT_FOUND for an id that names no hold, the same every time.
 pub(super) fn unknown(id: &str) -> Status {
     Status::not_found(data_plane::unknown_hold(id))
@@ -139,18 +146,17 @@ impl Holds for HoldsGrpc {
         &self,
         request: Request<ReserveRequest>,
     ) -> Result<Response<HoldResponse>, Status> {
-        let answer = self
-            .hold(
-                request,
-                HoldKind::Reservation,
-                |r| {
-                    let estimate = data_plane::hold_amount("estimate", r.estimate, 1)
-                        .map_err(Status::invalid_argument)?;
-                    Ok((estimate, r.ttl_ms))
-                },
-                |r| (&r.domain, &r.descriptors),
-            )
-            .await;
+        let answer = async {
+            authorize(&self.state, &request)?;
+            let id = request_id(&request);
+            let r = request.into_inner();
+            let estimate = data_plane::hold_amount("estimate", r.estimate, 1)
+                .map_err(Status::invalid_argument)?;
+            let kind = HoldKind::Reservation;
+            self.hold(&id, &r.domain, &r.descriptors, estimate, r.ttl_ms, kind)
+                .await
+        }
+        .await;
         counted(&self.state, "Holds/Reserve", answer)
     }
 
@@ -185,18 +191,17 @@ impl Holds for HoldsGrpc {
         &self,
         request: Request<LeaseRequest>,
     ) -> Result<Response<HoldResponse>, Status> {
-        let answer = self
-            .hold(
-                request,
-                HoldKind::Lease,
-                |r| {
-                    let hits = data_plane::hold_amount("hits", r.hits.max(1), 1)
-                        .map_err(Status::invalid_argument)?;
-                    Ok((hits, r.ttl_ms))
-                },
-                |r| (&r.domain, &r.descriptors),
-            )
-            .await;
+        let answer = async {
+            authorize(&self.state, &request)?;
+            let id = request_id(&request);
+            let r = request.into_inner();
+            let hits = data_plane::hold_amount("hits", r.hits.max(1), 1)
+                .map_err(Status::invalid_argument)?;
+            let kind = HoldKind::Lease;
+            self.hold(&id, &r.domain, &r.descriptors, hits, r.ttl_ms, kind)
+                .await
+        }
+        .await;
         counted(&self.state, "Holds/AcquireLease", answer)
     }
 

@@ -25,7 +25,7 @@ use tollgate_proto::kuadrant::service::ratelimit::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use super::holds::{hold_status, unknown};
+use super::holds::{hold_status, take, unknown};
 use super::{authorize, counted, decode_descriptors, request_id};
 use crate::data_plane;
 use crate::http::request_id::RequestId;
@@ -217,13 +217,7 @@ impl RateLimitService for KuadrantGrpc {
                 descriptors: &descriptors,
                 hits: amount,
             };
-            let reservation = self
-                .state
-                .limiter
-                .reserve(&check, HoldKind::Reservation, ttl)
-                .await
-                .map_err(hold_status)?;
-            data_plane::record(&self.state, &id, &check, &reservation.decision);
+            let reservation = take(&self.state, &id, &check, HoldKind::Reservation, ttl).await?;
             Ok(ReserveResponse {
                 code: verdict(&reservation.decision) as i32,
                 reservation_id: reservation.id.map(|h| h.to_string()).unwrap_or_default(),

@@ -436,7 +436,7 @@ fn dynamic_metadata(request: &RateLimitRequest, decision: &Decision) -> PbStruct
     }
     let mut passed = tollgate_core::Metadata::new();
     for status in &decision.statuses {
-        let unlimited = status.rule.as_ref().is_some_and(|r| r.rate().is_none());
+        let unlimited = status.rule.as_ref().is_some_and(|r| !r.is_limited());
         if let (false, true, Some(tollgate_core::Rule::Policy(policy))) =
             (unlimited, status.allowed, &status.rule)
             && let Some(metadata) = &policy.metadata
@@ -496,11 +496,7 @@ fn response(
         .map(|s| {
             // A concurrency limit is no rate: Envoy gets what is left, no current_limit
             // (which would read as N per second) and no reset.
-            let rate = s
-                .rule
-                .as_ref()
-                .filter(|r| !r.counts_in_flight())
-                .and_then(|r| r.rate());
+            let rate = s.rule.as_ref().and_then(|r| r.rate());
             let current_limit = rate
                 .zip(s.rule.as_ref())
                 .map(|((n, unit), rule)| RateLimit {
@@ -508,12 +504,10 @@ fn response(
                     requests_per_unit: u32::try_from(n).unwrap_or(u32::MAX),
                     unit: pb_unit(unit) as i32,
                 });
-            let in_flight = s.rule.as_ref().is_some_and(|r| r.counts_in_flight());
-            let limit_remaining = match (&s.rule, rate) {
-                (Some(_), None) if in_flight => u32::try_from(s.remaining).unwrap_or(u32::MAX),
-                (Some(_), None) => u32::MAX, // unlimited
-                (Some(_), Some(_)) => u32::try_from(s.remaining).unwrap_or(u32::MAX),
-                (None, _) => 0,
+            let limit_remaining = match &s.rule {
+                None => 0,
+                Some(r) if !r.is_limited() => u32::MAX,
+                Some(_) => u32::try_from(s.remaining).unwrap_or(u32::MAX),
             };
             DescriptorStatus {
                 code: code(s.allowed),

@@ -112,19 +112,18 @@ fn json(out: &mut Vec<u8>, d: &Decision) {
 
 fn status(out: &mut Vec<u8>, s: &DescriptorStatus) {
     let rate = s.rule.as_ref().and_then(|r| r.rate());
-    let limited = rate.is_some();
+    let limited = s.rule.as_ref().is_some_and(|r| r.is_limited());
     out.extend_from_slice(b"{\"allowed\":");
     boolean(out, s.allowed);
     out.extend_from_slice(b",\"policy\":");
     string(out, s.rule.as_ref().map(|r| r.name()));
     out.extend_from_slice(b",\"limit\":");
     number(out, s.rule.as_ref().and_then(|r| r.quota()));
-    // A concurrency limit has a maximum (`limit`), no rate.
-    let per_unit = rate.filter(|_| !s.rule.as_ref().is_some_and(|r| r.counts_in_flight()));
+    // A concurrency limit has a maximum (`limit`) and no rate.
     out.extend_from_slice(b",\"requests_per_unit\":");
-    number(out, per_unit.map(|(n, _)| n));
+    number(out, rate.map(|(n, _)| n));
     out.extend_from_slice(b",\"unit\":");
-    string(out, per_unit.map(|(_, u)| u.as_str()));
+    string(out, rate.map(|(_, u)| u.as_str()));
     out.extend_from_slice(b",\"remaining\":");
     number(out, limited.then_some(s.remaining));
     out.extend_from_slice(b",\"reset_after_ms\":");
@@ -166,8 +165,8 @@ fn sf_string(out: &mut Vec<u8>, name: &str) {
     out.push(b'"');
 }
 
-/// The limited descriptors' rules with their quotas and windows in seconds: a calendar
-/// quota's current window, else the policy's unit. A concurrency limit has no window and
+/// The rate-limited descriptors' rules with their quotas and windows in seconds: a
+/// calendar quota's current window, else the policy's unit. A concurrency limit, no rate,
 /// is left out (the fields describe quotas over time).
 fn limited(decision: &Decision) -> impl Iterator<Item = (&DescriptorStatus, &str, u64, u64)> {
     decision.statuses.iter().filter_map(|s| {
@@ -175,9 +174,6 @@ fn limited(decision: &Decision) -> impl Iterator<Item = (&DescriptorStatus, &str
         let (Some((_, unit)), Some(quota)) = (rule.rate(), rule.quota()) else {
             return None;
         };
-        if rule.counts_in_flight() {
-            return None;
-        }
         let window = s.window.map_or(unit.seconds(), |w| ceil_units(w, S));
         Some((s, rule.name(), quota, window))
     })
