@@ -6,6 +6,7 @@
 //!   format, matched with its rules.
 //! - [`store`]: the [`Store`] trait (atomic multi-limit batches) and the in-memory store.
 //! - [`Limiter`]: request → policies → store → [`Decision`].
+//! - [`heavy_hitters`]: the values that take the most hits, in bounded memory.
 //!
 //! Nothing here opens a socket, reads a file or needs an async runtime: the server crate
 //! (and anyone embedding Tollgate) brings those.
@@ -13,6 +14,7 @@
 pub mod algorithm;
 pub mod calendar;
 pub mod descriptor;
+pub mod heavy_hitters;
 pub mod hold;
 pub mod key;
 pub mod lease;

@@ -3,6 +3,7 @@
 mod algorithms;
 mod calendar;
 mod consistency;
+mod heavy_hitters;
 mod holds;
 mod limiter;
 mod matching;
