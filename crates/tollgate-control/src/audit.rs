@@ -7,7 +7,7 @@
 
 use std::future::Future;
 
-use sqlx::{Any, Row};
+use sqlx::{AnyConnection, Row};
 
 use crate::ControlError;
 use crate::auth::Actor;
@@ -49,36 +49,74 @@ fn cut(text: &str) -> &str {
     &text[..end]
 }
 
-/// A new entry, from anywhere (a transaction or the pool).
-#[allow(clippy::too_many_arguments)]
-async fn insert<'c, E>(
-    executor: E,
-    actor: &str,
-    via: &str,
-    action: &str,
-    target: &str,
-    remote: &str,
-    outcome: &str,
-    detail: &str,
-) -> Result<(), ControlError>
-where
-    E: sqlx::Executor<'c, Database = Any>,
-{
-    sqlx::query(
+/// One row of the audit log, as written.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct Entry<'a> {
+    pub(crate) at: i64,
+    pub(crate) actor: &'a str,
+    pub(crate) via: &'a str,
+    pub(crate) action: &'a str,
+    pub(crate) target: &'a str,
+    pub(crate) remote: &'a str,
+    pub(crate) outcome: &'a str,
+    pub(crate) detail: &'a str,
+}
+
+impl Entry<'_> {
+    /// The domain an entry is about: the target's first part, except for API keys and
+    /// authentication, which are about no domain.
+    pub(crate) fn domain(&self) -> Option<&str> {
+        if self.action.starts_with("key.") || self.action == "authenticate" {
+            return None;
+        }
+        self.target.split('/').next().filter(|d| !d.is_empty())
+    }
+}
+
+/// Writes `entry` on `conn` (a transaction's connection) and, when events are on, its
+/// `audit` event in the outbox beside it; returns the entry's id.
+pub(crate) async fn insert(
+    conn: &mut AnyConnection,
+    entry: &Entry<'_>,
+    outbox: bool,
+) -> Result<i64, ControlError> {
+    let (target, detail) = (cut(entry.target), cut(entry.detail));
+    let id: i64 = sqlx::query_scalar(
         "INSERT INTO audit_events (at, actor, via, action, target, remote, outcome, detail) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
     )
-    .bind(now_ms())
-    .bind(actor)
-    .bind(via)
-    .bind(action)
-    .bind(cut(target))
-    .bind(remote)
-    .bind(outcome)
-    .bind(cut(detail))
-    .execute(executor)
+    .bind(entry.at)
+    .bind(entry.actor)
+    .bind(entry.via)
+    .bind(entry.action)
+    .bind(target)
+    .bind(entry.remote)
+    .bind(entry.outcome)
+    .bind(detail)
+    .fetch_one(&mut *conn)
     .await?;
-    Ok(())
+    if outbox {
+        let data = crate::outbox::AuditData {
+            id,
+            at: rfc3339(entry.at),
+            actor: entry.actor,
+            via: entry.via,
+            action: entry.action,
+            target,
+            remote: entry.remote,
+            outcome: entry.outcome,
+            detail,
+        };
+        crate::outbox::enqueue(
+            conn,
+            crate::outbox::EventKind::Audit,
+            entry.domain(),
+            &data,
+            entry.at,
+        )
+        .await?;
+    }
+    Ok(id)
 }
 
 impl<'a> Audit<'a> {
@@ -91,39 +129,79 @@ impl<'a> Audit<'a> {
         }
     }
 
-    /// Records success, inside the mutation's transaction.
-    pub async fn ok<'c, E>(&self, executor: E, detail: &str) -> Result<(), ControlError>
-    where
-        E: sqlx::Executor<'c, Database = Any>,
-    {
-        self.write(executor, "ok", detail).await
-    }
-
-    /// Records this attempt with `outcome`.
-    async fn write<'c, E>(
-        &self,
-        executor: E,
-        outcome: &str,
-        detail: &str,
-    ) -> Result<(), ControlError>
-    where
-        E: sqlx::Executor<'c, Database = Any>,
-    {
-        insert(
-            executor,
-            &self.actor.name,
-            self.actor.via,
-            self.action,
-            &self.target,
-            &self.actor.remote,
+    fn entry<'e>(&'e self, outcome: &'e str, detail: &'e str, at: i64) -> Entry<'e> {
+        Entry {
+            at,
+            actor: &self.actor.name,
+            via: self.actor.via,
+            action: self.action,
+            target: &self.target,
+            remote: &self.actor.remote,
             outcome,
             detail,
-        )
-        .await
+        }
     }
 }
 
 impl ControlPlane {
+    /// Records success inside the mutation's transaction: the audit entry and, when events
+    /// are on, its `audit` event and the `change` event (with the store revision the change
+    /// took, if it took one), all committed with the change or not at all.
+    pub(crate) async fn record_ok(
+        &self,
+        conn: &mut AnyConnection,
+        audit: &Audit<'_>,
+        detail: &str,
+        revision: Option<i64>,
+    ) -> Result<(), ControlError> {
+        let at = now_ms();
+        let entry = audit.entry("ok", detail, at);
+        let outbox = self.outbox_enabled();
+        let id = insert(conn, &entry, outbox).await?;
+        if outbox {
+            let change = crate::outbox::ChangeData {
+                action: entry.action,
+                target: entry.target,
+                revision,
+                actor: entry.actor,
+                via: entry.via,
+                at: rfc3339(at),
+                audit_id: id,
+            };
+            crate::outbox::enqueue(
+                conn,
+                crate::outbox::EventKind::Change,
+                entry.domain(),
+                &change,
+                at,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Records a success that changed nothing (an audit entry, no `change` event).
+    pub(crate) async fn record_unchanged(
+        &self,
+        audit: &Audit<'_>,
+        detail: &str,
+    ) -> Result<(), ControlError> {
+        self.record_alone(&audit.entry("ok", detail, now_ms()))
+            .await
+    }
+
+    /// Writes an entry in a transaction of its own (with its event, when events are on).
+    async fn record_alone(&self, entry: &Entry<'_>) -> Result<(), ControlError> {
+        let outbox = self.outbox_enabled();
+        let mut tx = self.database().pool().begin().await?;
+        insert(&mut tx, entry, outbox).await?;
+        tx.commit().await?;
+        if outbox {
+            self.outbox_written();
+        }
+        Ok(())
+    }
+
     /// Runs a mutation and, if it fails, records how (its success records itself).
     pub(crate) async fn audited<T>(
         &self,
@@ -131,12 +209,18 @@ impl ControlPlane {
         mutation: impl Future<Output = Result<T, ControlError>>,
     ) -> Result<T, ControlError> {
         let result = mutation.await;
-        if let Err(e) = &result {
-            let written = audit
-                .write(self.database().pool(), outcome_of(e), &e.to_string())
-                .await;
-            if let Err(w) = written {
-                tracing::error!(error = %w, action = audit.action, "cannot write the audit log");
+        match &result {
+            Err(e) => {
+                let detail = e.to_string();
+                let entry = audit.entry(outcome_of(e), &detail, now_ms());
+                if let Err(w) = self.record_alone(&entry).await {
+                    tracing::error!(error = %w, action = audit.action, "cannot write the audit log");
+                }
+            }
+            Ok(_) => {
+                if self.outbox_enabled() {
+                    self.outbox_written();
+                }
             }
         }
         result
@@ -151,16 +235,16 @@ impl ControlPlane {
         remote: &str,
         reason: &str,
     ) -> Result<(), ControlError> {
-        insert(
-            self.database().pool(),
-            "unauthenticated",
+        self.record_alone(&Entry {
+            at: now_ms(),
+            actor: "unauthenticated",
             via,
-            "authenticate",
+            action: "authenticate",
             target,
             remote,
-            "unauthenticated",
-            reason,
-        )
+            outcome: "unauthenticated",
+            detail: reason,
+        })
         .await
     }
 

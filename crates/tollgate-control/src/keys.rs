@@ -206,7 +206,7 @@ impl ControlPlane {
             .execute(&mut *tx)
             .await?;
             let detail = format!("id {id}, role {}, domains {}", new.role, scope.names().join(","));
-            audit.ok(&mut *tx, &detail).await?;
+            self.record_ok(&mut tx, &audit, &detail, None).await?;
             tx.commit().await?;
             tracing::info!(key = %id, role = %new.role, actor = %actor.name, via = actor.via, "API key created");
             Ok(CreatedApiKey {
@@ -283,7 +283,7 @@ impl ControlPlane {
                     None => ControlError::NotFound(format!("API key '{id}'")),
                 });
             }
-            audit.ok(&mut *tx, "revoked").await?;
+            self.record_ok(&mut tx, &audit, "revoked", None).await?;
             tx.commit().await?;
             tracing::info!(key = %id, actor = %actor.name, via = actor.via, "API key revoked");
             self.key(id).await

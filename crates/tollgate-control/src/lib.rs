@@ -11,6 +11,7 @@
 //! - [`auth`]: roles, domain scopes, and the [`Actor`] every call is checked against.
 //! - [`keys`]: API keys (hashed, revocable, expiring); [`jwt`]: bearer tokens.
 //! - [`audit`]: the append-only audit log.
+//! - [`outbox`]: events written with the changes they describe, for a relay to publish.
 
 pub mod audit;
 pub mod auth;
@@ -21,6 +22,7 @@ pub mod jwt;
 pub mod keys;
 pub mod migrations;
 pub mod model;
+pub mod outbox;
 pub mod service;
 
 pub use auth::{Actor, Principal, Role, Scope};

@@ -133,7 +133,7 @@ impl ControlPlane {
             if !report.changed() {
                 // Nothing to do: leave the store's revision where it was.
                 tx.rollback().await?;
-                audit.ok(self.db.pool(), "nothing changed").await?;
+                self.record_unchanged(&audit, "nothing changed").await?;
                 report.revision = self.current_revision().await?;
                 return Ok(report);
             }

@@ -93,6 +93,10 @@ pub struct ControlPlane {
     /// Domains owned by policy files: name → file.
     files: RwLock<BTreeMap<String, String>>,
     revision: watch::Sender<i64>,
+    /// Whether changes write their events to the outbox (`--events`).
+    pub(crate) outbox: std::sync::atomic::AtomicBool,
+    /// Wakes the outbox relay after this process commits rows.
+    pub(crate) outbox_signal: tokio::sync::Notify,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -207,6 +211,8 @@ impl ControlPlane {
             db,
             files: RwLock::new(BTreeMap::new()),
             revision: watch::channel(current).0,
+            outbox: std::sync::atomic::AtomicBool::new(false),
+            outbox_signal: tokio::sync::Notify::new(),
         })
     }
 
@@ -326,7 +332,13 @@ impl ControlPlane {
         revision: i64,
         audit: &Audit<'_>,
     ) -> Result<(), ControlError> {
-        audit.ok(&mut *tx, &format!("revision {revision}")).await?;
+        self.record_ok(
+            &mut tx,
+            audit,
+            &format!("revision {revision}"),
+            Some(revision),
+        )
+        .await?;
         if self.db.backend() == Backend::Postgres {
             // Delivered to every listener when (and only if) the transaction commits.
             sqlx::query("SELECT pg_notify($1, $2)")

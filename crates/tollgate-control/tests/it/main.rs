@@ -4,6 +4,7 @@
 mod access;
 mod follow;
 mod migrations;
+mod outbox;
 mod service;
 mod support;
 mod tls;
