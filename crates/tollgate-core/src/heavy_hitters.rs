@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use foldhash::fast::FixedState;
 
 /// One monitored value.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HeavyHitter {
     /// What the value is (a descriptor's entries as `key=value`, joined by `,`).
     pub value: String,

@@ -111,6 +111,9 @@ impl LogThrottle {
 pub fn record(state: &AppState, id: &RequestId, request: &CheckRequest<'_>, decision: &Decision) {
     let domain = request.domain;
     state.decisions.publish(request, decision);
+    if let Some(usage) = &state.usage {
+        usage.record(id.as_str(), request, decision);
+    }
     if let Some(e) = &decision.store_error {
         metrics::counter!("tollgate_store_fallback_decisions_total").increment(1);
         // During an outage every request fails the same way: one line per second, with

@@ -7,7 +7,8 @@
 //! - [`listener`]: the accept loop every listener shares (TLS handshakes, connection ages,
 //!   graceful drain); [`tls`]: certificates reloaded from disk.
 //! - [`state`]: [`AppState`], what every front end shares; [`data_auth`]: the data-plane
-//!   token; [`decisions`]: the live decision tap; [`metrics`]: the Prometheus recorder.
+//!   token; [`decisions`]: the live decision tap; [`metrics`]: the Prometheus recorder;
+//!   [`usage`]: usage per policy, heavy hitters and denial events, off the decision's clock.
 
 pub mod data_auth;
 pub mod data_plane;
@@ -20,6 +21,7 @@ pub mod metrics;
 pub mod shutdown;
 pub mod state;
 pub mod tls;
+pub mod usage;
 
 pub use front_end::FrontEnd;
 pub use state::AppState;

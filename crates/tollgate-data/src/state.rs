@@ -8,6 +8,7 @@ use tollgate_core::Limiter;
 use crate::data_auth::DataToken;
 use crate::decisions::DecisionTap;
 use crate::metrics::Metrics;
+use crate::usage::UsageRecorder;
 
 /// What every front end and handler of the data plane shares. The store is reached only
 /// through the limiter (`Arc<dyn Store>`), so a new store needs nothing here.
@@ -22,6 +23,8 @@ pub struct AppState {
     pub decisions: Arc<DecisionTap>,
     /// The shared token every check must carry, when the data plane requires one.
     pub data_token: Option<DataToken>,
+    /// Usage per policy and the denial events, when events or usage are on.
+    pub usage: Option<Arc<UsageRecorder>>,
 }
 
 impl AppState {
@@ -33,6 +36,7 @@ impl AppState {
             shutting_down: AtomicBool::new(false),
             decisions: Arc::default(),
             data_token: None,
+            usage: None,
         }
     }
 
