@@ -8,7 +8,7 @@ use tollgate_core::Limiter;
 use crate::data_auth::DataToken;
 use crate::decisions::DecisionTap;
 use crate::metrics::Metrics;
-use crate::usage::UsageRecorder;
+use crate::usage::{EventsHealth, UsageRecorder};
 
 /// What every front end and handler of the data plane shares. The store is reached only
 /// through the limiter (`Arc<dyn Store>`), so a new store needs nothing here.
@@ -25,6 +25,8 @@ pub struct AppState {
     pub data_token: Option<DataToken>,
     /// Usage per policy and the denial events, when events or usage are on.
     pub usage: Option<Arc<UsageRecorder>>,
+    /// The event broker's health, when events are on.
+    pub events: Option<Arc<EventsHealth>>,
 }
 
 impl AppState {
@@ -37,6 +39,7 @@ impl AppState {
             decisions: Arc::default(),
             data_token: None,
             usage: None,
+            events: None,
         }
     }
 

@@ -185,6 +185,29 @@ impl DenialSampler {
     }
 }
 
+/// How the event broker is doing, as `/readyz` and `/metrics` tell it (set by the
+/// publisher, read by the data plane).
+#[derive(Debug, Default)]
+pub struct EventsHealth {
+    /// Whether the broker answers.
+    pub connected: std::sync::atomic::AtomicBool,
+    /// Outbox rows waiting to be published (-1: not read yet).
+    pub outbox_backlog: std::sync::atomic::AtomicI64,
+}
+
+impl EventsHealth {
+    /// A line for `/readyz` when events are impaired (they never make a node unready).
+    pub fn detail(&self) -> Option<String> {
+        if self.connected.load(Ordering::Relaxed) {
+            return None;
+        }
+        let backlog = self.outbox_backlog.load(Ordering::Relaxed).max(0);
+        Some(format!(
+            "events: broker unreachable; decisions are served, {backlog} outbox rows wait"
+        ))
+    }
+}
+
 /// Counts decisions per policy and feeds the event queue.
 #[derive(Debug)]
 pub struct UsageRecorder {

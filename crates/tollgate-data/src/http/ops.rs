@@ -15,9 +15,15 @@ pub async fn healthz() -> impl IntoResponse {
 
 /// `GET /readyz`: policies are loaded, the store answers and the node is not shutting down.
 pub async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    // Events never make a node unready: decisions do not depend on the broker.
+    let events = state
+        .events
+        .as_ref()
+        .and_then(|e| e.detail())
+        .map_or_else(String::new, |d| format!("{d}\n"));
     match state.ready() {
-        Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
-        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+        Ok(()) => (StatusCode::OK, format!("ready\n{events}")),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n{events}")),
     }
 }
 
