@@ -42,6 +42,81 @@ pub enum Command {
     ///
     /// Exit status: 0 when allowed, 1 when denied, 2 on any error.
     Check(CheckArgs),
+    /// Read the events a Tollgate deployment publishes to NATS JetStream.
+    Events {
+        /// What to do.
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
+    /// Usage for the data team.
+    Usage {
+        /// What to do.
+        #[command(subcommand)]
+        command: UsageCommand,
+    },
+}
+
+/// How to reach the event broker (the same flags as `serve`'s).
+#[derive(Debug, Args)]
+pub struct BrokerArgs {
+    /// The broker: nats://HOST:PORT or tls://HOST:PORT.
+    #[arg(long, env = "TOLLGATE_EVENTS", value_name = "URL")]
+    pub events: String,
+    /// A NATS credentials file (.creds).
+    #[arg(long, env = "TOLLGATE_EVENTS_CREDENTIALS", value_name = "FILE")]
+    pub events_credentials: Option<PathBuf>,
+    /// PEM CA certificates to trust for the broker's TLS.
+    #[arg(long, env = "TOLLGATE_EVENTS_CA", value_name = "FILE")]
+    pub events_ca: Option<PathBuf>,
+}
+
+/// `tollgate events ...`.
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// Print events as they are published: one readable line each on a terminal, the
+    /// CloudEvent's JSON (one per line) when piped.
+    Tail {
+        /// The broker.
+        #[command(flatten)]
+        broker: BrokerArgs,
+        /// Only events of these types: audit, change, denial, usage (repeat or comma-separate).
+        #[arg(long = "type", value_name = "TYPE", value_delimiter = ',')]
+        types: Vec<String>,
+        /// Only events about this domain.
+        #[arg(long, value_name = "NAME")]
+        domain: Option<String>,
+        /// Stop after this many events.
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+        /// JSON lines even on a terminal.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `tollgate usage ...`.
+#[derive(Debug, Subcommand)]
+pub enum UsageCommand {
+    /// Write usage events to Parquet files partitioned by date and domain
+    /// (`DIR/date=YYYY-MM-DD/domain=NAME/part-*.parquet`) through a durable JetStream
+    /// consumer: run it again and it continues where it stopped, without duplicates.
+    Export {
+        /// The broker.
+        #[command(flatten)]
+        broker: BrokerArgs,
+        /// The table's root directory.
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+        /// The durable consumer's name: one per destination.
+        #[arg(long, value_name = "NAME", default_value = "tollgate-usage-export")]
+        consumer: String,
+        /// Stream sequence numbers per block; files are cut at block boundaries.
+        #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+        block: u64,
+        /// Exit once caught up and idle for this long (e.g. `5s`); default: run until stopped.
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        until_idle: Option<std::time::Duration>,
+    },
 }
 
 /// `tollgate migrate`.

@@ -26,6 +26,7 @@ use tollgate_data::listener::bind_workers;
 use tollgate_data::metrics::Metrics;
 use tollgate_data::shutdown::ShutdownSignals;
 use tollgate_data::tls::ListenerTls;
+use tollgate_data::usage::{EventsHealth, UsageConfig, UsageRecorder};
 use tollgate_data::{AppState, FrontEnd};
 
 use crate::configuration::{Settings, StoreSettings};
@@ -59,6 +60,20 @@ pub struct Application {
     admin_cors_origins: Vec<http::HeaderValue>,
     /// TLS of each listener, when configured.
     tls: Option<ListenerTls>,
+    /// Events and usage, when on.
+    events: Option<EventsParts>,
+}
+
+/// What publishes events and aggregates usage.
+struct EventsParts {
+    /// The broker (`None`: usage for the admin API only, `--usage` without `--events`).
+    broker: Option<Arc<tollgate_events::Broker>>,
+    /// The data plane's event queue, read by the publisher.
+    queue: Option<tokio::sync::mpsc::Receiver<tollgate_data::usage::DataEvent>>,
+    /// The recorder to flush every interval.
+    usage: Arc<UsageRecorder>,
+    /// Names this process's data-plane events.
+    origin: tollgate_events::publisher::Origin,
 }
 
 /// A front end and its listening sockets, one per worker, all on one address.
@@ -291,8 +306,13 @@ impl Application {
                 );
             }
         }
+        let events = build_events(&settings, &control, &control_runtime)?;
         let state = Arc::new(AppState {
             data_token: security.data_token.clone(),
+            usage: events.as_ref().map(|e| e.usage.clone()),
+            events: events
+                .as_ref()
+                .and_then(|e| e.broker.as_ref().map(|b| b.health().clone())),
             ..AppState::new(limiter, metrics)
         });
         let policy_control = Arc::new(PolicyControl {
@@ -310,6 +330,7 @@ impl Application {
             store_runtime: built.runtime,
             control_runtime,
             admin,
+            events,
         })
     }
 
@@ -337,6 +358,9 @@ impl Application {
             let _guard = self.control_runtime.enter();
             let listener = tokio::net::TcpListener::from_std(self.admin)?;
             sync::spawn_sync(self.state.clone(), self.policy_control.clone());
+            if let Some(events) = self.events {
+                spawn_events(events, &self.policy_control.control);
+            }
             if let Some(tls) = &self.tls {
                 for listener in [&tls.http, &tls.grpc, &tls.admin] {
                     listener.spawn_watcher(stop_rx.clone());
@@ -420,6 +444,107 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// The usage recorder, and with `--events` the broker (connecting in the background) and
+/// the data plane's event queue; turns the outbox on.
+fn build_events(
+    settings: &Settings,
+    control: &Arc<tollgate_control::ControlPlane>,
+    runtime: &tokio::runtime::Runtime,
+) -> anyhow::Result<Option<EventsParts>> {
+    let o = &settings.options.events;
+    if settings.events.is_none() && !o.usage {
+        return Ok(None);
+    }
+    let (queue_tx, queue_rx) = match settings.events {
+        Some(_) => {
+            let (tx, rx) = tokio::sync::mpsc::channel(o.events_queue as usize);
+            (Some(tx), Some(rx))
+        }
+        None => (None, None),
+    };
+    let usage = Arc::new(UsageRecorder::new(
+        UsageConfig {
+            interval: o.usage_interval,
+            sketch_counters: usize::from(o.heavy_hitter_counters),
+            top_k: usize::from(o.heavy_hitters),
+            denial_rate: o.denial_events_per_second,
+            denial_sample: o.denial_events_sample,
+        },
+        queue_tx,
+    ));
+    let node = settings.events.as_ref().map_or_else(
+        crate::configuration::host_name,
+        |c| c.node.clone(),
+    );
+    let broker = match &settings.events {
+        Some(config) => {
+            control.enable_outbox();
+            let health = Arc::new(EventsHealth::default());
+            let broker = runtime
+                .block_on(tollgate_events::Broker::connect(config.clone(), health))
+                .context("cannot set up events (--events)")?;
+            // A broker that is down does not stop the node; say so once, at startup.
+            let connected = runtime.block_on(async {
+                for _ in 0..20 {
+                    if broker.is_connected() {
+                        return true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                false
+            });
+            if connected {
+                if let Err(e) = runtime.block_on(broker.ensure_streams()) {
+                    tracing::warn!(error = %e, "cannot create the event streams yet; retried on the first publish");
+                }
+                tracing::info!(broker = %config.redacted_url(), node = %config.node, "events on");
+            } else {
+                tracing::warn!(broker = %config.redacted_url(), "event broker unreachable; serving anyway, events wait in the outbox (see /readyz)");
+            }
+            Some(Arc::new(broker))
+        }
+        None => None,
+    };
+    Ok(Some(EventsParts {
+        broker,
+        queue: queue_rx,
+        usage,
+        origin: tollgate_events::publisher::Origin::new(&node),
+    }))
+}
+
+/// Starts the outbox relay, the data-plane publisher and the usage ticker on the current
+/// (control) runtime.
+fn spawn_events(events: EventsParts, control: &Arc<tollgate_control::ControlPlane>) {
+    let EventsParts {
+        broker,
+        queue,
+        usage,
+        origin,
+    } = events;
+    if let Some(broker) = &broker {
+        tokio::spawn(tollgate_events::relay::run(control.clone(), broker.clone()));
+        if let Some(queue) = queue {
+            tokio::spawn(tollgate_events::publisher::run(
+                queue,
+                broker.clone(),
+                origin,
+                Arc::default(),
+            ));
+        }
+    }
+    let every = usage.config().interval;
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            usage.flush();
+        }
+    });
 }
 
 fn serve_worker(

@@ -31,3 +31,13 @@ pub fn init(format: LogFormat) {
         builder.try_init()
     };
 }
+
+/// For commands whose output is data (`events tail`, `usage export`): warnings and errors
+/// only (`RUST_LOG` overrides), on stderr, so stdout stays the data.
+pub fn init_for_commands() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod check;
+pub mod events;
 pub mod keys;
 pub mod migrate;
 pub mod validate;

@@ -24,7 +24,7 @@ use tollgate_data::grpc::ResponseHeaders;
 use crate::cli::LogFormat;
 
 pub use file::{parse_command_line, parse_from};
-pub use settings::{SecuritySettings, Settings, StoreSettings, database_url};
+pub use settings::{SecuritySettings, Settings, StoreSettings, database_url, host_name};
 
 /// Where each listener binds and how many workers serve the data plane.
 #[derive(Debug, Clone, Args)]
@@ -246,6 +246,54 @@ pub struct SecurityOptions {
     pub data_token_file: Option<PathBuf>,
 }
 
+/// Events on NATS JetStream and the usage they carry.
+#[derive(Debug, Clone, Args)]
+pub struct EventsOptions {
+    /// Publish events to NATS JetStream at this URL (nats://HOST:PORT, tls://HOST:PORT;
+    /// several comma-separated): audit entries and changes through the transactional outbox,
+    /// denials and usage aggregates from the data plane. Off when unset. An unreachable
+    /// broker does not stop the node: events wait and /readyz says so.
+    #[arg(long, env = "TOLLGATE_EVENTS", value_name = "URL")]
+    pub events: Option<String>,
+    /// A NATS credentials file (.creds: user JWT and NKey seed) for the broker.
+    #[arg(long, env = "TOLLGATE_EVENTS_CREDENTIALS", value_name = "FILE", value_hint = ValueHint::FilePath)]
+    pub events_credentials: Option<PathBuf>,
+    /// PEM CA certificates to trust for the broker's TLS.
+    #[arg(long, env = "TOLLGATE_EVENTS_CA", value_name = "FILE", value_hint = ValueHint::FilePath)]
+    pub events_ca: Option<PathBuf>,
+    /// A PEM client certificate for mutual TLS with the broker (with --events-client-key).
+    #[arg(long, env = "TOLLGATE_EVENTS_CLIENT_CERT", value_name = "FILE", value_hint = ValueHint::FilePath, requires = "events_client_key")]
+    pub events_client_cert: Option<PathBuf>,
+    /// The PEM key of --events-client-cert.
+    #[arg(long, env = "TOLLGATE_EVENTS_CLIENT_KEY", value_name = "FILE", value_hint = ValueHint::FilePath, requires = "events_client_cert")]
+    pub events_client_key: Option<PathBuf>,
+    /// This node's name in events (`source: /tollgate/node/NAME`). Default: the host name.
+    #[arg(long, env = "TOLLGATE_NODE_NAME", value_name = "NAME")]
+    pub node_name: Option<String>,
+    /// Keep usage per policy and heavy hitters (the admin API's usage view) even without
+    /// --events, which turns it on.
+    #[arg(long, env = "TOLLGATE_USAGE")]
+    pub usage: bool,
+    /// How often usage is aggregated and published.
+    #[arg(long, env = "TOLLGATE_USAGE_INTERVAL", value_name = "DURATION", default_value = "10s", value_parser = positive_duration)]
+    pub usage_interval: Duration,
+    /// Heavy hitters reported per policy and interval.
+    #[arg(long, env = "TOLLGATE_HEAVY_HITTERS", value_name = "K", default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub heavy_hitters: u16,
+    /// Counters of each policy's heavy-hitter summary (more: smaller error, N / counters).
+    #[arg(long, env = "TOLLGATE_HEAVY_HITTER_COUNTERS", value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..))]
+    pub heavy_hitter_counters: u16,
+    /// Denial events published one by one per second, per node; past it they are sampled.
+    #[arg(long, env = "TOLLGATE_DENIAL_EVENTS_PER_SECOND", value_name = "N", default_value_t = 100)]
+    pub denial_events_per_second: u64,
+    /// Past the rate, one denial in this many is published (each says how many it stands for).
+    #[arg(long, env = "TOLLGATE_DENIAL_EVENTS_SAMPLE", value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    pub denial_events_sample: u64,
+    /// Data-plane events that may wait for the publisher; past it they are dropped and counted.
+    #[arg(long, env = "TOLLGATE_EVENTS_QUEUE", value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub events_queue: u32,
+}
+
 /// Every option of `tollgate serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeOptions {
@@ -280,6 +328,9 @@ pub struct ServeOptions {
     /// Security.
     #[command(flatten)]
     pub security: SecurityOptions,
+    /// Events.
+    #[command(flatten)]
+    pub events: EventsOptions,
 }
 
 fn positive_duration(text: &str) -> Result<Duration, String> {

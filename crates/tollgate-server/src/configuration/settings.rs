@@ -52,6 +52,8 @@ pub struct Settings {
     pub grpc_max_age: Option<MaxAge>,
     /// Authentication and TLS, with secrets read.
     pub security: SecuritySettings,
+    /// The event broker, when `--events` is set (its URL and files checked).
+    pub events: Option<tollgate_events::EventsConfig>,
 }
 
 /// Authentication and TLS, with their files read.
@@ -96,9 +98,46 @@ impl Settings {
                 grace: options.grpc.grpc_max_connection_age_grace,
             }),
             security: security_settings(&options.security)?,
+            events: events_config(&options.events)?,
             options,
         })
     }
+}
+
+/// The broker's configuration: a malformed URL or an unreadable credentials or TLS file
+/// stops startup with the flag named; an unreachable broker does not.
+pub fn events_config(
+    o: &super::EventsOptions,
+) -> anyhow::Result<Option<tollgate_events::EventsConfig>> {
+    let Some(url) = &o.events else {
+        for (flag, set) in [
+            ("--events-credentials", o.events_credentials.is_some()),
+            ("--events-ca", o.events_ca.is_some()),
+            ("--events-client-cert", o.events_client_cert.is_some()),
+        ] {
+            if set {
+                bail!("{flag} is set but --events is not: give the broker's URL with --events nats://HOST:PORT");
+            }
+        }
+        return Ok(None);
+    };
+    let node = o.node_name.clone().unwrap_or_else(host_name);
+    let mut config = tollgate_events::EventsConfig::new(url, &node)?;
+    config.credentials = o.events_credentials.clone();
+    config.ca = o.events_ca.clone();
+    config.client_cert = o.events_client_cert.clone().zip(o.events_client_key.clone());
+    config.check_files()?;
+    Ok(Some(config))
+}
+
+/// The host's name (for event sources), else `tollgate`.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "tollgate".into())
 }
 
 fn read_secret(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
