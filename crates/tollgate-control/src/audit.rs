@@ -73,12 +73,11 @@ impl Entry<'_> {
     }
 }
 
-/// Writes `entry` on `conn` (a transaction's connection) and, when events are on, its
-/// `audit` event in the outbox beside it; returns the entry's id.
+/// Writes `entry` on `conn` (a transaction's connection) and its `audit` event in the
+/// outbox beside it; returns the entry's id.
 pub(crate) async fn insert(
     conn: &mut AnyConnection,
     entry: &Entry<'_>,
-    outbox: bool,
 ) -> Result<i64, ControlError> {
     let (target, detail) = (cut(entry.target), cut(entry.detail));
     let id: i64 = sqlx::query_scalar(
@@ -95,7 +94,7 @@ pub(crate) async fn insert(
     .bind(detail)
     .fetch_one(&mut *conn)
     .await?;
-    if outbox {
+    {
         let data = crate::outbox::AuditData {
             id,
             at: rfc3339(entry.at),
@@ -144,8 +143,8 @@ impl<'a> Audit<'a> {
 }
 
 impl ControlPlane {
-    /// Records success inside the mutation's transaction: the audit entry and, when events
-    /// are on, its `audit` event and the `change` event (with the store revision the change
+    /// Records success inside the mutation's transaction: the audit entry, its `audit`
+    /// event and the `change` event (with the store revision the change
     /// took, if it took one), all committed with the change or not at all.
     pub(crate) async fn record_ok(
         &self,
@@ -156,9 +155,8 @@ impl ControlPlane {
     ) -> Result<(), ControlError> {
         let at = now_ms();
         let entry = audit.entry("ok", detail, at);
-        let outbox = self.outbox_enabled();
-        let id = insert(conn, &entry, outbox).await?;
-        if outbox {
+        let id = insert(conn, &entry).await?;
+        {
             let change = crate::outbox::ChangeData {
                 action: entry.action,
                 target: entry.target,
@@ -190,15 +188,12 @@ impl ControlPlane {
             .await
     }
 
-    /// Writes an entry in a transaction of its own (with its event, when events are on).
+    /// Writes an entry and its event in a transaction of their own.
     async fn record_alone(&self, entry: &Entry<'_>) -> Result<(), ControlError> {
-        let outbox = self.outbox_enabled();
         let mut tx = self.database().pool().begin().await?;
-        insert(&mut tx, entry, outbox).await?;
+        insert(&mut tx, entry).await?;
         tx.commit().await?;
-        if outbox {
-            self.outbox_written();
-        }
+        self.outbox_written();
         Ok(())
     }
 
@@ -217,11 +212,7 @@ impl ControlPlane {
                     tracing::error!(error = %w, action = audit.action, "cannot write the audit log");
                 }
             }
-            Ok(_) => {
-                if self.outbox_enabled() {
-                    self.outbox_written();
-                }
-            }
+            Ok(_) => self.outbox_written(),
         }
         result
     }

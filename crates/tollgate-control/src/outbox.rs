@@ -13,7 +13,6 @@
 //! SQLite one node owns the file and its relay is the only one.
 
 use std::future::Future;
-use std::sync::atomic::Ordering;
 
 use serde::Serialize;
 use sqlx::{AnyConnection, Row};
@@ -125,17 +124,6 @@ pub struct Backlog {
 }
 
 impl ControlPlane {
-    /// Turns on writing events to the outbox (`--events`): every change and audit entry
-    /// from now on writes its event row. Nodes sharing a database should all have it on.
-    pub fn enable_outbox(&self) {
-        self.outbox.store(true, Ordering::Relaxed);
-    }
-
-    /// Whether changes write their events.
-    pub fn outbox_enabled(&self) -> bool {
-        self.outbox.load(Ordering::Relaxed)
-    }
-
     /// Wakes the relay: rows were committed.
     pub(crate) fn outbox_written(&self) {
         self.outbox_signal.notify_one();
@@ -278,15 +266,26 @@ impl ControlPlane {
         Ok(pass)
     }
 
-    /// Deletes rows sent more than `older_than_ms` ago; returns how many.
-    pub async fn prune_outbox(&self, older_than_ms: i64) -> Result<u64, ControlError> {
-        Ok(
+    /// Deletes rows sent more than `sent_ms` ago and rows never sent that were written more
+    /// than `unsent_ms` ago (nobody relays them); returns how many of each.
+    pub async fn prune_outbox(
+        &self,
+        sent_ms: i64,
+        unsent_ms: i64,
+    ) -> Result<(u64, u64), ControlError> {
+        let now = now_ms();
+        let sent =
             sqlx::query("DELETE FROM event_outbox WHERE sent_at IS NOT NULL AND sent_at < $1")
-                .bind(now_ms() - older_than_ms)
+                .bind(now - sent_ms)
                 .execute(self.database().pool())
                 .await?
-                .rows_affected(),
-        )
+                .rows_affected();
+        let unsent = sqlx::query("DELETE FROM event_outbox WHERE sent_at IS NULL AND at < $1")
+            .bind(now - unsent_ms)
+            .execute(self.database().pool())
+            .await?
+            .rows_affected();
+        Ok((sent, unsent))
     }
 }
 

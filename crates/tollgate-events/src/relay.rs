@@ -22,7 +22,9 @@ const BATCH: i64 = 256;
 /// How often the outbox is looked at without a local change.
 const POLL: Duration = Duration::from_secs(1);
 /// Sent rows are kept this long (for inspection), then deleted.
-const KEEP_SENT_MS: i64 = 24 * 3600 * 1000;
+pub const KEEP_SENT_MS: i64 = 24 * 3600 * 1000;
+/// Rows nobody published are kept this long (a broker outage, events off everywhere).
+pub const KEEP_UNSENT_MS: i64 = 7 * 24 * 3600 * 1000;
 
 /// The `source` of every outbox event.
 pub const SOURCE: &str = "/tollgate/control";
@@ -54,6 +56,18 @@ async fn publish(broker: &Broker, row: OutboxEvent) -> Result<(), String> {
         .record(started.elapsed().as_secs_f64());
     metrics::counter!("tollgate_events_published_total", "type" => row.kind.clone()).increment(1);
     Ok(())
+}
+
+/// Deletes what the outbox no longer needs; warns about unpublished rows it gave up on.
+pub async fn prune(control: &ControlPlane) {
+    match control.prune_outbox(KEEP_SENT_MS, KEEP_UNSENT_MS).await {
+        Ok((_, 0)) => {}
+        Ok((_, unsent)) => tracing::warn!(
+            rows = unsent,
+            "outbox rows older than 7 days were never published (no node relays them, or the broker was away); deleted"
+        ),
+        Err(e) => tracing::debug!(error = %e, "cannot prune the outbox"),
+    }
 }
 
 /// Relays until the runtime stops.
@@ -107,9 +121,7 @@ pub async fn run(control: Arc<ControlPlane>, broker: Arc<Broker>) {
         }
         if last_prune.elapsed() > Duration::from_secs(60) {
             last_prune = Instant::now();
-            if let Err(e) = control.prune_outbox(KEEP_SENT_MS).await {
-                tracing::debug!(error = %e, "cannot prune the outbox");
-            }
+            prune(&control).await;
         }
         tokio::select! {
             () = control.outbox_notified() => {}

@@ -14,7 +14,9 @@
 //! 4. the block's messages are acknowledged.
 //!
 //! A restart first rolls every `READY` block forward (step 3) and removes every other
-//! staging directory, then skips (and acknowledges) messages the ledger covers. So a crash
+//! staging directory, then reads from the ledger's position on (the durable consumer is
+//! recreated there, so what a crashed run held unacknowledged comes back at once) and
+//! skips any message the ledger covers. So a crash
 //! anywhere leaves neither duplicates nor gaps, and a restart over the same messages writes
 //! the same files, byte for byte.
 
@@ -434,22 +436,30 @@ pub async fn export(broker: &Broker, options: &ExportOptions) -> Result<ExportRe
         .get_stream(USAGE_STREAM)
         .await
         .map_err(|e| ExportError::Broker(e.to_string()))?;
+    // The ledger in the destination is the truth, not the consumer's acknowledgements: a
+    // crashed run leaves messages delivered and unacknowledged, which the server would only
+    // hand out again after ack_wait. So the consumer is made afresh at the ledger's position
+    // on every start (one export per consumer name at a time).
+    let _ = stream.delete_consumer(&options.consumer).await;
     let consumer: async_nats::jetstream::consumer::Consumer<pull::Config> = stream
-        .get_or_create_consumer(
-            &options.consumer,
-            pull::Config {
-                durable_name: Some(options.consumer.clone()),
-                description: Some(format!("tollgate usage export to {}", dir.display())),
-                filter_subject: "tollgate.usage.>".into(),
-                deliver_policy: DeliverPolicy::All,
-                ack_policy: AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(300),
-                max_ack_pending: i64::try_from(options.block.saturating_mul(2))
-                    .unwrap_or(i64::MAX)
-                    .max(1000),
-                ..Default::default()
+        .create_consumer(pull::Config {
+            durable_name: Some(options.consumer.clone()),
+            description: Some(format!("tollgate usage export to {}", dir.display())),
+            filter_subject: "tollgate.usage.>".into(),
+            deliver_policy: if report.last_seq == 0 {
+                DeliverPolicy::All
+            } else {
+                DeliverPolicy::ByStartSequence {
+                    start_sequence: report.last_seq + 1,
+                }
             },
-        )
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(300),
+            max_ack_pending: i64::try_from(options.block.saturating_mul(2))
+                .unwrap_or(i64::MAX)
+                .max(1000),
+            ..Default::default()
+        })
         .await
         .map_err(|e| ExportError::Broker(e.to_string()))?;
     let block_of = |seq: u64| (seq.saturating_sub(1)) / options.block.max(1);

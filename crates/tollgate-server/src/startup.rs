@@ -306,7 +306,7 @@ impl Application {
                 );
             }
         }
-        let events = build_events(&settings, &control, &control_runtime)?;
+        let events = build_events(&settings, &control_runtime)?;
         let state = Arc::new(AppState {
             data_token: security.data_token.clone(),
             usage: events.as_ref().map(|e| e.usage.clone()),
@@ -358,8 +358,23 @@ impl Application {
             let _guard = self.control_runtime.enter();
             let listener = tokio::net::TcpListener::from_std(self.admin)?;
             sync::spawn_sync(self.state.clone(), self.policy_control.clone());
-            if let Some(events) = self.events {
-                spawn_events(events, &self.policy_control.control);
+            match self.events {
+                Some(events) if events.broker.is_some() => {
+                    spawn_events(events, &self.policy_control.control)
+                }
+                other => {
+                    if let Some(events) = other {
+                        spawn_events(events, &self.policy_control.control);
+                    }
+                    // No relay here: keep the outbox from growing without bound.
+                    let control = self.policy_control.control.clone();
+                    tokio::spawn(async move {
+                        loop {
+                            tollgate_events::relay::prune(&control).await;
+                            tokio::time::sleep(Duration::from_secs(3600)).await;
+                        }
+                    });
+                }
             }
             if let Some(tls) = &self.tls {
                 for listener in [&tls.http, &tls.grpc, &tls.admin] {
@@ -447,10 +462,9 @@ impl Application {
 }
 
 /// The usage recorder, and with `--events` the broker (connecting in the background) and
-/// the data plane's event queue; turns the outbox on.
+/// the data plane's event queue.
 fn build_events(
     settings: &Settings,
-    control: &Arc<tollgate_control::ControlPlane>,
     runtime: &tokio::runtime::Runtime,
 ) -> anyhow::Result<Option<EventsParts>> {
     let o = &settings.options.events;
@@ -474,13 +488,12 @@ fn build_events(
         },
         queue_tx,
     ));
-    let node = settings.events.as_ref().map_or_else(
-        crate::configuration::host_name,
-        |c| c.node.clone(),
-    );
+    let node = settings
+        .events
+        .as_ref()
+        .map_or_else(crate::configuration::host_name, |c| c.node.clone());
     let broker = match &settings.events {
         Some(config) => {
-            control.enable_outbox();
             let health = Arc::new(EventsHealth::default());
             let broker = runtime
                 .block_on(tollgate_events::Broker::connect(config.clone(), health))

@@ -5,18 +5,21 @@
 //! - [`RedisCluster`]: three `redis-server` masters joined into a Cluster.
 //! - [`FaultProxy`]: a TCP proxy that can add latency, refuse and cut connections, or
 //!   black-hole them (accept, never answer).
+//! - [`NatsServer`]: one `nats-server` with JetStream (killed, restarted, paused at will).
 //! - [`PostgresDatabase`]: a database of its own on the test PostgreSQL server.
 //! - [`TestCa`]: a throwaway CA issuing server and client certificates.
 //! - [`conformance`]: the suite every counter store must pass.
 //! - [`wait`]: waiting for an event under a generous ceiling, instead of timing it.
 
 pub mod conformance;
+mod nats;
 mod pki;
 mod postgres;
 mod proxy;
 mod redis;
 pub mod wait;
 
+pub use nats::NatsServer;
 pub use pki::{Issued, TestCa};
 pub use postgres::{PostgresDatabase, server_url as postgres_server_url};
 pub use proxy::FaultProxy;

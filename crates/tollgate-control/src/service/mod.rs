@@ -93,8 +93,6 @@ pub struct ControlPlane {
     /// Domains owned by policy files: name → file.
     files: RwLock<BTreeMap<String, String>>,
     revision: watch::Sender<i64>,
-    /// Whether changes write their events to the outbox (`--events`).
-    pub(crate) outbox: std::sync::atomic::AtomicBool,
     /// Wakes the outbox relay after this process commits rows.
     pub(crate) outbox_signal: tokio::sync::Notify,
 }
@@ -211,7 +209,6 @@ impl ControlPlane {
             db,
             files: RwLock::new(BTreeMap::new()),
             revision: watch::channel(current).0,
-            outbox: std::sync::atomic::AtomicBool::new(false),
             outbox_signal: tokio::sync::Notify::new(),
         })
     }

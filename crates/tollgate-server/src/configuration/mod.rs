@@ -284,7 +284,12 @@ pub struct EventsOptions {
     #[arg(long, env = "TOLLGATE_HEAVY_HITTER_COUNTERS", value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..))]
     pub heavy_hitter_counters: u16,
     /// Denial events published one by one per second, per node; past it they are sampled.
-    #[arg(long, env = "TOLLGATE_DENIAL_EVENTS_PER_SECOND", value_name = "N", default_value_t = 100)]
+    #[arg(
+        long,
+        env = "TOLLGATE_DENIAL_EVENTS_PER_SECOND",
+        value_name = "N",
+        default_value_t = 100
+    )]
     pub denial_events_per_second: u64,
     /// Past the rate, one denial in this many is published (each says how many it stands for).
     #[arg(long, env = "TOLLGATE_DENIAL_EVENTS_SAMPLE", value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]

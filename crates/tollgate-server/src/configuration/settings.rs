@@ -116,7 +116,9 @@ pub fn events_config(
             ("--events-client-cert", o.events_client_cert.is_some()),
         ] {
             if set {
-                bail!("{flag} is set but --events is not: give the broker's URL with --events nats://HOST:PORT");
+                bail!(
+                    "{flag} is set but --events is not: give the broker's URL with --events nats://HOST:PORT"
+                );
             }
         }
         return Ok(None);
@@ -125,7 +127,10 @@ pub fn events_config(
     let mut config = tollgate_events::EventsConfig::new(url, &node)?;
     config.credentials = o.events_credentials.clone();
     config.ca = o.events_ca.clone();
-    config.client_cert = o.events_client_cert.clone().zip(o.events_client_key.clone());
+    config.client_cert = o
+        .events_client_cert
+        .clone()
+        .zip(o.events_client_key.clone());
     config.check_files()?;
     Ok(Some(config))
 }

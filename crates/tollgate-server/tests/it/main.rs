@@ -5,6 +5,7 @@ mod check_api;
 mod cli;
 mod distributed;
 mod envoy_examples;
+mod events;
 mod grpc;
 mod grpc_holds;
 mod helpers;
