@@ -141,6 +141,17 @@ impl QueryRoot {
         })
     }
 
+    /// Each policy's decisions and heavy hitters over the latest complete interval on
+    /// this node, for the domains the caller may read.
+    async fn usage(
+        &self,
+        ctx: &Context<'_>,
+        domain: Option<String>,
+    ) -> async_graphql::Result<super::usage::UsageView> {
+        let app = ctx.data_unchecked::<Arc<AppState>>();
+        super::usage::usage(app, domain.as_deref(), actor(ctx)?).map_err(graphql_error)
+    }
+
     /// API keys (never their secrets), by id. Admins of every domain only.
     async fn keys(
         &self,

@@ -13,6 +13,7 @@ pub mod reference;
 pub mod reload;
 pub mod rest;
 pub mod sync;
+pub mod usage;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -70,13 +71,14 @@ pub struct AdminState {
         rest::delete_domain, rest::get_document, rest::put_document, rest::list_policies,
         rest::get_policy, rest::put_policy, rest::delete_policy, rest::history,
         rest::validate, explain_handler, rest::list_keys, rest::create_key, rest::revoke_key,
-        rest::audit_log
+        rest::audit_log, usage_handler
     ),
     modifiers(&BearerAuth, &AccessResponses),
     security(("bearer" = [])),
     tags((name = "domains", description = "Namespaces of policies"),
          (name = "policies", description = "Rate-limit rules"),
          (name = "explain", description = "What a request would meet"),
+         (name = "usage", description = "Decisions and heavy hitters per policy"),
          (name = "access", description = "API keys and the audit log (admins of every domain)"))
 )]
 pub struct ApiDoc;
@@ -213,6 +215,7 @@ pub fn router(
             axum::routing::delete(rest::revoke_key),
         )
         .route("/v1/admin/audit", get(rest::audit_log))
+        .route("/v1/admin/usage", get(usage_handler))
         .route("/graphql", get(graphiql).post(graphql_handler))
         .route("/graphql/ws", get(graphql_ws))
         .fallback(|uri: http::Uri| async move { Problem::not_found(uri.path()) })
@@ -405,6 +408,22 @@ async fn explain_handler(
         .await
         .map_err(Problem::invalid_request)?;
     Ok(axum::Json(answer).into_response())
+}
+
+/// Each policy's decisions and heavy hitters over the latest complete interval on this
+/// node (`--usage` or `--events`; `enabled: false` otherwise), for the domains the caller
+/// may read.
+#[utoipa::path(get, path = "/v1/admin/usage", tag = "usage", params(usage::UsageQuery),
+    responses((status = 200, description = "Usage per policy", body = usage::UsageView),
+              (status = 400, description = "Bad query", body = rest::ProblemDoc, content_type = "application/problem+json")))]
+async fn usage_handler(
+    State(s): State<Arc<AdminState>>,
+    Extension(actor): Extension<Actor>,
+    uri: http::Uri,
+) -> Result<Response, Problem> {
+    let q: usage::UsageQuery = rest::query(&uri)?;
+    let view = usage::usage(&s.app, q.domain.as_deref(), &actor).map_err(|e| rest::problem(&e))?;
+    Ok(axum::Json(view).into_response())
 }
 
 async fn graphiql() -> Html<String> {

@@ -188,7 +188,7 @@ pub fn json_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, Problem> {
     })
 }
 
-fn query<T: DeserializeOwned>(uri: &Uri) -> Result<T, Problem> {
+pub(crate) fn query<T: DeserializeOwned>(uri: &Uri) -> Result<T, Problem> {
     Query::<T>::try_from_uri(uri)
         .map(|q| q.0)
         .map_err(|e| Problem::invalid_request(format!("invalid query string: {}", e.body_text())))

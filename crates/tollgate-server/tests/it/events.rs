@@ -668,3 +668,212 @@ async fn usage_is_exported_to_parquet_and_duckdb_totals_equal_what_was_sent() {
         assert_eq!(r.3, r.4, "{}: no usage event exported twice", r.0);
     }
 }
+
+/// Every usage view the admin API shows until the intervals seen hold `total` decisions
+/// of `domain`, one view per interval.
+async fn usage_views(server: &TestServer, domain: &str, total: u64) -> Vec<Value> {
+    let mut seen: BTreeMap<String, Value> = BTreeMap::new();
+    let started = std::time::Instant::now();
+    loop {
+        let view: Value = server
+            .client
+            .get(server.admin_url(&format!("/v1/admin/usage?domain={domain}")))
+            .send()
+            .await
+            .expect("usage")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(view["enabled"], true, "{view}");
+        if let Some(start) = view["start"].as_str() {
+            seen.entry(start.to_owned()).or_insert(view);
+        }
+        let counted: u64 = seen
+            .values()
+            .flat_map(|v| v["policies"].as_array().cloned().unwrap_or_default())
+            .map(|p| p["allowed"].as_u64().unwrap_or(0) + p["denied"].as_u64().unwrap_or(0))
+            .sum();
+        if counted == total {
+            return seen.into_values().collect();
+        }
+        assert!(
+            started.elapsed() < wait::EVENT_CEILING,
+            "usage views covering {total} decisions: saw {counted}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_admin_api_shows_each_policys_usage_and_heavy_hitters_within_their_bound() {
+    let dir = TempDir::new("usage-view");
+    dir.write("shop.yaml", SHOP);
+    let server = TestServer::serve(
+        Some(&dir.0),
+        &["--usage", "--usage-interval", "1s", "--heavy-hitters", "2"],
+    );
+    let none: Value = server
+        .client
+        .get(server.admin_url("/v1/admin/usage"))
+        .send()
+        .await
+        .expect("usage")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(none["enabled"], true);
+    // u0 is the heavy hitter: 30 hits; 20 other users 1 hit each.
+    for _ in 0..30 {
+        server
+            .check_json(&body("shop", &[&[("user", "u0")]], 1))
+            .await;
+    }
+    for user in 1..=20 {
+        server
+            .check_json(&body("shop", &[&[("user", &format!("u{user}"))]], 1))
+            .await;
+    }
+    let views = usage_views(&server, "shop", 50).await;
+    let (mut allowed, mut denied, mut upper, mut lower) = (0, 0, 0, 0);
+    for view in &views {
+        for p in view["policies"].as_array().expect("policies") {
+            assert_eq!(p["policy"], "per_user");
+            allowed += p["allowed"].as_u64().expect("allowed");
+            denied += p["denied"].as_u64().expect("denied");
+            let hitters = p["heavy_hitters"].as_array().expect("hitters");
+            assert!(hitters.len() <= 2, "--heavy-hitters 2");
+            for h in hitters.iter().filter(|h| h["value"] == "user=u0") {
+                let (count, error) = (
+                    h["count"].as_u64().expect("count"),
+                    h["error"].as_u64().expect("error"),
+                );
+                assert!(error <= p["error_bound"].as_u64().expect("bound"));
+                upper += count;
+                lower += count - error;
+            }
+        }
+    }
+    assert_eq!(
+        (allowed, denied),
+        (5 + 20, 25),
+        "u0: 5 of 30 admitted; the 20 others: 1 each"
+    );
+    assert!(
+        lower <= 30 && 30 <= upper,
+        "u0's true 30 hits within [{lower}, {upper}]"
+    );
+
+    // A viewer of another domain sees none of it, and may not ask for it.
+    let key = crate::helpers::create_key(
+        &[
+            "--data-dir".to_owned(),
+            server
+                .data_dir
+                .as_ref()
+                .expect("data dir")
+                .0
+                .display()
+                .to_string(),
+        ],
+        &[],
+        &["--role", "viewer", "--domain", "other", "--name", "viewer"],
+    );
+    let viewer = crate::helpers::client_with_key(Some(&key));
+    let theirs: Value = viewer
+        .get(server.admin_url("/v1/admin/usage"))
+        .send()
+        .await
+        .expect("usage")
+        .json()
+        .await
+        .expect("json");
+    assert!(
+        theirs["policies"]
+            .as_array()
+            .expect("policies")
+            .iter()
+            .all(|p| p["domain"] != "shop"),
+        "{theirs}"
+    );
+    let status = viewer
+        .get(server.admin_url("/v1/admin/usage?domain=shop"))
+        .send()
+        .await
+        .expect("usage")
+        .status();
+    assert_eq!(status, 403);
+    // GraphQL answers the same view.
+    let gql: Value = server
+        .client
+        .post(server.admin_url("/graphql"))
+        .json(&json!({"query": "{ usage(domain: \"shop\") { enabled intervalMs policies { policy heavyHitters { value count error } } } }"}))
+        .send()
+        .await
+        .expect("graphql")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(gql["data"]["usage"]["enabled"], true, "{gql}");
+    assert_eq!(gql["data"]["usage"]["intervalMs"], 1000, "{gql}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_tail_prints_the_events_of_a_type_and_domain_as_json_lines_when_piped() {
+    let nats = NatsServer::start();
+    let server = TestServer::serve(None, &["--events", &nats.url()]);
+    let mut tail = std::process::Command::new(binary())
+        .args([
+            "events",
+            "tail",
+            "--events",
+            &nats.url(),
+            "--type",
+            "change",
+            "--domain",
+            "wanted",
+            "--count",
+            "1",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start tail");
+    // tail subscribes once connected; keep changing until it has printed its one event.
+    let started = std::time::Instant::now();
+    while tail.try_wait().expect("wait").is_none() {
+        for name in ["unwanted", "wanted"] {
+            admin(
+                &server,
+                reqwest::Method::POST,
+                "/v1/admin/domains",
+                Some(json!({"name": name})),
+            )
+            .await;
+            admin(
+                &server,
+                reqwest::Method::DELETE,
+                &format!("/v1/admin/domains/{name}"),
+                None,
+            )
+            .await;
+        }
+        assert!(
+            started.elapsed() < wait::EVENT_CEILING,
+            "events tail printed nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let out = tail.wait_with_output().expect("tail output");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    let event: Value = serde_json::from_str(lines[0]).expect("a JSON line");
+    assert_eq!(event["type"], "dev.tollgate.change.v1");
+    assert_eq!(event["subject"], "wanted");
+    assert_valid(&[event]);
+}
