@@ -642,7 +642,7 @@ async fn serve_refuses_a_database_with_pending_migrations_unless_told_to_migrate
     ]);
     assert_ne!(code, 0);
     assert!(
-        err.contains("unapplied migrations (2, 3)") && err.contains("tollgate migrate up"),
+        err.contains("unapplied migrations (2, 3, 4)") && err.contains("tollgate migrate up"),
         "{err}"
     );
     let s = TestServer::serve(None, &["--database", db.url(), "--migrate"]);

@@ -356,6 +356,15 @@ fn rest_cases() -> Vec<RestCase> {
             StatusCode::OK,
         );
         add(
+            Method::GET,
+            format!("/v1/admin/usage?domain={d}"),
+            None,
+            false,
+            Need::Read,
+            Some(d),
+            StatusCode::OK,
+        );
+        add(
             Method::POST,
             "/v1/admin/explain".into(),
             Some(
@@ -371,6 +380,16 @@ fn rest_cases() -> Vec<RestCase> {
     add(
         Method::GET,
         "/v1/admin/domains".into(),
+        None,
+        false,
+        Need::Anyone,
+        None,
+        StatusCode::OK,
+    );
+    // Without a domain: what the caller may read, for anyone.
+    add(
+        Method::GET,
+        "/v1/admin/usage".into(),
         None,
         false,
         Need::Anyone,
@@ -586,6 +605,7 @@ fn graphql_cases() -> Vec<(String, Need, Option<&'static str>, Option<&'static s
             (format!(r#"{{ policy(domain: "{d}", name: "p") {{ name history {{ items {{ revision }} }} }} }}"#), Need::Read, dd, None),
             (format!(r#"{{ history(domain: "{d}", policy: "p") {{ items {{ revision }} }} }}"#), Need::Read, dd, None),
             (format!(r#"{{ counters(domain: "{d}", descriptors: [{{entries: [{{key: "user", value: "u"}}]}}]) {{ wouldAllow }} }}"#), Need::Read, dd, None),
+            (format!(r#"{{ usage(domain: "{d}") {{ enabled }} }}"#), Need::Read, dd, None),
             (format!(r#"mutation {{ validatePolicy(domain: "{d}", name: "p", input: {policy}) }}"#), Need::Read, dd, None),
             (format!(r#"mutation {{ createDomain(input: {{name: "{d}"}}) {{ name }} }}"#), Need::DomainAdmin, dd, Some("CONFLICT")),
             (format!(r#"mutation {{ updateDomain(name: "{d}", input: {{description: "x"}}, ifRevision: 999999) {{ name }} }}"#), Need::DomainAdmin, dd, Some("STALE_REVISION")),
@@ -596,6 +616,7 @@ fn graphql_cases() -> Vec<(String, Need, Option<&'static str>, Option<&'static s
     }
     cases.extend([
         ("{ domains { items { name } } }".to_owned(), Need::Anyone, None, None),
+        ("{ usage { enabled } }".to_owned(), Need::Anyone, None, None),
         ("{ keys { items { id } } }".to_owned(), Need::GlobalAdmin, None, None),
         ("{ auditLog { items { action } } }".to_owned(), Need::GlobalAdmin, None, None),
         (r#"mutation { createKey(input: {name: "", role: viewer, domains: ["alpha"]}) { key } }"#.to_owned(), Need::GlobalAdmin, None, Some("BAD_USER_INPUT")),
