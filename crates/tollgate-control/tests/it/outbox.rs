@@ -48,7 +48,7 @@ async fn drain(control: &ControlPlane) -> Vec<OutboxEvent> {
             break;
         }
     }
-    let events = out.lock().expect("sink").clone();
+    let events: Vec<OutboxEvent> = out.lock().expect("sink").drain(..).collect();
     events
 }
 
