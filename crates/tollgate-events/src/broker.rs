@@ -75,6 +75,10 @@ impl Broker {
         health: Arc<EventsHealth>,
     ) -> Result<Self, EventsError> {
         config.check_files()?;
+        // async-nats builds its TLS client from rustls's process-wide provider; Tollgate
+        // compiles only ring in, which rustls does not pick by itself when another crate
+        // enables a second one. Installing it when none is set is a no-op otherwise.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let mut options = match &config.credentials {
             Some(path) => async_nats::ConnectOptions::with_credentials_file(path.clone())
                 .await
@@ -94,6 +98,13 @@ impl Broker {
         }
         if config.url.starts_with("tls://") {
             options = options.require_tls(true);
+        }
+        // async-nats ignores credentials in the URL: they are taken out and given to it.
+        let (servers, userinfo) = split_userinfo(&config.url);
+        match userinfo {
+            Some((user, Some(password))) => options = options.user_and_password(user, password),
+            Some((token, None)) => options = options.token(token),
+            None => {}
         }
         let on_event = health.clone();
         let url = config.redacted_url();
@@ -123,7 +134,7 @@ impl Broker {
                 }
             });
         let client = options
-            .connect(config.url.as_str())
+            .connect(servers.as_str())
             .await
             .map_err(|e| EventsError::Broker(e.to_string()))?;
         let mut jetstream = jetstream::new(client.clone());
@@ -216,5 +227,80 @@ impl Broker {
             .map_err(|_| EventsError::Timeout(self.config.ack_timeout))?
             .map_err(|e| EventsError::Broker(e.to_string()))?;
         Ok(())
+    }
+}
+
+/// The URL's servers without credentials, and the credentials (`user:password`, or a lone
+/// token) of the first server that has them, percent-decoded.
+fn split_userinfo(url: &str) -> (String, Option<(String, Option<String>)>) {
+    let mut found = None;
+    let servers: Vec<String> = url
+        .split(',')
+        .map(|server| {
+            let Some((scheme, rest)) = server.split_once("://") else {
+                return server.to_owned();
+            };
+            match rest.rsplit_once('@') {
+                Some((userinfo, host)) => {
+                    if found.is_none() {
+                        found = Some(match userinfo.split_once(':') {
+                            Some((u, p)) => (decode(u), Some(decode(p))),
+                            None => (decode(userinfo), None),
+                        });
+                    }
+                    format!("{scheme}://{host}")
+                }
+                None => server.to_owned(),
+            }
+        })
+        .collect();
+    (servers.join(","), found)
+}
+
+/// `%XX` sequences decoded (a password may hold `@` or `:` that way).
+fn decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_taken_out_of_the_url() {
+        assert_eq!(
+            split_userinfo("nats://h:4222"),
+            ("nats://h:4222".into(), None)
+        );
+        assert_eq!(
+            split_userinfo("tls://al%40x:p%3Aw@h:1,tls://h2:2"),
+            (
+                "tls://h:1,tls://h2:2".into(),
+                Some(("al@x".into(), Some("p:w".into())))
+            )
+        );
+        assert_eq!(
+            split_userinfo("nats://tok@h:1").1,
+            Some(("tok".into(), None))
+        );
     }
 }

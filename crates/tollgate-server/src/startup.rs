@@ -514,7 +514,7 @@ fn build_events(
                 }
                 tracing::info!(broker = %config.redacted_url(), node = %config.node, "events on");
             } else {
-                tracing::warn!(broker = %config.redacted_url(), "event broker unreachable; serving anyway, events wait in the outbox (see /readyz)");
+                tracing::warn!(broker = %config.redacted_url(), "event broker unreachable (or refusing this node: see the errors above); serving anyway, events wait in the outbox (see /readyz)");
             }
             Some(Arc::new(broker))
         }

@@ -17,11 +17,17 @@ pub struct NatsServer {
     child: Option<Child>,
     port: u16,
     dir: PathBuf,
+    extra: Vec<String>,
 }
 
 impl NatsServer {
     /// Starts a server on a free port.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server on a free port with more `nats-server` arguments (`--tls`, `--user`).
+    pub fn start_with(extra: &[&str]) -> Self {
         let mut last = String::new();
         for _ in 0..5 {
             let port = free_port();
@@ -31,6 +37,7 @@ impl NatsServer {
                 child: None,
                 port,
                 dir,
+                extra: extra.iter().map(|a| (*a).to_owned()).collect(),
             };
             match server.spawn() {
                 Ok(()) => return server,
@@ -48,6 +55,7 @@ impl NatsServer {
             child: None,
             port,
             dir,
+            extra: Vec::new(),
         };
         server.spawn().unwrap_or_else(|e| panic!("{e}"));
         server
@@ -81,6 +89,7 @@ impl NatsServer {
                 "-sd",
             ])
             .arg(&self.dir)
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer::pull};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-use tollgate_testkit::{NatsServer, PostgresDatabase, wait};
+use tollgate_testkit::{NatsServer, PostgresDatabase, TestCa, wait};
 
 use crate::helpers::{TempDir, TestServer, binary, body};
 
@@ -27,7 +27,17 @@ struct Stored {
 /// Every message of `stream` on `subject` (a filter), read from the start by a fresh
 /// consumer; empty when the stream does not exist yet.
 async fn stored(url: &str, stream: &str, subject: &str) -> Vec<Stored> {
-    let Ok(client) = async_nats::connect(url).await else {
+    stored_via(async_nats::ConnectOptions::new(), url, stream, subject).await
+}
+
+/// [`stored`] through a client made with `options` (TLS, a password).
+async fn stored_via(
+    options: async_nats::ConnectOptions,
+    url: &str,
+    stream: &str,
+    subject: &str,
+) -> Vec<Stored> {
+    let Ok(client) = options.connect(url).await else {
         return Vec::new();
     };
     let js = jetstream::new(client);
@@ -876,4 +886,72 @@ async fn events_tail_prints_the_events_of_a_type_and_domain_as_json_lines_when_p
     assert_eq!(event["type"], "dev.tollgate.change.v1");
     assert_eq!(event["subject"], "wanted");
     assert_valid(&[event]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_reach_a_broker_that_requires_tls_and_a_password_which_is_never_logged() {
+    // The test's own NATS client uses rustls's process-wide provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let ca = TestCa::new("tollgate nats test CA");
+    let issued = ca.server("127.0.0.1");
+    let dir = TempDir::new("nats-tls");
+    let cert = dir.write("server.pem", &issued.cert_pem);
+    let key = dir.write("server.key", &issued.key_pem);
+    let ca_file = dir.write("ca.pem", &ca.cert_pem);
+    let path = |p: &Path| p.display().to_string();
+    let (cert, key) = (path(&cert), path(&key));
+    let nats = NatsServer::start_with(&[
+        "--tls",
+        "--tlscert",
+        &cert,
+        "--tlskey",
+        &key,
+        "--user",
+        "tollgate",
+        "--pass",
+        "s3cret-pw",
+    ]);
+    let url = format!("tls://tollgate:s3cret-pw@127.0.0.1:{}", nats.port());
+    let server = TestServer::serve(None, &["--events", &url, "--events-ca", &path(&ca_file)]);
+    server.log_line("events on").await;
+    assert_eq!(
+        admin(
+            &server,
+            reqwest::Method::POST,
+            "/v1/admin/domains",
+            Some(json!({"name": "secure"}))
+        )
+        .await,
+        201
+    );
+    let options = || {
+        async_nats::ConnectOptions::with_user_and_password("tollgate".into(), "s3cret-pw".into())
+            .add_root_certificates(ca_file.clone())
+            .require_tls(true)
+    };
+    let url = format!("tls://127.0.0.1:{}", nats.port());
+    let messages = wait::until("the change published over TLS", || async {
+        let m = stored_via(
+            options(),
+            &url,
+            "TOLLGATE_CONTROL",
+            "tollgate.change.secure",
+        )
+        .await;
+        (!m.is_empty()).then_some(m)
+    })
+    .await;
+    assert_eq!(messages[0].event["data"]["action"], "domain.create");
+    // Without the password the broker refuses; the server never logged it.
+    let refused = async_nats::ConnectOptions::new()
+        .add_root_certificates(ca_file.clone())
+        .require_tls(true)
+        .connect(url.as_str())
+        .await;
+    assert!(refused.is_err(), "the broker requires the password");
+    let logs = server.logs.lock().expect("logs").join("\n");
+    assert!(
+        !logs.contains("s3cret-pw"),
+        "the broker's password reached the logs"
+    );
 }
