@@ -12,10 +12,11 @@ use utoipa::{IntoParams, ToSchema};
 
 /// The query of `GET /v1/admin/usage`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UsageQuery {
     /// Only this domain.
-    #[param(max_length = 256)]
+    #[param(min_length = 1, max_length = 256)]
     pub domain: Option<String>,
 }
 
@@ -76,6 +77,14 @@ pub fn usage(
     actor: &Actor,
 ) -> Result<UsageView, tollgate_control::ControlError> {
     if let Some(d) = domain {
+        if d.is_empty() || d.chars().count() > 256 {
+            return Err(tollgate_control::ControlError::Invalid {
+                errors: vec![tollgate_control::FieldError {
+                    field: "domain".into(),
+                    message: "must be 1 to 256 characters".into(),
+                }],
+            });
+        }
         actor.require_read(d)?;
     }
     let Some(recorder) = &app.usage else {
