@@ -214,6 +214,7 @@ pub struct UsageRecorder {
     config: UsageConfig,
     shards: Box<[Mutex<Shard>]>,
     queue: Option<mpsc::Sender<DataEvent>>,
+    queued: AtomicU64,
     dropped: AtomicU64,
     dropped_in_interval: AtomicU64,
     denials: DenialSampler,
@@ -251,6 +252,7 @@ impl UsageRecorder {
             config,
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             queue,
+            queued: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             dropped_in_interval: AtomicU64::new(0),
             denials,
@@ -275,10 +277,17 @@ impl UsageRecorder {
         self.last.load_full()
     }
 
+    /// Events handed to the queue since start (the publisher's count catches up with it
+    /// once it has published them all).
+    pub fn queued(&self) -> u64 {
+        self.queued.load(Ordering::Relaxed)
+    }
+
     fn send(&self, event: DataEvent) {
-        if let Some(queue) = &self.queue
-            && queue.try_send(event).is_err()
-        {
+        let Some(queue) = &self.queue else { return };
+        if queue.try_send(event).is_ok() {
+            self.queued.fetch_add(1, Ordering::Relaxed);
+        } else {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             self.dropped_in_interval.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("tollgate_events_dropped_total").increment(1);

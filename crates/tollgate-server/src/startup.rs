@@ -354,13 +354,14 @@ impl Application {
         let (http_addr, grpc_addr) = (self.front_end_addr("http")?, self.front_end_addr("grpc")?);
         let admin_addr = self.admin_addr()?;
         let (stop_tx, stop_rx) = watch::channel(false);
+        let mut publisher = None;
         let admin_task = {
             let _guard = self.control_runtime.enter();
             let listener = tokio::net::TcpListener::from_std(self.admin)?;
             sync::spawn_sync(self.state.clone(), self.policy_control.clone());
             match self.events {
                 Some(events) if events.broker.is_some() => {
-                    spawn_events(events, &self.policy_control.control)
+                    publisher = spawn_events(events, &self.policy_control.control);
                 }
                 other => {
                     if let Some(events) = other {
@@ -450,6 +451,27 @@ impl Application {
             Ok(Err(e)) => tracing::error!(error = %e, "admin listener failed"),
             Err(e) => tracing::error!(error = %e, "admin listener panicked"),
         }
+        if let (Some(usage), Some(stats)) = (&self.state.usage, &publisher) {
+            // The interval in progress is published too, so a restart loses no usage: up
+            // to 2 s for the publisher to have every queued event acknowledged or failed.
+            usage.flush();
+            let settled = self.control_runtime.block_on(async {
+                for _ in 0..200 {
+                    if stats_done(stats) >= usage.queued() {
+                        return true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                false
+            });
+            if !settled {
+                tracing::warn!(
+                    queued = usage.queued(),
+                    done = stats_done(stats),
+                    "stopping with usage events unpublished (the broker is slow or away)"
+                );
+            }
+        }
         self.control_runtime
             .shutdown_timeout(Duration::from_secs(1));
         if let Some(store_runtime) = self.store_runtime {
@@ -528,24 +550,35 @@ fn build_events(
     }))
 }
 
+/// Events the data-plane publisher is done with (acknowledged or failed).
+fn stats_done(stats: &tollgate_events::publisher::PublisherStats) -> u64 {
+    stats.published.load(Ordering::Relaxed) + stats.failed.load(Ordering::Relaxed)
+}
+
 /// Starts the outbox relay, the data-plane publisher and the usage ticker on the current
-/// (control) runtime.
-fn spawn_events(events: EventsParts, control: &Arc<tollgate_control::ControlPlane>) {
+/// (control) runtime; returns the publisher's counts, when there is one.
+fn spawn_events(
+    events: EventsParts,
+    control: &Arc<tollgate_control::ControlPlane>,
+) -> Option<Arc<tollgate_events::publisher::PublisherStats>> {
     let EventsParts {
         broker,
         queue,
         usage,
         origin,
     } = events;
+    let mut stats = None;
     if let Some(broker) = &broker {
         tokio::spawn(tollgate_events::relay::run(control.clone(), broker.clone()));
         if let Some(queue) = queue {
+            let counts = Arc::new(tollgate_events::publisher::PublisherStats::default());
             tokio::spawn(tollgate_events::publisher::run(
                 queue,
                 broker.clone(),
                 origin,
-                Arc::default(),
+                counts.clone(),
             ));
+            stats = Some(counts);
         }
     }
     let every = usage.config().interval;
@@ -558,6 +591,7 @@ fn spawn_events(events: EventsParts, control: &Arc<tollgate_control::ControlPlan
             usage.flush();
         }
     });
+    stats
 }
 
 fn serve_worker(

@@ -955,3 +955,23 @@ async fn events_reach_a_broker_that_requires_tls_and_a_password_which_is_never_l
         "the broker's password reached the logs"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_graceful_stop_publishes_the_interval_in_progress() {
+    let nats = NatsServer::start();
+    let dir = TempDir::new("stop-flush");
+    dir.write("shop.yaml", SHOP);
+    let mut server = TestServer::serve(
+        Some(&dir.0),
+        &["--events", &nats.url(), "--usage-interval", "1h"],
+    );
+    for _ in 0..3 {
+        server
+            .check_json(&body("shop", &[&[("user", "last")]], 1))
+            .await;
+    }
+    assert!(server.terminate().success());
+    let usage = stored(&nats.url(), "TOLLGATE_USAGE", "tollgate.usage.>").await;
+    assert_eq!(usage.len(), 1, "one aggregate, made at the stop");
+    assert_eq!(usage[0].event["data"]["allowed"], 3);
+}
