@@ -77,6 +77,9 @@ pub struct ExportOptions {
     pub block: u64,
     /// Stop once no message arrived for this long (`None`: run until stopped).
     pub until_idle: Option<Duration>,
+    /// Caught up, a block's part so far is committed once its oldest row waited this long
+    /// (fewer, larger files while tailing a live stream).
+    pub flush_after: Duration,
 }
 
 /// What an export did.
@@ -466,6 +469,7 @@ pub async fn export(broker: &Broker, options: &ExportOptions) -> Result<ExportRe
     let mut pending: Vec<Row> = Vec::new();
     let mut to_ack: Vec<async_nats::jetstream::Message> = Vec::new();
     let mut last_message = Instant::now();
+    let mut pending_since: Option<Instant> = None;
     loop {
         let mut fetched = consumer
             .fetch()
@@ -495,9 +499,13 @@ pub async fn export(broker: &Broker, options: &ExportOptions) -> Result<ExportRe
                 .is_some_and(|r| block_of(r.seq) != block_of(seq))
             {
                 flush(dir, options, &mut pending, &mut to_ack, &mut report).await?;
+                pending_since = None;
             }
             match serde_json::from_slice::<Envelope>(&message.payload) {
-                Ok(event) => pending.push(Row { seq, event }),
+                Ok(event) => {
+                    pending_since.get_or_insert_with(Instant::now);
+                    pending.push(Row { seq, event });
+                }
                 Err(e) => tracing::warn!(seq, error = %e, "usage event that is not one; skipped"),
             }
             to_ack.push(message);
@@ -506,12 +514,16 @@ pub async fn export(broker: &Broker, options: &ExportOptions) -> Result<ExportRe
             last_message = Instant::now();
             continue;
         }
-        // Caught up: what is pending is written as the block's part so far.
-        flush(dir, options, &mut pending, &mut to_ack, &mut report).await?;
-        if options
+        // Caught up: what is pending is written as the block's part so far, when it has
+        // waited long enough or the export stops.
+        let stopping = options
             .until_idle
-            .is_some_and(|idle| last_message.elapsed() >= idle)
-        {
+            .is_some_and(|idle| last_message.elapsed() >= idle);
+        if stopping || pending_since.is_some_and(|t| t.elapsed() >= options.flush_after) {
+            flush(dir, options, &mut pending, &mut to_ack, &mut report).await?;
+            pending_since = None;
+        }
+        if stopping {
             return Ok(report);
         }
     }

@@ -116,6 +116,10 @@ pub enum UsageCommand {
         /// Exit once caught up and idle for this long (e.g. `5s`); default: run until stopped.
         #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
         until_idle: Option<std::time::Duration>,
+        /// Once caught up, commit a block's rows so far when the oldest waited this long
+        /// (larger files from a live stream; every block is committed at exit anyway).
+        #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+        flush_after: std::time::Duration,
     },
 }
 

@@ -72,6 +72,7 @@ pub async fn usage(command: &UsageCommand) -> anyhow::Result<ExitCode> {
             consumer,
             block,
             until_idle,
+            flush_after,
         } => {
             let broker = connect(broker).await?;
             let options = tollgate_lakehouse::ExportOptions {
@@ -79,6 +80,7 @@ pub async fn usage(command: &UsageCommand) -> anyhow::Result<ExitCode> {
                 consumer: consumer.clone(),
                 block: *block,
                 until_idle: *until_idle,
+                flush_after: *flush_after,
             };
             let report = tollgate_lakehouse::export(&broker, &options).await?;
             println!(
