@@ -21,6 +21,10 @@ use crate::subject;
 const BATCH: i64 = 256;
 /// How often the outbox is looked at without a local change.
 const POLL: Duration = Duration::from_secs(1);
+/// After a local change, how long the relay waits for more before a pass: changes made in
+/// a burst then share one pass and one commit marking them sent (on SQLite each commit
+/// costs the admin API a write of its own).
+const COALESCE: Duration = Duration::from_millis(20);
 /// Sent rows are kept this long (for inspection), then deleted.
 pub const KEEP_SENT_MS: i64 = 24 * 3600 * 1000;
 /// Rows nobody published are kept this long (a broker outage, events off everywhere).
@@ -124,7 +128,7 @@ pub async fn run(control: Arc<ControlPlane>, broker: Arc<Broker>) {
             prune(&control).await;
         }
         tokio::select! {
-            () = control.outbox_notified() => {}
+            () = control.outbox_notified() => tokio::time::sleep(COALESCE).await,
             () = tokio::time::sleep(POLL) => {}
         }
     }
