@@ -11,7 +11,17 @@ pub const EVENT_CEILING: Duration = Duration::from_secs(30);
 
 /// Polls `probe` every 10 ms until it yields `Some`; panics naming `what` after
 /// [`EVENT_CEILING`].
-pub async fn until<T, F, Fut>(what: &str, mut probe: F) -> T
+pub async fn until<T, F, Fut>(what: &str, probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    until_within(what, EVENT_CEILING, probe).await
+}
+
+/// [`until`] for an event that by design may take longer than [`EVENT_CEILING`] (the end
+/// of a clock-aligned minute window): `ceiling` is that longest wait plus a margin.
+pub async fn until_within<T, F, Fut>(what: &str, ceiling: Duration, mut probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -22,8 +32,8 @@ where
             return value;
         }
         assert!(
-            started.elapsed() < EVENT_CEILING,
-            "{what}: did not happen within {EVENT_CEILING:?}"
+            started.elapsed() < ceiling,
+            "{what}: did not happen within {ceiling:?}"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
