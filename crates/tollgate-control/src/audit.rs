@@ -49,9 +49,11 @@ fn cut(text: &str) -> &str {
     &text[..end]
 }
 
-/// One row of the audit log, as written.
-#[derive(Debug, Clone, serde::Serialize)]
+/// One row of the audit log, as written (and, with its id, as its `audit` event's data).
+#[derive(Debug, Clone, Copy, serde::Serialize)]
 pub(crate) struct Entry<'a> {
+    /// Milliseconds since the epoch; the event shows it as RFC 3339 beside the id.
+    #[serde(skip)]
     pub(crate) at: i64,
     pub(crate) actor: &'a str,
     pub(crate) via: &'a str,
@@ -79,7 +81,11 @@ pub(crate) async fn insert(
     conn: &mut AnyConnection,
     entry: &Entry<'_>,
 ) -> Result<i64, ControlError> {
-    let (target, detail) = (cut(entry.target), cut(entry.detail));
+    let entry = Entry {
+        target: cut(entry.target),
+        detail: cut(entry.detail),
+        ..*entry
+    };
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO audit_events (at, actor, via, action, target, remote, outcome, detail) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
@@ -88,33 +94,25 @@ pub(crate) async fn insert(
     .bind(entry.actor)
     .bind(entry.via)
     .bind(entry.action)
-    .bind(target)
+    .bind(entry.target)
     .bind(entry.remote)
     .bind(entry.outcome)
-    .bind(detail)
+    .bind(entry.detail)
     .fetch_one(&mut *conn)
     .await?;
-    {
-        let data = crate::outbox::AuditData {
-            id,
-            at: rfc3339(entry.at),
-            actor: entry.actor,
-            via: entry.via,
-            action: entry.action,
-            target,
-            remote: entry.remote,
-            outcome: entry.outcome,
-            detail,
-        };
-        crate::outbox::enqueue(
-            conn,
-            crate::outbox::EventKind::Audit,
-            entry.domain(),
-            &data,
-            entry.at,
-        )
-        .await?;
-    }
+    let data = crate::outbox::AuditData {
+        id,
+        at: rfc3339(entry.at),
+        entry: &entry,
+    };
+    crate::outbox::enqueue(
+        conn,
+        crate::outbox::EventKind::Audit,
+        entry.domain(),
+        &data,
+        entry.at,
+    )
+    .await?;
     Ok(id)
 }
 
@@ -156,26 +154,23 @@ impl ControlPlane {
         let at = now_ms();
         let entry = audit.entry("ok", detail, at);
         let id = insert(conn, &entry).await?;
-        {
-            let change = crate::outbox::ChangeData {
-                action: entry.action,
-                target: entry.target,
-                revision,
-                actor: entry.actor,
-                via: entry.via,
-                at: rfc3339(at),
-                audit_id: id,
-            };
-            crate::outbox::enqueue(
-                conn,
-                crate::outbox::EventKind::Change,
-                entry.domain(),
-                &change,
-                at,
-            )
-            .await?;
-        }
-        Ok(())
+        let change = crate::outbox::ChangeData {
+            action: entry.action,
+            target: entry.target,
+            revision,
+            actor: entry.actor,
+            via: entry.via,
+            at: rfc3339(at),
+            audit_id: id,
+        };
+        crate::outbox::enqueue(
+            conn,
+            crate::outbox::EventKind::Change,
+            entry.domain(),
+            &change,
+            at,
+        )
+        .await
     }
 
     /// Records a success that changed nothing (an audit entry, no `change` event).

@@ -40,18 +40,13 @@ impl EventKind {
     }
 }
 
-/// The data of an `audit` event: the entry as the audit log holds it.
+/// The data of an `audit` event: the entry as the audit log holds it, with its id.
 #[derive(Debug, Serialize)]
 pub(crate) struct AuditData<'a> {
     pub(crate) id: i64,
     pub(crate) at: String,
-    pub(crate) actor: &'a str,
-    pub(crate) via: &'a str,
-    pub(crate) action: &'a str,
-    pub(crate) target: &'a str,
-    pub(crate) remote: &'a str,
-    pub(crate) outcome: &'a str,
-    pub(crate) detail: &'a str,
+    #[serde(flatten)]
+    pub(crate) entry: &'a crate::audit::Entry<'a>,
 }
 
 /// The data of a `change` event.

@@ -359,23 +359,19 @@ impl Application {
             let _guard = self.control_runtime.enter();
             let listener = tokio::net::TcpListener::from_std(self.admin)?;
             sync::spawn_sync(self.state.clone(), self.policy_control.clone());
-            match self.events {
-                Some(events) if events.broker.is_some() => {
-                    publisher = spawn_events(events, &self.policy_control.control);
-                }
-                other => {
-                    if let Some(events) = other {
-                        spawn_events(events, &self.policy_control.control);
+            let relays = self.events.as_ref().is_some_and(|e| e.broker.is_some());
+            if let Some(events) = self.events {
+                publisher = spawn_events(events, &self.policy_control.control);
+            }
+            if !relays {
+                // No relay here: keep the outbox from growing without bound.
+                let control = self.policy_control.control.clone();
+                tokio::spawn(async move {
+                    loop {
+                        tollgate_events::relay::prune(&control).await;
+                        tokio::time::sleep(Duration::from_secs(3600)).await;
                     }
-                    // No relay here: keep the outbox from growing without bound.
-                    let control = self.policy_control.control.clone();
-                    tokio::spawn(async move {
-                        loop {
-                            tollgate_events::relay::prune(&control).await;
-                            tokio::time::sleep(Duration::from_secs(3600)).await;
-                        }
-                    });
-                }
+                });
             }
             if let Some(tls) = &self.tls {
                 for listener in [&tls.http, &tls.grpc, &tls.admin] {

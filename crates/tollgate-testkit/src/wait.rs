@@ -19,9 +19,27 @@ where
     until_within(what, EVENT_CEILING, probe).await
 }
 
+/// [`until`] for a probe that costs something (reading a whole stream): polled every
+/// `every` instead of every 10 ms.
+pub async fn until_polling<T, F, Fut>(what: &str, every: Duration, probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    poll(what, EVENT_CEILING, every, probe).await
+}
+
 /// [`until`] for an event that by design may take longer than [`EVENT_CEILING`] (the end
 /// of a clock-aligned minute window): `ceiling` is that longest wait plus a margin.
-pub async fn until_within<T, F, Fut>(what: &str, ceiling: Duration, mut probe: F) -> T
+pub async fn until_within<T, F, Fut>(what: &str, ceiling: Duration, probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    poll(what, ceiling, Duration::from_millis(10), probe).await
+}
+
+async fn poll<T, F, Fut>(what: &str, ceiling: Duration, every: Duration, mut probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -35,7 +53,7 @@ where
             started.elapsed() < ceiling,
             "{what}: did not happen within {ceiling:?}"
         );
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(every).await;
     }
 }
 

@@ -29,21 +29,26 @@ async fn create(control: &ControlPlane, name: &str) {
         .expect("create domain");
 }
 
+/// One relay pass of up to `batch` rows whose publisher appends each row to `sink`.
+async fn relay_into(
+    control: &ControlPlane,
+    batch: i64,
+    sink: &Arc<Mutex<Vec<OutboxEvent>>>,
+) -> tollgate_control::outbox::RelayPass {
+    control
+        .relay_outbox(batch, |e| {
+            sink.lock().expect("sink").push(e);
+            async { Ok(()) }
+        })
+        .await
+        .expect("relay")
+}
+
 /// Every unsent row, published into a vector by one relay pass after another.
 async fn drain(control: &ControlPlane) -> Vec<OutboxEvent> {
     let out = Arc::new(Mutex::new(Vec::new()));
     loop {
-        let sink = out.clone();
-        let pass = control
-            .relay_outbox(100, move |e| {
-                let sink = sink.clone();
-                async move {
-                    sink.lock().expect("sink").push(e);
-                    Ok(())
-                }
-            })
-            .await
-            .expect("relay");
+        let pass = relay_into(control, 100, &out).await;
         if pass.published == 0 {
             break;
         }
@@ -225,17 +230,7 @@ async fn relay_until(
     expected: usize,
 ) {
     for _ in 0..2_000 {
-        let sink = published.clone();
-        let pass = control
-            .relay_outbox(7, move |e| {
-                let sink = sink.clone();
-                async move {
-                    sink.lock().expect("sink").push(e);
-                    Ok(())
-                }
-            })
-            .await
-            .expect("relay");
+        let pass = relay_into(control, 7, published).await;
         if pass.published == 0 {
             let done = published.lock().expect("sink").len() >= expected;
             if done && control.outbox_backlog().await.expect("backlog").rows == 0 {

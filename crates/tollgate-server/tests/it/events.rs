@@ -16,6 +16,9 @@ use tollgate_testkit::{NatsServer, PostgresDatabase, TestCa, wait};
 
 use crate::helpers::{TempDir, TestServer, binary, body};
 
+/// How often a test reads a whole stream while waiting for what it should hold.
+const STREAM_POLL: Duration = Duration::from_millis(200);
+
 /// One message of a stream: its sequence, `Nats-Msg-Id` and CloudEvent.
 #[derive(Debug, Clone)]
 struct Stored {
@@ -194,16 +197,13 @@ fn audit_ids_stored(messages: &[Stored]) -> BTreeSet<i64> {
 
 /// Waits until the control stream holds an audit event for every audit log entry.
 async fn all_audit_events(nats: &str, server: &TestServer) -> Vec<Stored> {
-    wait::until(
+    wait::until_polling(
         "every audit entry published to TOLLGATE_CONTROL",
+        STREAM_POLL,
         || async {
             let want = audit_ids(server).await;
             let messages = stored(nats, "TOLLGATE_CONTROL", "tollgate.>").await;
-            if audit_ids_stored(&messages) == want {
-                return Some(messages);
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            None
+            (audit_ids_stored(&messages) == want).then_some(messages)
         },
     )
     .await
@@ -532,7 +532,7 @@ async fn usage_is_exported_to_parquet_and_duckdb_totals_equal_what_was_sent() {
     );
 
     // Every decision is in some usage event before exporting.
-    let usage = wait::until("usage events for every decision", || async {
+    let usage = wait::until_polling("usage events for every decision", STREAM_POLL, || async {
         let messages = stored(&nats.url(), "TOLLGATE_USAGE", "tollgate.usage.>").await;
         let mut totals: BTreeMap<String, (u64, u64)> = BTreeMap::new();
         for m in &messages {
@@ -545,11 +545,7 @@ async fn usage_is_exported_to_parquet_and_duckdb_totals_equal_what_was_sent() {
         }
         let want: BTreeMap<String, (u64, u64)> =
             sent.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect();
-        if totals == want {
-            return Some(messages);
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        None
+        (totals == want).then_some(messages)
     })
     .await;
     let denials = wait::until("a denial event per denied request", || async {
@@ -682,9 +678,8 @@ async fn usage_is_exported_to_parquet_and_duckdb_totals_equal_what_was_sent() {
 /// Every usage view the admin API shows until the intervals seen hold `total` decisions
 /// of `domain`, one view per interval.
 async fn usage_views(server: &TestServer, domain: &str, total: u64) -> Vec<Value> {
-    let mut seen: BTreeMap<String, Value> = BTreeMap::new();
-    let started = std::time::Instant::now();
-    loop {
+    let seen: std::cell::RefCell<BTreeMap<String, Value>> = Default::default();
+    wait::until("usage views covering every decision", || async {
         let view: Value = server
             .client
             .get(server.admin_url(&format!("/v1/admin/usage?domain={domain}")))
@@ -695,6 +690,7 @@ async fn usage_views(server: &TestServer, domain: &str, total: u64) -> Vec<Value
             .await
             .expect("json");
         assert_eq!(view["enabled"], true, "{view}");
+        let mut seen = seen.borrow_mut();
         if let Some(start) = view["start"].as_str() {
             seen.entry(start.to_owned()).or_insert(view);
         }
@@ -703,15 +699,9 @@ async fn usage_views(server: &TestServer, domain: &str, total: u64) -> Vec<Value
             .flat_map(|v| v["policies"].as_array().cloned().unwrap_or_default())
             .map(|p| p["allowed"].as_u64().unwrap_or(0) + p["denied"].as_u64().unwrap_or(0))
             .sum();
-        if counted == total {
-            return seen.into_values().collect();
-        }
-        assert!(
-            started.elapsed() < wait::EVENT_CEILING,
-            "usage views covering {total} decisions: saw {counted}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+        (counted == total).then(|| seen.values().cloned().collect())
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -831,7 +821,7 @@ async fn the_admin_api_shows_each_policys_usage_and_heavy_hitters_within_their_b
 async fn events_tail_prints_the_events_of_a_type_and_domain_as_json_lines_when_piped() {
     let nats = NatsServer::start();
     let server = TestServer::serve(None, &["--events", &nats.url()]);
-    let mut tail = std::process::Command::new(binary())
+    let tail = std::process::Command::new(binary())
         .args([
             "events",
             "tail",
@@ -849,30 +839,32 @@ async fn events_tail_prints_the_events_of_a_type_and_domain_as_json_lines_when_p
         .spawn()
         .expect("start tail");
     // tail subscribes once connected; keep changing until it has printed its one event.
-    let started = std::time::Instant::now();
-    while tail.try_wait().expect("wait").is_none() {
-        for name in ["unwanted", "wanted"] {
-            admin(
-                &server,
-                reqwest::Method::POST,
-                "/v1/admin/domains",
-                Some(json!({"name": name})),
-            )
-            .await;
-            admin(
-                &server,
-                reqwest::Method::DELETE,
-                &format!("/v1/admin/domains/{name}"),
-                None,
-            )
-            .await;
-        }
-        assert!(
-            started.elapsed() < wait::EVENT_CEILING,
-            "events tail printed nothing"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let tail = std::cell::RefCell::new(tail);
+    wait::until_polling(
+        "events tail printed the change",
+        Duration::from_millis(100),
+        || async {
+            for name in ["unwanted", "wanted"] {
+                admin(
+                    &server,
+                    reqwest::Method::POST,
+                    "/v1/admin/domains",
+                    Some(json!({"name": name})),
+                )
+                .await;
+                admin(
+                    &server,
+                    reqwest::Method::DELETE,
+                    &format!("/v1/admin/domains/{name}"),
+                    None,
+                )
+                .await;
+            }
+            tail.borrow_mut().try_wait().expect("wait").map(|_| ())
+        },
+    )
+    .await;
+    let tail = tail.into_inner();
     let out = tail.wait_with_output().expect("tail output");
     assert!(
         out.status.success(),
