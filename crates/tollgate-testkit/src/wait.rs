@@ -16,7 +16,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    until_within(what, EVENT_CEILING, probe).await
+    poll(what, EVENT_CEILING, Duration::from_millis(10), probe).await
 }
 
 /// [`until`] for a probe that costs something (reading a whole stream): polled every
@@ -27,16 +27,6 @@ where
     Fut: Future<Output = Option<T>>,
 {
     poll(what, EVENT_CEILING, every, probe).await
-}
-
-/// [`until`] for an event that by design may take longer than [`EVENT_CEILING`] (the end
-/// of a clock-aligned minute window): `ceiling` is that longest wait plus a margin.
-pub async fn until_within<T, F, Fut>(what: &str, ceiling: Duration, probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    poll(what, ceiling, Duration::from_millis(10), probe).await
 }
 
 async fn poll<T, F, Fut>(what: &str, ceiling: Duration, every: Duration, mut probe: F) -> T
