@@ -2,11 +2,15 @@
 //!
 //! | stream | subjects | kept | duplicate window |
 //! | --- | --- | --- | --- |
-//! | `TOLLGATE_CONTROL` | `tollgate.audit.>`, `tollgate.change.>` | 90 days, 10 GiB | 1 hour |
-//! | `TOLLGATE_USAGE` | `tollgate.usage.>`, `tollgate.denial.>` | 7 days, 10 GiB | 2 minutes |
+//! | `TOLLGATE_CONTROL` | `tollgate.audit.>`, `tollgate.change.>` | 90 days | 1 hour |
+//! | `TOLLGATE_USAGE` | `tollgate.usage.>`, `tollgate.denial.>` | 7 days | 2 minutes |
 //!
 //! Both are created when missing (an existing stream is used as it is configured, so an
-//! operator may change its retention). The control stream's long duplicate window is
+//! operator may change its retention). They set no byte limit: JetStream reserves a
+//! stream's `max_bytes` out of the server's store up front, and a server left to size its
+//! store itself offers 75% of the free disk, so a fixed cap makes creation fail
+//! ("insufficient storage resources") on any disk with less room than the cap. The broker's
+//! own `max_file_store`, or a cap set on the stream by its operator, bounds them instead. The control stream's long duplicate window is
 //! what absorbs a relay's republished rows after a broker outage: a row whose
 //! acknowledgement was lost is published again with the same id once the broker is back.
 
@@ -25,8 +29,6 @@ pub const CONTROL_STREAM: &str = "TOLLGATE_CONTROL";
 /// The stream of usage and denial events.
 pub const USAGE_STREAM: &str = "TOLLGATE_USAGE";
 
-const GIB: i64 = 1 << 30;
-
 /// The streams' configurations.
 pub fn stream_configs() -> [stream::Config; 2] {
     [
@@ -37,7 +39,6 @@ pub fn stream_configs() -> [stream::Config; 2] {
             ),
             subjects: vec!["tollgate.audit.>".into(), "tollgate.change.>".into()],
             max_age: Duration::from_secs(90 * 86_400),
-            max_bytes: 10 * GIB,
             duplicate_window: Duration::from_secs(3600),
             storage: stream::StorageType::File,
             ..Default::default()
@@ -49,7 +50,6 @@ pub fn stream_configs() -> [stream::Config; 2] {
             ),
             subjects: vec!["tollgate.usage.>".into(), "tollgate.denial.>".into()],
             max_age: Duration::from_secs(7 * 86_400),
-            max_bytes: 10 * GIB,
             duplicate_window: Duration::from_secs(120),
             storage: stream::StorageType::File,
             ..Default::default()
