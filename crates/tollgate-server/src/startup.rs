@@ -633,9 +633,11 @@ fn spawn_housekeeping(state: &Arc<AppState>) {
                 // Leased tokens nobody spent in time go back to the store for other nodes.
                 let returned = limiter.return_expired_leases().await;
                 if returned > 0 {
-                    metrics::counter!("tollgate_lease_tokens_returned_total").increment(returned);
                     tracing::debug!(returned, "unspent leased tokens handed back");
                 }
+                // Both ways back count: this task's, and an expired lease's next fetch.
+                metrics::counter!("tollgate_lease_tokens_returned_total")
+                    .absolute(limiter.lease_tokens_returned());
             }
         });
     }

@@ -7,6 +7,7 @@ mod usage;
 pub use holds::{HoldError, Reservation, hold_ttl_from_millis};
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 use smallvec::SmallVec;
@@ -184,6 +185,9 @@ pub struct Limiter {
     local: MemoryStore,
     /// Tokens leased from a shared store.
     leases: LeaseTable,
+    /// Unspent leased tokens handed back to the store so far, by either path: the next
+    /// full fetch of an expired lease, or [`Limiter::return_expired_leases`].
+    lease_tokens_returned: AtomicU64,
     clock: Arc<dyn Clock>,
     keys: KeyHasher,
     request_limits: RequestLimits,
@@ -243,6 +247,7 @@ impl Limiter {
                 ..MemoryStoreConfig::default()
             }),
             leases: LeaseTable::default(),
+            lease_tokens_returned: AtomicU64::new(0),
             clock,
             keys: KeyHasher::new(config.key_seed),
             request_limits: config.request_limits,
@@ -502,7 +507,16 @@ impl Limiter {
                 returned += lease.unused;
             }
         }
+        self.lease_tokens_returned
+            .fetch_add(returned, Ordering::Relaxed);
         returned
+    }
+
+    /// Unspent leased tokens this limiter has handed back to the shared store since it
+    /// started, on an expired lease's next fetch or by [`Limiter::return_expired_leases`]
+    /// (`tollgate_lease_tokens_returned_total`).
+    pub fn lease_tokens_returned(&self) -> u64 {
+        self.lease_tokens_returned.load(Ordering::Relaxed)
     }
 }
 

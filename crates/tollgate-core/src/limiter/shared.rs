@@ -3,6 +3,8 @@
 //! taken over all of them, and what was taken is given back when it is denied. Store
 //! failures are answered by each policy's `on_store_error`.
 
+use std::sync::atomic::Ordering;
+
 use smallvec::SmallVec;
 
 use super::{Limiter, Plan};
@@ -174,7 +176,13 @@ impl Limiter {
                     _ => (0, op.cost, false),
                 };
                 let grant = match self.store.lease(op, unused, ask, now).await {
-                    Ok(grant) => grant,
+                    Ok(grant) => {
+                        if unused > 0 {
+                            self.lease_tokens_returned
+                                .fetch_add(unused, Ordering::Relaxed);
+                        }
+                        grant
+                    }
                     Err(e) => {
                         if full {
                             self.leases.fetch_failed(op.key);
