@@ -56,6 +56,11 @@ impl KeyBuilder {
         self.0.write(s.as_bytes());
     }
 
+    pub(crate) fn bytes(&mut self, b: &[u8]) {
+        self.0.write_usize(b.len());
+        self.0.write(b);
+    }
+
     pub(crate) fn byte(&mut self, b: u8) {
         self.0.write_u8(b);
     }

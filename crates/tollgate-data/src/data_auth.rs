@@ -52,6 +52,11 @@ impl DataToken {
         })
     }
 
+    /// Whether `secret` is the token itself (RESP's `AUTH`, which has no scheme).
+    pub fn admits_secret(&self, secret: &[u8]) -> bool {
+        bool::from(secret.ct_eq(&self.expected[b"Bearer ".len()..]))
+    }
+
     /// Whether an `authorization` value (HTTP header or gRPC metadata) carries the token.
     pub fn admits(&self, value: Option<&[u8]>) -> bool {
         value.is_some_and(|v| bool::from(v.ct_eq(&self.expected)))

@@ -18,6 +18,7 @@ pub mod grpc;
 pub mod http;
 pub mod listener;
 pub mod metrics;
+pub mod resp;
 pub mod shutdown;
 pub mod state;
 pub mod tls;

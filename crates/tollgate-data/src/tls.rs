@@ -207,6 +207,8 @@ pub struct ListenerTls {
     pub http: Arc<ReloadingTls>,
     /// The gRPC front end's.
     pub grpc: Arc<ReloadingTls>,
+    /// The RESP front end's (no ALPN: Redis clients offer none).
+    pub resp: Arc<ReloadingTls>,
     /// The admin listener's.
     pub admin: Arc<ReloadingTls>,
 }
@@ -221,6 +223,7 @@ impl ListenerTls {
         Ok(Self {
             http: ReloadingTls::load(settings, &[b"http/1.1"])?,
             grpc: ReloadingTls::load(settings, &[b"h2"])?,
+            resp: ReloadingTls::load(settings, &[])?,
             admin: ReloadingTls::load(&admin, &[b"http/1.1"])?,
         })
     }

@@ -24,6 +24,7 @@ use tollgate_data::grpc::{GrpcFrontEnd, GrpcOptions, HeaderNames};
 use tollgate_data::http::HttpFrontEnd;
 use tollgate_data::listener::bind_workers;
 use tollgate_data::metrics::Metrics;
+use tollgate_data::resp::RespFrontEnd;
 use tollgate_data::shutdown::ShutdownSignals;
 use tollgate_data::tls::ListenerTls;
 use tollgate_data::usage::{EventsHealth, UsageConfig, UsageRecorder};
@@ -236,7 +237,7 @@ impl Application {
             .context("cannot set up TLS (--tls-cert, --tls-key, --tls-client-ca)")?;
         // The data plane's front ends: one line each.
         let listen = &options.listen;
-        let registered: Vec<(Arc<dyn FrontEnd>, SocketAddr, &str)> = vec![
+        let mut registered: Vec<(Arc<dyn FrontEnd>, SocketAddr, &str)> = vec![
             (
                 Arc::new(HttpFrontEnd {
                     tls: tls.as_ref().map(|t| t.http.clone()),
@@ -263,6 +264,15 @@ impl Application {
                 "--grpc-addr",
             ),
         ];
+        if let Some(addr) = listen.resp_addr {
+            registered.push((
+                Arc::new(RespFrontEnd {
+                    tls: tls.as_ref().map(|t| t.resp.clone()),
+                }),
+                addr,
+                "--resp-addr",
+            ));
+        }
         let front_ends = registered
             .into_iter()
             .map(|(front_end, addr, flag)| {
@@ -352,6 +362,7 @@ impl Application {
     /// Blocks the calling thread, which becomes worker 0.
     pub fn run_until_stopped(self) -> anyhow::Result<()> {
         let (http_addr, grpc_addr) = (self.front_end_addr("http")?, self.front_end_addr("grpc")?);
+        let resp_addr = self.front_end_addr("resp").ok();
         let admin_addr = self.admin_addr()?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut publisher = None;
@@ -374,7 +385,7 @@ impl Application {
                 });
             }
             if let Some(tls) = &self.tls {
-                for listener in [&tls.http, &tls.grpc, &tls.admin] {
+                for listener in [&tls.http, &tls.grpc, &tls.resp, &tls.admin] {
                     listener.spawn_watcher(stop_rx.clone());
                 }
             }
@@ -422,7 +433,10 @@ impl Application {
         let policy_control = self.policy_control.clone();
         let result = runtime.block_on(async move {
             let signals = ShutdownSignals::register()?;
-            tracing::info!(%http_addr, %grpc_addr, %admin_addr, workers, "listening");
+            match resp_addr {
+                Some(resp_addr) => tracing::info!(%http_addr, %grpc_addr, %resp_addr, %admin_addr, workers, "listening"),
+                None => tracing::info!(%http_addr, %grpc_addr, %admin_addr, workers, "listening"),
+            }
             spawn_housekeeping(&state);
             if let Some((path, loaded)) = policies {
                 reload::spawn(state.clone(), policy_control, path, loaded);

@@ -1,6 +1,7 @@
 //! The decision engine: request → matched policies → one atomic store batch → decision.
 
 mod holds;
+mod named;
 mod shared;
 mod usage;
 

@@ -47,6 +47,10 @@ pub struct ListenOptions {
         default_value = "127.0.0.1:8081"
     )]
     pub grpc_addr: SocketAddr,
+    /// Address of the RESP listener (off when unset): any Redis client may send
+    /// redis-cell's `CL.THROTTLE` and Tollgate's `TG.CHECK`. Port 0 picks a free port.
+    #[arg(long, env = "TOLLGATE_RESP_ADDR", value_name = "ADDR")]
+    pub resp_addr: Option<SocketAddr>,
     /// Address of the admin listener: REST under /v1/admin/, GraphQL at /graphql.
     /// Port 0 picks a free port; the chosen address is logged.
     #[arg(

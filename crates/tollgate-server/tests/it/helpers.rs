@@ -48,6 +48,8 @@ pub struct TestServer {
     pub grpc: String,
     /// `http://` address of the admin listener.
     pub admin: String,
+    /// `HOST:PORT` of the RESP listener, when `--resp-addr` turned it on.
+    pub resp: Option<String>,
     /// The data directory given to `serve` (its default SQLite policy database lives
     /// there), unless the test chose a database itself.
     pub data_dir: Option<TempDir>,
@@ -172,12 +174,17 @@ impl TestServer {
                     && v["message"] == "listening"
                 {
                     let addr = |field: &str| v[field].as_str().unwrap_or_default().to_owned();
-                    let _ = tx.send((addr("http_addr"), addr("grpc_addr"), addr("admin_addr")));
+                    let _ = tx.send((
+                        addr("http_addr"),
+                        addr("grpc_addr"),
+                        addr("admin_addr"),
+                        addr("resp_addr"),
+                    ));
                 }
                 sink.lock().expect("log lock").push(line);
             }
         });
-        let (addr, grpc, admin) = match rx.recv_timeout(Duration::from_secs(20)) {
+        let (addr, grpc, admin, resp) = match rx.recv_timeout(Duration::from_secs(20)) {
             Ok(addrs) => addrs,
             Err(_) => {
                 let _ = child.kill();
@@ -205,6 +212,7 @@ impl TestServer {
             base: format!("http://{addr}"),
             grpc: format!("http://{grpc}"),
             admin: format!("http://{admin}"),
+            resp: (!resp.is_empty()).then_some(resp),
             data_dir,
             logs,
             client: client_with_key(admin_key.as_deref()),

@@ -16,4 +16,5 @@ mod magnitudes;
 mod operations;
 mod propagation;
 mod reload;
+mod resp;
 mod security;

@@ -1,0 +1,50 @@
+//! Limits named by the caller rather than by a policy: redis-cell's `CL.THROTTLE key …`
+//! carries its own parameters with each call. Each key is one counter in a namespace of
+//! its own (a front end's, so `CL.THROTTLE user:1` and a policy's counters never meet),
+//! kept in the limiter's store like any other, so nodes sharing a store share these too.
+
+use super::Limiter;
+use crate::algorithm::{Limit, Outcome};
+use crate::key::CounterKey;
+use crate::store::{CommitRule, LimitOp, StoreError};
+
+impl Limiter {
+    /// The counter of `key` in `namespace`, and its group: each key is a group of its own,
+    /// so a Cluster spreads them over its slots (a decision touches one key).
+    pub fn named_key(&self, namespace: &str, key: &[u8]) -> (CounterKey, u64) {
+        let mut builder = self.keys.start(0xfd, namespace);
+        builder.bytes(key);
+        let counter = builder.finish();
+        (counter, counter.0)
+    }
+
+    /// Decides `cost` against `limit` on the counter of `key` in `namespace`, straight on
+    /// the store (no policy, no lease, no `on_store_error`: the caller hears of a store
+    /// failure). A cost of 0 only reads.
+    pub async fn check_named(
+        &self,
+        namespace: &str,
+        key: &[u8],
+        limit: Limit,
+        cost: u64,
+    ) -> Result<Outcome, StoreError> {
+        let (counter, group) = self.named_key(namespace, key);
+        let mut op = LimitOp::new(counter, limit, cost, true);
+        if self.store.is_shared() {
+            op.group = group;
+        }
+        let mut ops = [op];
+        let now = self.clock.now();
+        // The caller's semantics (redis-cell's): a denial changes nothing, whatever
+        // commit rule the policies follow.
+        let rule = CommitRule::AllOrNothing;
+        match self.store.apply_now(&mut ops, now, rule) {
+            Some(result) => result?,
+            None => self.store.apply(&mut ops, now, rule).await?,
+        }
+        let [op] = ops;
+        op.outcome.ok_or(StoreError::Unsupported(
+            "the store answered without deciding",
+        ))
+    }
+}
