@@ -31,7 +31,7 @@ fuzz_target!(|data: &[u8]| {
             let state = common::state();
             let router = tollgate_data::http::router(state.clone());
             let (client, server) = tokio::io::duplex(16 * 1024);
-            let connection = DataConnection::new(server, state, router, hyper_settings());
+            let connection = DataConnection::new(server, None, state, router, hyper_settings());
             let served = tokio::spawn(connection);
             let (mut from_server, mut to_server) = tokio::io::split(client);
             let write = async move {

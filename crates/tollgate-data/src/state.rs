@@ -27,6 +27,19 @@ pub struct AppState {
     pub usage: Option<Arc<UsageRecorder>>,
     /// The event broker's health, when events are on.
     pub events: Option<Arc<EventsHealth>>,
+    /// Peers whose `X-Forwarded-For` forward auth believes (loopback by default).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+/// 127.0.0.0/8 and ::1: a proxy on the same host.
+pub fn loopback() -> Vec<ipnet::IpNet> {
+    vec![
+        ipnet::IpNet::V4(ipnet::Ipv4Net::new_assert(std::net::Ipv4Addr::LOCALHOST, 8)),
+        ipnet::IpNet::V6(ipnet::Ipv6Net::new_assert(
+            std::net::Ipv6Addr::LOCALHOST,
+            128,
+        )),
+    ]
 }
 
 impl AppState {
@@ -40,6 +53,7 @@ impl AppState {
             data_token: None,
             usage: None,
             events: None,
+            trusted_proxies: loopback(),
         }
     }
 

@@ -43,6 +43,14 @@ pub struct TlsSettings {
 pub type MaybeTls =
     tokio_util::either::Either<TcpStream, tokio_rustls::server::TlsStream<TcpStream>>;
 
+/// The peer's address of a connection, plain or TLS.
+pub fn peer_addr(stream: &MaybeTls) -> Option<std::net::SocketAddr> {
+    match stream {
+        tokio_util::either::Either::Left(tcp) => tcp.peer_addr().ok(),
+        tokio_util::either::Either::Right(tls) => tls.get_ref().0.peer_addr().ok(),
+    }
+}
+
 /// A listener's TLS configuration, reloaded when its files change.
 pub struct ReloadingTls {
     settings: TlsSettings,

@@ -319,6 +319,7 @@ impl Application {
         let events = build_events(&settings, &control_runtime)?;
         let state = Arc::new(AppState {
             data_token: security.data_token.clone(),
+            trusted_proxies: options.listen.trusted_proxies.clone(),
             usage: events.as_ref().map(|e| e.usage.clone()),
             events: events
                 .as_ref()

@@ -19,6 +19,7 @@
 
 use std::future::{Future, poll_fn};
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,6 +43,10 @@ use super::request_id::{REQUEST_ID, RequestId};
 use super::{MAX_BODY_BYTES, render};
 use crate::listener::Connection;
 use crate::state::AppState;
+
+/// The address of the connection's peer, in each request's extensions on the hyper side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub SocketAddr);
 
 /// What a connection runs over: a TCP stream, with TLS or without (or, in tests and fuzzing,
 /// an in-memory pipe).
@@ -69,12 +74,13 @@ impl DataConnection {
     /// included.
     pub fn new(
         io: impl Transport,
+        peer: Option<SocketAddr>,
         state: Arc<AppState>,
         router: Router,
         http: http1::Builder,
     ) -> Self {
         let stopping = Arc::new(AtomicBool::new(false));
-        let served = Box::pin(serve(io, state, router, http, stopping.clone()));
+        let served = Box::pin(serve(io, peer, state, router, http, stopping.clone()));
         Self { served, stopping }
     }
 }
@@ -295,6 +301,7 @@ fn end_head(out: &mut Vec<u8>, body: &[u8], close: bool) {
 /// The connection's loop: answer what was read, write, read more; see the module docs.
 async fn serve(
     mut io: impl Transport,
+    peer: Option<SocketAddr>,
     state: Arc<AppState>,
     router: Router,
     http: http1::Builder,
@@ -379,7 +386,7 @@ async fn serve(
             return io.shutdown().await;
         }
         if handover {
-            return hand_over(io, input, state, router, http, stopping).await;
+            return hand_over(io, peer, input, state, router, http, stopping).await;
         }
         // Wait for more: a new request (unless stopping), or the rest of one.
         input.reserve(READ_ROOM);
@@ -405,13 +412,18 @@ async fn serve(
 /// read and not answered.
 async fn hand_over(
     io: impl Transport,
+    peer: Option<SocketAddr>,
     read: BytesMut,
     state: Arc<AppState>,
     router: Router,
     http: http1::Builder,
     stopping: Arc<AtomicBool>,
 ) -> io::Result<()> {
-    let service = service_fn(move |request| {
+    let service = service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+        if let Some(peer) = peer {
+            // Forward auth reads the client's address from here.
+            request.extensions_mut().insert(PeerAddr(peer));
+        }
         super::hyper_side::dispatch(state.clone(), router.clone(), request)
     });
     let connection = http.serve_connection(TokioIo::new(Replayed { read, io }), service);

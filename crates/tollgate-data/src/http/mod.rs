@@ -6,6 +6,7 @@
 
 pub mod check;
 pub mod connection;
+mod forward_auth;
 pub(crate) mod holds;
 pub mod hyper_side;
 mod ops;
@@ -17,7 +18,7 @@ use std::net::TcpListener as StdListener;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::{MethodRouter, delete, get, post};
+use axum::routing::{MethodRouter, any, delete, get, post};
 use futures_util::future::LocalBoxFuture;
 use tokio::sync::watch;
 
@@ -44,6 +45,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/leases", post(holds::lease))
         .route("/v1/leases/{id}", delete(holds::release))
         .route("/v1/leases/{id}/heartbeat", post(holds::heartbeat))
+        .route("/v1/forward-auth/{domain}", any(forward_auth::forward_auth))
+        .route(
+            "/v1/forward-auth/{domain}/{*rest}",
+            any(forward_auth::forward_auth),
+        )
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
@@ -81,7 +87,8 @@ impl FrontEnd for HttpFrontEnd {
                 None,
                 self.tls.clone(),
                 move |stream| {
-                    DataConnection::new(stream, state.clone(), router.clone(), http.clone())
+                    let peer = crate::tls::peer_addr(&stream);
+                    DataConnection::new(stream, peer, state.clone(), router.clone(), http.clone())
                 },
             )
             .await;

@@ -26,6 +26,15 @@ use crate::cli::LogFormat;
 pub use file::{parse_command_line, parse_from};
 pub use settings::{SecuritySettings, Settings, StoreSettings, database_url, host_name};
 
+/// An address (`10.0.0.7`: that one) or a CIDR range (`10.0.0.0/8`).
+fn parse_net(value: &str) -> Result<ipnet::IpNet, String> {
+    let value = value.trim();
+    value
+        .parse::<ipnet::IpNet>()
+        .or_else(|_| value.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("'{value}' is neither an address nor a CIDR range (10.0.0.0/8)"))
+}
+
 /// Where each listener binds and how many workers serve the data plane.
 #[derive(Debug, Clone, Args)]
 pub struct ListenOptions {
@@ -51,6 +60,17 @@ pub struct ListenOptions {
     /// redis-cell's `CL.THROTTLE` and Tollgate's `TG.CHECK`. Port 0 picks a free port.
     #[arg(long, env = "TOLLGATE_RESP_ADDR", value_name = "ADDR")]
     pub resp_addr: Option<SocketAddr>,
+    /// Proxies whose `X-Forwarded-For` forward auth (`/v1/forward-auth/{domain}`) believes
+    /// when it takes the client's address: comma-separated addresses or CIDR ranges.
+    #[arg(
+        long,
+        env = "TOLLGATE_TRUSTED_PROXIES",
+        value_name = "CIDR,...",
+        value_delimiter = ',',
+        value_parser = parse_net,
+        default_value = "127.0.0.0/8,::1/128"
+    )]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Address of the admin listener: REST under /v1/admin/, GraphQL at /graphql.
     /// Port 0 picks a free port; the chosen address is logged.
     #[arg(

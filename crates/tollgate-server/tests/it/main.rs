@@ -6,6 +6,7 @@ mod cli;
 mod distributed;
 mod envoy_examples;
 mod events;
+mod forward_auth;
 mod grpc;
 mod grpc_holds;
 mod helpers;
