@@ -43,8 +43,9 @@ impl Nginx {
             .arg("-p")
             .arg(&dir.0)
             .args(["-c", "nginx.conf", "-g", "daemon off; pid nginx.pid;"])
+            // Not the test's own output: nginx's workers would hold it open after the test.
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::null())
             .spawn()
             .expect("start nginx");
         Self { child, _dir: dir }
@@ -53,7 +54,11 @@ impl Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // SIGTERM: the master stops its workers and then itself (SIGKILL would leave the
+        // workers running, orphaned, on the port).
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let _ = self.child.wait();
     }
 }
