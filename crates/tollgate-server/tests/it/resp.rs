@@ -489,3 +489,73 @@ async fn cl_throttle_keys_are_shared_by_nodes_through_redis() {
         "keys are fingerprints: {keys:?}"
     );
 }
+
+#[tokio::test]
+async fn tls_with_client_certificates_is_served_to_redis_cli() {
+    let dir = TempDir::new("resp-tls");
+    let ca = tollgate_testkit::TestCa::new("Tollgate test CA");
+    let server = ca.server("tollgate-1");
+    let client = ca.client("worker-1");
+    let file = |name: &str, text: &str| dir.write(name, text).display().to_string();
+    let (cert, key, ca_file) = (
+        file("server.pem", &server.cert_pem),
+        file("server.key", &server.key_pem),
+        file("ca.pem", &ca.cert_pem),
+    );
+    let (client_cert, client_key) = (
+        file("client.pem", &client.cert_pem),
+        file("client.key", &client.key_pem),
+    );
+    let tollgate = resp_server(
+        None,
+        &[
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--tls-client-ca",
+            &ca_file,
+            "--data-auth",
+            "mtls",
+        ],
+    );
+    let addr = tollgate.resp.clone().expect("resp");
+    let (host, port) = addr.split_once(':').expect("host:port");
+    let cli = |extra: &[&str], args: &[&str]| {
+        Command::new("redis-cli")
+            .args([
+                "-h",
+                host,
+                "-p",
+                port,
+                "--tls",
+                "--cacert",
+                &ca_file,
+                "--sni",
+                "localhost",
+            ])
+            .args(extra)
+            .args(args)
+            .output()
+            .expect("redis-cli")
+    };
+    let out = cli(
+        &["--cert", &client_cert, "--key", &client_key],
+        &["CL.THROTTLE", "tls", "1", "1", "60"],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "0\n2\n1\n-1\n60\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Without a client certificate the handshake fails: no answer at all.
+    let out = cli(&[], &["PING"]);
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("PONG"),
+        "{out:?}"
+    );
+    // Plain RESP to the TLS listener gets nowhere either.
+    let answer = raw(&addr, b"PING\r\n");
+    assert!(!answer.contains("PONG"), "{answer}");
+}
