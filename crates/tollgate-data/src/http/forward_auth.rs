@@ -32,11 +32,12 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
-use tollgate_core::{CheckRequest, Descriptor, Entry};
+use tollgate_core::{CheckRequest, Entry};
 
 use super::connection::PeerAddr;
 use super::problem::Problem;
 use super::request_id::RequestId;
+use crate::data_plane::DescriptorParts;
 use crate::state::AppState;
 
 /// Most descriptors and entries a mapping may name.
@@ -204,17 +205,16 @@ pub(crate) async fn forward_auth(
 }
 
 async fn answer(
-    state: &Arc<AppState>,
+    state: &AppState,
     params: &[(String, String)],
     request: axum::extract::Request,
 ) -> http::Response<Bytes> {
-    let state = state.clone();
     let (parts, _) = request.into_parts();
     let (method, uri, headers) = (parts.method, parts.uri, parts.headers);
     let query = uri.query().map(str::to_owned);
     let peer = parts.extensions.get::<PeerAddr>().copied();
     if let Err(refused) = super::check::authorize(
-        &state,
+        state,
         headers
             .get(header::AUTHORIZATION)
             .map(HeaderValue::as_bytes),
@@ -281,16 +281,14 @@ async fn answer(
         .iter()
         .map(|(k, v)| Entry { key: k, value: v })
         .collect();
-    let mut descriptors: Vec<Descriptor<'_>> = Vec::with_capacity(lengths.len());
-    let mut offset = 0;
-    for n in lengths {
-        descriptors.push(Descriptor {
-            entries: &entries[offset..offset + n],
+    let descriptors = crate::data_plane::descriptors(
+        &entries,
+        lengths.into_iter().map(|entries| DescriptorParts {
+            entries,
             hits: None,
             limit_override: None,
-        });
-        offset += n;
-    }
+        }),
+    );
     let id = RequestId::from_header(
         headers
             .get(&super::request_id::REQUEST_ID)
@@ -312,7 +310,7 @@ async fn answer(
                 .to_response();
         }
     };
-    crate::data_plane::record(&state, &id, &request, &decision);
+    crate::data_plane::record(state, &id, &request, &decision);
     let mut response = super::render::decision(&decision);
     let status = if decision.allowed {
         StatusCode::OK
@@ -326,11 +324,9 @@ async fn answer(
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("3600"));
     }
-    if let Ok(v) = HeaderValue::from_str(id.as_str()) {
-        response
-            .headers_mut()
-            .insert(&super::request_id::REQUEST_ID, v);
-    }
+    response
+        .headers_mut()
+        .insert(&super::request_id::REQUEST_ID, id.header_value());
     response
 }
 
@@ -341,11 +337,9 @@ fn allowed_empty(id: &RequestId) -> http::Response<Bytes> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    if let Ok(v) = HeaderValue::from_str(id.as_str()) {
-        response
-            .headers_mut()
-            .insert(&super::request_id::REQUEST_ID, v);
-    }
+    response
+        .headers_mut()
+        .insert(&super::request_id::REQUEST_ID, id.header_value());
     response
 }
 

@@ -5,10 +5,11 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tollgate_core::{CheckRequest, Descriptor, Entry};
+use tollgate_core::{CheckRequest, Entry};
 
 use super::cell::Throttle;
 use super::frame::{Out, Version};
+use crate::data_plane::DescriptorParts;
 use crate::http::request_id::RequestId;
 use crate::state::AppState;
 
@@ -378,16 +379,14 @@ async fn tg_check(state: &AppState, args: &[&[u8]], out: &mut Out<'_>) {
         Err(message) => return out.error(&format!("ERR {message}")),
     };
     let (domain, hits, entries, lengths) = request;
-    let mut descriptors: smallvec::SmallVec<[Descriptor<'_>; 4]> = smallvec::SmallVec::new();
-    let mut offset = 0;
-    for &n in &lengths {
-        descriptors.push(Descriptor {
-            entries: &entries[offset..offset + n],
+    let descriptors = crate::data_plane::descriptors(
+        &entries,
+        lengths.into_iter().map(|entries| DescriptorParts {
+            entries,
             hits: None,
             limit_override: None,
-        });
-        offset += n;
-    }
+        }),
+    );
     let request = CheckRequest {
         domain,
         descriptors: &descriptors,
