@@ -6,10 +6,12 @@
 //! answers with a hand-written renderer for speed; a test in `tollgate-data` holds that
 //! renderer to [`CheckResponse`] byte for byte.
 
+pub mod batch;
 pub mod check;
 pub mod holds;
 pub mod problem;
 
+pub use batch::{BatchRequest, BatchResponse, BatchResult, MAX_BATCH_CHECKS};
 pub use check::{
     CheckRequest, CheckResponse, DescriptorRequest, DescriptorStatus, EntryRequest, LimitOverride,
 };

@@ -38,7 +38,7 @@ pub use policy::{
 };
 pub use store::{
     Admission, CircuitBreaker, CircuitBreakerConfig, CircuitState, CommitRule, HoldSpec,
-    LeaseGrant, LimitOp, MemoryStore, MemoryStoreConfig, Store, StoreCalls, StoreError,
+    LeaseGrant, LimitOp, ManyFuture, MemoryStore, MemoryStoreConfig, Store, StoreCalls, StoreError,
     StoreReport,
 };
 pub use time::{

@@ -23,7 +23,9 @@
 --         settlement.
 -- ARGV[1]: '0' all or nothing, '1' every request counts, '2' lease (one counter),
 --          '3' reserve (all or nothing, then keep what was taken as a hold), '4' settle a
---          hold, '5' extend a hold (tollgate-core's `hold` module).
+--          hold, '5' extend a hold (tollgate-core's `hold` module), '6' independent
+--          batches one after another, each all or nothing, '7' the same, every request
+--          counting (`Store::apply_many`).
 -- ARGV[2]: '' for the store's clock (TIME), or <seconds, nanoseconds> of the caller's.
 -- ARGV[3]: per counter 9 doubles <algorithm (1 fixed, 2 gcra, 3 sliding, 4 quota),
 --          requests, period s, period ns, burst, emission s, emission ns, cost, flags>
@@ -37,7 +39,8 @@
 --          carries in its emission slots until when the slots it takes are held (0: it
 --          only asks whether one is free).
 --          Mode '4': <how (1 commit, 2 release), actual>; mode '5': <deadline s, ns>.
--- ARGV[4]: modes '3', '4', '5': the hold's id. ARGV[5]: mode '3': <kind (1 reservation,
+-- ARGV[4]: modes '3', '4', '5': the hold's id; modes '6', '7': each batch's number of
+--          counters, as doubles. ARGV[5]: mode '3': <kind (1 reservation,
 --          2 lease), deadline s, ns>.
 -- Hold record: <kind, deadline s, ns, n>, n times <algorithm, requests, period s, ns,
 --         burst, emission s, ns, amount, taken s, ns>, then the n counter names joined by
@@ -594,47 +597,65 @@ if mode == '2' then
   return pack('<dddddddd', granted, o.rem, o.rs, o.rn, ys, yn, vs, vn)
 end
 
-local every = mode == '1'
-local outs, staged, view, loaded = {}, {}, {}, {}
-local admitted = true
-local quota, quota_ok = false, false
-for i = 1, count do
-  local op, key = ops[i], key_of(i)
-  local st = view[key]
-  if not st then
-    st = load(key)
-    loaded[key] = st
-  end
-  local cost = op[8]
-  local o = decide(op, st, cost)
-  outs[i] = o
-  if every then staged[i] = charge(op, st, o, cost) else staged[i] = o.st end
-  view[key] = staged[i]
-  local flags = op[9]
-  if flags >= 2 then
-    quota = true
-    if flags == 2 or o.ok then quota_ok = true end
-  elseif flags == 1 and not o.ok then
-    admitted = false
-  end
-end
-if quota and not quota_ok then admitted = false end
-
-if not every and not admitted then
-  -- Nothing is consumed: ops that would have admitted report the counter as it is.
-  for i = 1, count do
-    if outs[i].ok then
-      outs[i] = decide(ops[i], loaded[key_of(i)] or load(key_of(i)), 0)
+local outs = {}
+-- Decides ops lo..hi as one batch: every op against the counters as this batch sees them,
+-- then all admitting ops committed when the batch admits (or, every request counting,
+-- every op charged). Returns whether it admitted.
+local function run_batch(lo, hi, every)
+  local staged, view, loaded = {}, {}, {}
+  local admitted = true
+  local quota, quota_ok = false, false
+  for i = lo, hi do
+    local op, key = ops[i], key_of(i)
+    local st = view[key]
+    if not st then
+      st = load(key)
+      loaded[key] = st
     end
+    local cost = op[8]
+    local o = decide(op, st, cost)
+    outs[i] = o
+    if every then staged[i] = charge(op, st, o, cost) else staged[i] = o.st end
+    view[key] = staged[i]
+    local flags = op[9]
+    if flags >= 2 then
+      quota = true
+      if flags == 2 or o.ok then quota_ok = true end
+    elseif flags == 1 and not o.ok then
+      admitted = false
+    end
+  end
+  if quota and not quota_ok then admitted = false end
+
+  if not every and not admitted then
+    -- Nothing is consumed: ops that would have admitted report the counter as it is.
+    for i = lo, hi do
+      if outs[i].ok then
+        outs[i] = decide(ops[i], loaded[key_of(i)] or load(key_of(i)), 0)
+      end
+    end
+  else
+    for i = lo, hi do
+      if ops[i][8] > 0 and (outs[i].ok or every) then
+        local key = key_of(i)
+        save(key, staged[i], loaded[key] and loaded[key].ttl or 0)
+      end
+    end
+  end
+  return admitted
+end
+
+if mode == '6' or mode == '7' then
+  -- Independent batches, one after another: ARGV[4] holds each one's length.
+  local lo = 1
+  for b = 1, #ARGV[4] / 8 do
+    local n = unpack('<d', ARGV[4], (b - 1) * 8 + 1)
+    run_batch(lo, lo + n - 1, mode == '7')
+    lo = lo + n
   end
 else
-  for i = 1, count do
-    if ops[i][8] > 0 and (outs[i].ok or every) then
-      local key = key_of(i)
-      save(key, staged[i], loaded[key] and loaded[key].ttl or 0)
-    end
-  end
-  if mode == '3' then
+  local admitted = run_batch(1, count, mode == '1')
+  if admitted and mode == '3' then
     -- Keep what each admitting op took as the hold, released at its deadline.
     local kind, ds, dn = unpack('<ddd', ARGV[5])
     local parts, names, n = {}, {}, 0

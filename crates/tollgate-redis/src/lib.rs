@@ -47,6 +47,9 @@ const DECIDE_LUA: &str = include_str!("decide.lua");
 const OP_WIDTH: usize = 9;
 const REPLY_WIDTH: usize = 10;
 const NANOS_PER_SECOND: u64 = 1_000_000_000;
+/// Most batches one script call of [`Store::apply_many`] decides, so that no call holds
+/// Redis (single-threaded while a script runs) for long.
+const MANY_PER_CALL: usize = 128;
 
 /// Whose clock decides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -469,6 +472,94 @@ impl RedisStore {
         self.decide(ops, now, mode, None).await
     }
 
+    /// Independent batches ([`Store::apply_many`]): each hash-tag group's batches in one
+    /// script call (mode '6' or '7', at most [`MANY_PER_CALL`] batches each), every call
+    /// sent at once on the multiplexed connection. A failed call fails its own batches.
+    async fn run_many(
+        &self,
+        ops: &mut [LimitOp],
+        lengths: &[usize],
+        now: Nanos,
+        rule: CommitRule,
+    ) -> Vec<Result<(), StoreError>> {
+        let mode = if rule == CommitRule::EveryRequestCounts {
+            "7"
+        } else {
+            "6"
+        };
+        let mut spans = Vec::with_capacity(lengths.len());
+        let mut at = 0;
+        for &n in lengths {
+            let end = (at + n).min(ops.len());
+            spans.push(at..end);
+            at = end;
+        }
+        // (group, batches) per call, in the order the batches came.
+        let mut calls: Vec<(u64, Vec<usize>)> = Vec::new();
+        for (b, span) in spans.iter().enumerate() {
+            if span.is_empty() {
+                continue;
+            }
+            let group = ops[span.start].group;
+            match calls
+                .iter_mut()
+                .rev()
+                .find(|(g, batches)| *g == group && batches.len() < MANY_PER_CALL)
+            {
+                Some((_, batches)) => batches.push(b),
+                None => calls.push((group, vec![b])),
+            }
+        }
+        let ops_ref: &[LimitOp] = ops;
+        let answers = futures_util::future::join_all(calls.iter().map(|(group, batches)| {
+            let call_ops: Vec<LimitOp> = batches
+                .iter()
+                .flat_map(|&b| ops_ref[spans[b].clone()].iter().copied())
+                .collect();
+            let sizes: Vec<u64> = batches.iter().map(|&b| spans[b].len() as u64).collect();
+            async move {
+                let mut invocation = self.script.prepare_invoke();
+                invocation.key(self.holds_name(*group));
+                for op in &call_ops {
+                    invocation.key(self.key_name(op));
+                }
+                self.push_args(&mut invocation, mode, now, &call_ops, &[]);
+                invocation.arg(pack(&sizes));
+                let reply = unpack(&self.call(&invocation).await?);
+                if reply.len() != call_ops.len() * REPLY_WIDTH {
+                    return Err(StoreError::Unavailable(format!(
+                        "the decision script answered {} values for {} counters",
+                        reply.len(),
+                        call_ops.len()
+                    )));
+                }
+                Ok(reply)
+            }
+        }))
+        .await;
+        let mut results = vec![Ok(()); lengths.len()];
+        for ((_, batches), answer) in calls.iter().zip(answers) {
+            match answer {
+                Ok(reply) => {
+                    let mut values = reply.chunks_exact(REPLY_WIDTH);
+                    for &b in batches {
+                        for op in &mut ops[spans[b].clone()] {
+                            if let Some(v) = values.next() {
+                                op.outcome = Some(outcome_of(&op.limit, v));
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    for &b in batches {
+                        results[b] = Err(e.clone());
+                    }
+                }
+            }
+        }
+        results
+    }
+
     /// One decision over `ops` in `mode` ('0', '1', or '3' keeping `hold`).
     async fn decide(
         &self,
@@ -663,6 +754,16 @@ impl Store for RedisStore {
         rule: CommitRule,
     ) -> StoreFuture<'a> {
         Box::pin(self.run(ops, now, rule))
+    }
+
+    fn apply_many<'a>(
+        &'a self,
+        ops: &'a mut [LimitOp],
+        lengths: &'a [usize],
+        now: Nanos,
+        rule: CommitRule,
+    ) -> tollgate_core::ManyFuture<'a> {
+        Box::pin(self.run_many(ops, lengths, now, rule))
     }
 
     fn lease<'a>(&'a self, op: &'a LimitOp, unused: u64, want: u64, now: Nanos) -> LeaseFuture<'a> {

@@ -82,6 +82,9 @@ fn limit_at(limits: &[Limit], quotas: &[(Limit, Calendar)], l: usize, now: Nanos
     }
 }
 
+/// An op as the steps give it: (limit index, key, cost, enforced, quota mode).
+pub type OpSpec = (usize, u64, u64, bool, bool);
+
 /// One step of a scenario, after `gap` nanoseconds.
 #[derive(Debug, Clone)]
 pub enum Step {
@@ -89,14 +92,14 @@ pub enum Step {
     /// `rule`.
     Apply {
         /// The ops.
-        ops: Vec<(usize, u64, u64, bool, bool)>,
+        ops: Vec<OpSpec>,
         /// The commit rule.
         rule: CommitRule,
     },
     /// [`Store::reserve`] of ops as in `Apply`, as a lease or a reservation kept for `ttl`.
     Reserve {
         /// The ops.
-        ops: Vec<(usize, u64, u64, bool, bool)>,
+        ops: Vec<OpSpec>,
         /// A concurrency lease rather than a reservation.
         lease: bool,
         /// Nanoseconds until the store releases it.
@@ -116,6 +119,14 @@ pub enum Step {
         hold: usize,
         /// Nanoseconds from now.
         ttl: u64,
+    },
+    /// [`Store::apply_many`] of independent batches (each like [`Step::Apply`]'s ops), which
+    /// must decide as that many applies one after another.
+    ApplyMany {
+        /// The batches, in order.
+        batches: Vec<Vec<OpSpec>>,
+        /// How each batch commits.
+        rule: CommitRule,
     },
     /// [`Store::lease`] on `(limit index, key)`: give back `unused`, take up to `want`.
     Lease {
@@ -157,8 +168,13 @@ fn steps(limits: usize) -> impl Strategy<Value = Vec<(u64, Step)>> {
         Just(CommitRule::AllOrNothing),
         Just(CommitRule::EveryRequestCounts)
     ];
-    let apply = (prop::collection::vec(op.clone(), 1..4), rule)
+    let apply = (prop::collection::vec(op.clone(), 1..4), rule.clone())
         .prop_map(|(ops, rule)| Step::Apply { ops, rule });
+    let apply_many = (
+        prop::collection::vec(prop::collection::vec(op.clone(), 0..4), 1..12),
+        rule,
+    )
+        .prop_map(|(batches, rule)| Step::ApplyMany { batches, rule });
     let ttl = prop_oneof![1u64..2_000, 1u64..30 * SECOND, 1u64..86_400 * SECOND];
     let reserve = (prop::collection::vec(op, 1..4), any::<bool>(), ttl.clone())
         .prop_map(|(ops, lease, ttl)| Step::Reserve { ops, lease, ttl });
@@ -180,7 +196,7 @@ fn steps(limits: usize) -> impl Strategy<Value = Vec<(u64, Step)>> {
             unused,
             want,
         });
-    let step = prop_oneof![3 => apply, 1 => lease, 2 => reserve, 2 => settle, 1 => extend];
+    let step = prop_oneof![3 => apply, 2 => apply_many, 1 => lease, 2 => reserve, 2 => settle, 1 => extend];
     prop::collection::vec((gap, step), 1..40)
 }
 
@@ -305,6 +321,39 @@ pub fn check_store(
                                 "op {} of {:?} at {} ({:?})",
                                 i,
                                 ops,
+                                now,
+                                rule
+                            );
+                        }
+                    }
+                    Step::ApplyMany { batches, rule } => {
+                        let make = || -> Vec<LimitOp> {
+                            (batches.iter().flatten())
+                                .map(|&(l, k, c, e, q)| op(l, k, c, e, q, now))
+                                .collect()
+                        };
+                        let lengths: Vec<usize> = batches.iter().map(Vec::len).collect();
+                        let mut expected = make();
+                        let mut rest = expected.as_mut_slice();
+                        for &n in &lengths {
+                            let (batch, tail) = rest.split_at_mut(n);
+                            reference.apply_with(batch, now, rule);
+                            rest = tail;
+                        }
+                        let mut got = make();
+                        let results =
+                            runtime.block_on(store.apply_many(&mut got, &lengths, now, rule));
+                        prop_assert_eq!(results.len(), lengths.len());
+                        for result in results {
+                            result.map_err(|e| TestCaseError::fail(format!("store error: {e}")))?;
+                        }
+                        for (i, (e, g)) in expected.iter().zip(&got).enumerate() {
+                            prop_assert_eq!(
+                                e.outcome,
+                                g.outcome,
+                                "op {} of batches {:?} at {} ({:?})",
+                                i,
+                                batches,
                                 now,
                                 rule
                             );

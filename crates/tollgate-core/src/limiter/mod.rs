@@ -1,5 +1,6 @@
 //! The decision engine: request → matched policies → one atomic store batch → decision.
 
+mod batch;
 mod holds;
 mod named;
 mod shared;

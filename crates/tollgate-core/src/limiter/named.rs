@@ -48,3 +48,41 @@ impl Limiter {
         ))
     }
 }
+
+impl Limiter {
+    /// [`Limiter::check_named`] for independent `(key, limit, cost)` checks, answered in
+    /// order: sent to the store together ([`crate::Store::apply_many`]), so a pipeline of
+    /// them costs one round trip rather than one each.
+    pub async fn check_named_many(
+        &self,
+        namespace: &str,
+        checks: &[(&[u8], Limit, u64)],
+    ) -> Vec<Result<Outcome, StoreError>> {
+        let shared = self.store.is_shared();
+        let mut ops: Vec<LimitOp> = checks
+            .iter()
+            .map(|&(key, limit, cost)| {
+                let (counter, group) = self.named_key(namespace, key);
+                let mut op = LimitOp::new(counter, limit, cost, true);
+                if shared {
+                    op.group = group;
+                }
+                op
+            })
+            .collect();
+        let lengths = vec![1; ops.len()];
+        let now = self.clock.now();
+        let results = self
+            .store
+            .apply_many(&mut ops, &lengths, now, CommitRule::AllOrNothing)
+            .await;
+        (results.into_iter().zip(&ops))
+            .map(|(result, op)| {
+                result?;
+                op.outcome.ok_or(StoreError::Unsupported(
+                    "the store answered without deciding",
+                ))
+            })
+            .collect()
+    }
+}

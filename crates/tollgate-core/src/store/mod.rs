@@ -161,6 +161,9 @@ pub type LeaseFuture<'a> =
 /// The future a [`Store`] returns.
 pub type StoreFuture<'a> = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 'a>>;
 
+/// The future [`Store::apply_many`] returns: one result per batch, in order.
+pub type ManyFuture<'a> = Pin<Box<dyn Future<Output = Vec<Result<(), StoreError>>> + Send + 'a>>;
+
 /// The future [`Store::settle`] returns.
 pub type SettleFuture<'a> =
     Pin<Box<dyn Future<Output = Result<SettleOutcome, StoreError>> + Send + 'a>>;
@@ -197,6 +200,34 @@ pub trait Store: Send + Sync + 'static {
     ) -> Option<Result<(), StoreError>> {
         let _ = (ops, now, rule);
         None
+    }
+
+    /// Evaluates independent batches: `ops` cut into consecutive slices of `lengths`, each
+    /// decided and committed as [`Store::apply`] would, one after another in order, with a
+    /// result per slice. Remote stores send each hash-tag group's batches in one round
+    /// trip; the default calls [`Store::apply`] once per batch.
+    fn apply_many<'a>(
+        &'a self,
+        ops: &'a mut [LimitOp],
+        lengths: &'a [usize],
+        now: Nanos,
+        rule: CommitRule,
+    ) -> ManyFuture<'a> {
+        Box::pin(async move {
+            let mut results = Vec::with_capacity(lengths.len());
+            let mut rest = ops;
+            for &n in lengths {
+                let n = n.min(rest.len());
+                let (batch, tail) = std::mem::take(&mut rest).split_at_mut(n);
+                rest = tail;
+                let result = match self.apply_now(batch, now, rule) {
+                    Some(result) => result,
+                    None => self.apply(batch, now, rule).await,
+                };
+                results.push(result);
+            }
+            results
+        })
     }
 
     /// Gives back `unused` tokens of an earlier lease on `op`'s counter, then takes up to

@@ -1,6 +1,7 @@
 //! Integration tests of tollgate-core's public API (one binary, several modules).
 
 mod algorithms;
+mod batch;
 mod calendar;
 mod consistency;
 mod heavy_hitters;

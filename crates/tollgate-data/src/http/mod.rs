@@ -1,9 +1,10 @@
-//! The HTTP front end: `POST /v1/check`, reservations and leases (`holds`), and the
+//! The HTTP front end: `POST /v1/check`, batches of checks (`POST /v1/checks`), reservations and leases (`holds`), and the
 //! operations endpoints.
 //!
 //! Each connection starts on [`connection::DataConnection`], which answers keep-alive
 //! checks itself and hands any other request shape to hyper ([`hyper_side`]).
 
+mod batch;
 pub mod check;
 pub mod connection;
 mod forward_auth;
@@ -38,6 +39,7 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/check", MethodRouter::new())
+        .route("/v1/checks", post(batch::checks))
         .route("/v1/reservations", post(holds::reserve))
         .route("/v1/reservations/{id}", delete(holds::release))
         .route("/v1/reservations/{id}/commit", post(holds::commit))

@@ -105,6 +105,11 @@ impl Session {
         }
     }
 
+    /// Whether the client may run decisions (authenticated, or no token configured).
+    pub fn authenticated(&self) -> bool {
+        self.authenticated
+    }
+
     /// Answers one command (`args[0]` is its name) into `out`.
     pub async fn answer(
         &mut self,
@@ -352,12 +357,20 @@ async fn cl_throttle(state: &AppState, args: &[&[u8]], out: &mut Out<'_>) {
         Ok(t) => t,
         Err(message) => return out.error(&message),
     };
-    let key = args[0];
-    match state
+    let outcome = state
         .limiter
-        .check_named(CELL_NAMESPACE, key, throttle.limit, throttle.quantity)
-        .await
-    {
+        .check_named(CELL_NAMESPACE, args[0], throttle.limit, throttle.quantity)
+        .await;
+    throttle_reply(state, &throttle, outcome, out);
+}
+
+fn throttle_reply(
+    state: &AppState,
+    throttle: &Throttle,
+    outcome: Result<tollgate_core::Outcome, tollgate_core::StoreError>,
+    out: &mut Out<'_>,
+) {
+    match outcome {
         Ok(outcome) => {
             state.metrics.decision(None, outcome.allowed, 0);
             out.integers(&throttle.reply(&outcome));
@@ -369,24 +382,129 @@ async fn cl_throttle(state: &AppState, args: &[&[u8]], out: &mut Out<'_>) {
     }
 }
 
+/// Which pipelined commands are decided together ([`answer_together`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Together {
+    /// `CL.THROTTLE`.
+    Throttle,
+    /// `TG.CHECK`.
+    Check,
+}
+
+impl Together {
+    /// The kind of `name`, if commands of that name can be decided together.
+    pub fn of(name: &[u8]) -> Option<Self> {
+        if is(name, "CL.THROTTLE") {
+            Some(Self::Throttle)
+        } else if is(name, "TG.CHECK") {
+            Some(Self::Check)
+        } else {
+            None
+        }
+    }
+}
+
+/// Answers pipelined commands of one [`Together`] kind (each `commands[i][0]` its name)
+/// with one call to the limiter, so that a shared store sees one round trip for them all;
+/// each gets the reply it would get alone, in order. The session must be authenticated.
+pub async fn answer_together(
+    state: &AppState,
+    kind: Together,
+    commands: &[smallvec::SmallVec<[&[u8]; 8]>],
+    out: &mut Out<'_>,
+) {
+    match kind {
+        Together::Throttle => {
+            let parsed: Vec<Result<Throttle, String>> =
+                commands.iter().map(|c| Throttle::parse(&c[1..])).collect();
+            let checks: Vec<(&[u8], tollgate_core::Limit, u64)> = (commands.iter().zip(&parsed))
+                .filter_map(|(c, p)| p.as_ref().ok().map(|t| (c[1], t.limit, t.quantity)))
+                .collect();
+            let mut outcomes = state
+                .limiter
+                .check_named_many(CELL_NAMESPACE, &checks)
+                .await
+                .into_iter();
+            for p in &parsed {
+                match p {
+                    Ok(throttle) => {
+                        let outcome = outcomes
+                            .next()
+                            .unwrap_or(Err(tollgate_core::StoreError::Unsupported("not decided")));
+                        throttle_reply(state, throttle, outcome, out);
+                    }
+                    Err(message) => out.error(message),
+                }
+            }
+        }
+        Together::Check => {
+            let parsed: Vec<Result<ParsedCheck<'_>, String>> =
+                commands.iter().map(|c| parse_check(&c[1..])).collect();
+            let descriptors: Vec<Option<Vec<tollgate_core::Descriptor<'_>>>> = parsed
+                .iter()
+                .map(|p| {
+                    p.as_ref()
+                        .ok()
+                        .map(|(_, _, entries, lengths)| laid_out(entries, lengths))
+                })
+                .collect();
+            let requests: Vec<CheckRequest<'_>> = (parsed.iter().zip(&descriptors))
+                .filter_map(|(p, d)| match (p, d) {
+                    (Ok((domain, hits, _, _)), Some(descriptors)) => Some(CheckRequest {
+                        domain,
+                        descriptors,
+                        hits: *hits,
+                    }),
+                    _ => None,
+                })
+                .collect();
+            let mut decisions = state.limiter.check_many(&requests).await.into_iter();
+            let mut decided = requests.iter();
+            for p in &parsed {
+                if let Err(message) = p {
+                    out.error(&format!("ERR {message}"));
+                    continue;
+                }
+                match (decisions.next(), decided.next()) {
+                    (Some(Ok(decision)), Some(request)) => {
+                        crate::data_plane::record(
+                            state,
+                            &RequestId::generate(),
+                            request,
+                            &decision,
+                        );
+                        check_reply(&decision, out);
+                    }
+                    (Some(Err(e)), _) => out.error(&format!("ERR {e}")),
+                    _ => out.error("ERR not decided"),
+                }
+            }
+        }
+    }
+}
+
+/// The core's descriptors over a parsed `TG.CHECK`'s entries.
+fn laid_out<'a>(entries: &'a [Entry<'a>], lengths: &[usize]) -> Vec<tollgate_core::Descriptor<'a>> {
+    crate::data_plane::descriptors(
+        entries,
+        lengths.iter().map(|&entries| DescriptorParts {
+            entries,
+            hits: None,
+            limit_override: None,
+        }),
+    )
+}
+
 /// `TG.CHECK domain hits DESCRIPTOR n key value … [DESCRIPTOR n key value …]…`: a
 /// domain's policies, as `POST /v1/check` applies them. The reply: `allowed` (1/0) and
 /// one array per descriptor: policy name (null when none matched), limit (-1: none),
 /// remaining (-1: unlimited), reset after ms, retry after ms (-1: allowed or never).
 async fn tg_check(state: &AppState, args: &[&[u8]], out: &mut Out<'_>) {
-    let request = match parse_check(args) {
+    let (domain, hits, entries, lengths) = match parse_check(args) {
         Ok(parsed) => parsed,
         Err(message) => return out.error(&format!("ERR {message}")),
     };
-    let (domain, hits, entries, lengths) = request;
-    let descriptors = crate::data_plane::descriptors(
-        &entries,
-        lengths.into_iter().map(|entries| DescriptorParts {
-            entries,
-            hits: None,
-            limit_override: None,
-        }),
-    );
+    let descriptors = laid_out(&entries, &lengths);
     let request = CheckRequest {
         domain,
         descriptors: &descriptors,
@@ -397,6 +515,10 @@ async fn tg_check(state: &AppState, args: &[&[u8]], out: &mut Out<'_>) {
         Err(e) => return out.error(&format!("ERR {e}")),
     };
     crate::data_plane::record(state, &RequestId::generate(), &request, &decision);
+    check_reply(&decision, out);
+}
+
+fn check_reply(decision: &tollgate_core::Decision, out: &mut Out<'_>) {
     out.array(2);
     out.integer(i64::from(decision.allowed));
     out.array(decision.statuses.len());

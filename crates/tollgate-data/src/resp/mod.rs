@@ -26,8 +26,8 @@ use crate::front_end::FrontEnd;
 use crate::listener::{Connection, accept_until_stopped};
 use crate::state::AppState;
 use crate::tls::{MaybeTls, ReloadingTls};
-use commands::{Next, Session};
-use frame::{FrameError, Out};
+use commands::{Next, Session, Together};
+use frame::Out;
 
 /// The RESP listener.
 pub struct RespFrontEnd {
@@ -97,6 +97,8 @@ impl Connection for RespConnection {
 }
 
 const READ_CHUNK: usize = 16 * 1024;
+/// Most pipelined decisions sent to the store together.
+const MAX_TOGETHER: usize = 256;
 
 async fn serve(
     mut io: MaybeTls,
@@ -106,48 +108,89 @@ async fn serve(
     let mut read = BytesMut::with_capacity(READ_CHUNK);
     let mut written = BytesMut::with_capacity(READ_CHUNK);
     let mut session = Session::new(state.data_token.is_none());
+    // A shared store answers a pipeline's decisions in one round trip when they go
+    // together; in memory each is as cheap alone.
+    let together = state.limiter.store().is_shared();
     loop {
+        // Every command complete in the buffer, then the answers, in order.
         let mut used = 0;
         let mut close = false;
+        let mut commands: smallvec::SmallVec<[(usize, frame::Command); 16]> =
+            smallvec::SmallVec::new();
+        let mut framing = None;
         loop {
+            match frame::next_command(&read[used..]) {
+                Ok(Some((command, len))) => {
+                    commands.push((used, command));
+                    used += len;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    framing = Some(e);
+                    break;
+                }
+            }
+        }
+        let args_of = |(base, command): &(usize, frame::Command)| {
+            let args: smallvec::SmallVec<[&[u8]; 8]> = command
+                .args
+                .iter()
+                .map(|r| &read[base + r.start..base + r.end])
+                .collect();
+            args
+        };
+        let mut i = 0;
+        while i < commands.len() {
             let mut out = Out {
                 buf: &mut written,
                 version: session.version,
             };
-            match frame::next_command(&read[used..]) {
-                Ok(Some((command, len))) => {
-                    let base = used;
-                    used += len;
-                    let args: smallvec::SmallVec<[&[u8]; 8]> = command
-                        .args
-                        .iter()
-                        .map(|r| &read[base + r.start..base + r.end])
-                        .collect();
-                    if command.oversized {
-                        out.error(&format!(
-                            "ERR a command takes at most {} arguments of at most {} bytes each",
-                            frame::MAX_ARGS,
-                            frame::MAX_ARG_BYTES
-                        ));
-                        continue;
-                    }
-                    if args.is_empty() {
-                        continue;
-                    }
-                    if session.answer(&state, &args, &mut out).await == Next::Close {
-                        close = true;
-                        break;
-                    }
-                }
-                Ok(None) => break,
-                Err(e @ (FrameError::Protocol(_) | FrameError::TooLarge)) => {
-                    // Redis answers a framing error and closes: nothing after it can be
-                    // trusted to start where a command starts.
-                    out.error(&format!("ERR {e}"));
-                    close = true;
-                    break;
+            if commands[i].1.oversized {
+                out.error(&format!(
+                    "ERR a command takes at most {} arguments of at most {} bytes each",
+                    frame::MAX_ARGS,
+                    frame::MAX_ARG_BYTES
+                ));
+                i += 1;
+                continue;
+            }
+            let args = args_of(&commands[i]);
+            let Some(&name) = args.first() else {
+                i += 1;
+                continue;
+            };
+            if together
+                && session.authenticated()
+                && let Some(kind) = Together::of(name)
+            {
+                let run: Vec<_> = commands[i..]
+                    .iter()
+                    .take(MAX_TOGETHER)
+                    .take_while(|c| !c.1.oversized)
+                    .map(args_of)
+                    .take_while(|a| a.first().is_some_and(|&n| Together::of(n) == Some(kind)))
+                    .collect();
+                if run.len() > 1 {
+                    i += run.len();
+                    commands::answer_together(&state, kind, &run, &mut out).await;
+                    continue;
                 }
             }
+            i += 1;
+            if session.answer(&state, &args, &mut out).await == Next::Close {
+                close = true;
+                break;
+            }
+        }
+        if !close && let Some(e) = framing {
+            // Redis answers a framing error and closes: nothing after it can be trusted
+            // to start where a command starts.
+            let mut out = Out {
+                buf: &mut written,
+                version: session.version,
+            };
+            out.error(&format!("ERR {e}"));
+            close = true;
         }
         read.advance(used);
         if !written.is_empty() {

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `tollgate` binary on a random loopback port, driven over HTTP.
 
 mod admin;
+mod batch;
 mod check_api;
 mod cli;
 mod distributed;
