@@ -1,8 +1,13 @@
 //! A client of a running Tollgate: [`CheckClient`] asks the data plane for decisions
-//! (`POST /v1/check`), [`AdminClient`] calls the admin API. Both speak `tollgate-api`'s
+//! (`POST /v1/check`, `POST /v1/checks`), [`GrpcCheckClient`] asks over gRPC (Envoy's RLS),
+//! [`AdminClient`] calls the admin API. Both speak `tollgate-api`'s
 //! types and turn problem details into [`ClientError`]s that say what to do.
 
+mod grpc;
+
 use std::path::{Path, PathBuf};
+
+pub use grpc::{GrpcCheckClient, check_response, rls_request};
 
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use serde_json::Value;
@@ -175,6 +180,49 @@ impl CheckClient {
         }
         let answer = serde_json::from_slice(&body).map_err(|e| unreadable(e.to_string()))?;
         Ok((answer, headers))
+    }
+}
+
+impl CheckClient {
+    /// Many independent checks in one request (`POST /v1/checks`): one answer per check, in
+    /// order, a malformed check refused in its place.
+    pub async fn check_many(
+        &self,
+        checks: &[CheckRequest<'_>],
+    ) -> Result<Vec<tollgate_api::BatchResult>, ClientError> {
+        let url = format!("{}s", self.url);
+        let body = tollgate_api::BatchRequest {
+            checks: checks.to_vec(),
+        };
+        let response = (self.client.post(&url).json(&body).send().await).map_err(|source| {
+            ClientError::Unreachable {
+                url: url.clone(),
+                hint: "is `tollgate serve` running?",
+                source,
+            }
+        })?;
+        let status = response.status().as_u16();
+        let unreadable = |message: String| ClientError::Unreadable {
+            url: url.clone(),
+            status,
+            message,
+        };
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| unreadable(e.to_string()))?;
+        if !(200..300).contains(&status) {
+            let detail = serde_json::from_slice::<ProblemDetails>(&bytes)
+                .map_or_else(|_| "no detail".to_owned(), |p| describe(&p));
+            return Err(ClientError::Refused {
+                url: url.clone(),
+                status,
+                detail,
+            });
+        }
+        let answer: tollgate_api::BatchResponse =
+            serde_json::from_slice(&bytes).map_err(|e| unreadable(e.to_string()))?;
+        Ok(answer.results)
     }
 }
 

@@ -217,7 +217,7 @@ async fn pipelined_resp_decisions_over_redis_go_together_and_answer_in_order() {
             .arg("user")
             .arg("carl");
     }
-    let replies: Vec<(i64, Vec<(Option<String>, i64, i64, i64, i64)>)> =
+    let replies: Vec<crate::resp::CheckReply> =
         pipe.query_async(&mut conn).await.expect("pipeline");
     let allowed: Vec<i64> = replies.iter().map(|r| r.0).collect();
     assert_eq!(allowed, [1, 1, 1, 0, 0, 0]);

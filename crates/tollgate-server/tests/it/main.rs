@@ -20,3 +20,4 @@ mod propagation;
 mod reload;
 mod resp;
 mod security;
+mod tower_layer;

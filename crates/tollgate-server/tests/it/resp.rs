@@ -22,7 +22,7 @@ descriptors:
 
 /// `TG.CHECK`'s reply: allowed, and per descriptor (policy, limit, remaining, reset ms,
 /// retry ms).
-type CheckReply = (i64, Vec<(Option<String>, i64, i64, i64, i64)>);
+pub(crate) type CheckReply = (i64, Vec<(Option<String>, i64, i64, i64, i64)>);
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
