@@ -42,6 +42,10 @@ pub enum Command {
     ///
     /// Exit status: 0 when allowed, 1 when denied, 2 on any error.
     Check(CheckArgs),
+    /// Load a running server over HTTP, gRPC or RESP and measure it: decisions per second,
+    /// an HDR histogram of latencies (closed loop, or open loop at a fixed rate), and the
+    /// server's CPU per decision with `--server-pid`.
+    Bench(BenchArgs),
     /// Read the events a Tollgate deployment publishes to NATS JetStream.
     Events {
         /// What to do.
@@ -356,4 +360,75 @@ pub struct CheckArgs {
     /// With https://: a PEM file of CA certificates to trust (default: the public roots).
     #[arg(long, env = "TOLLGATE_CA_FILE", value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
+}
+
+/// Which front end `tollgate bench` loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchProtocol {
+    /// `POST /v1/check` over HTTP/1.1 keep-alive.
+    Http,
+    /// Envoy's RLS `ShouldRateLimit` over gRPC.
+    Grpc,
+    /// `TG.CHECK` (or `CL.THROTTLE` with `--cell`) over RESP.
+    Resp,
+}
+
+/// `tollgate bench`: load a running server and measure its answers.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The front end to load.
+    #[arg(long, value_enum, default_value = "http")]
+    pub protocol: BenchProtocol,
+    /// Where it listens: `http://HOST:PORT` for HTTP and gRPC, `HOST:PORT` for RESP
+    /// (default: the server's default address of that protocol).
+    #[arg(long)]
+    pub target: Option<String>,
+    /// The domain whose policies apply.
+    #[arg(long, short = 'D', default_value = "api")]
+    pub domain: String,
+    /// A descriptor as key=value pairs separated by commas; `{key}` in a value becomes a
+    /// key number below `--keys`, drawn per request. Repeat for several descriptors.
+    #[arg(long = "descriptor", short = 'd', value_name = "K=V[,K=V...]", default_values_t = vec!["user={key}".to_owned()])]
+    pub descriptors: Vec<String>,
+    /// How many distinct values `{key}` takes.
+    #[arg(long, default_value_t = 1000)]
+    pub keys: u64,
+    /// With `--protocol resp`: `CL.THROTTLE {key} <burst> <count> <period>` instead of
+    /// `TG.CHECK`, e.g. `--cell 99,100,1`.
+    #[arg(long, value_name = "BURST,COUNT,PERIOD")]
+    pub cell: Option<String>,
+    /// Connections, each with one request in flight (or `--pipeline` with RESP).
+    #[arg(long, short = 'c', default_value_t = 8)]
+    pub connections: usize,
+    /// RESP only: commands written together on a connection before reading the answers.
+    #[arg(long, default_value_t = 1)]
+    pub pipeline: usize,
+    /// Open loop: send at this total rate (requests per second) whatever the answers'
+    /// pace; latencies count from when each request was due (no coordinated omission).
+    /// Without it the loop is closed: each connection sends when its answer arrives.
+    #[arg(long)]
+    pub rate: Option<u64>,
+    /// How long to send.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    pub duration: std::time::Duration,
+    /// Most requests to send, whatever the duration.
+    #[arg(long, default_value_t = 10_000_000)]
+    pub requests: u64,
+    /// The server's process id: prints its CPU time per decision (Linux `/proc`).
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Client worker threads.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// The data-plane token, when the server requires one.
+    #[arg(
+        long,
+        env = "TOLLGATE_DATA_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
 }

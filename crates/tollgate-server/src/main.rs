@@ -34,6 +34,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
         Command::Migrate(args) => runtime()?.block_on(commands::migrate::run(&args)),
         Command::Keys(args) => runtime()?.block_on(commands::keys::run(&args)),
         Command::Check(args) => runtime()?.block_on(commands::check::run(&args)),
+        Command::Bench(args) => commands::bench::run(&args),
         Command::Events { command } => {
             telemetry::init_for_commands();
             runtime()?.block_on(commands::events::run(&command))

@@ -26,6 +26,7 @@ fn request() -> Request<()> {
 
 fn layer(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
         .build()
         .expect("runtime");
     let handler = service_fn(|_: Request<()>| async {
@@ -55,6 +56,44 @@ fn layer(c: &mut Criterion) {
             })
         })
     });
+    // The limiter alone, for what the layer adds around it.
+    let entries = [tollgate_core::Entry {
+        key: "api_key",
+        value: "k-0123456789",
+    }];
+    let descriptors = [tollgate_core::Descriptor {
+        entries: &entries,
+        hits: None,
+        limit_override: None,
+    }];
+    let check = tollgate_core::CheckRequest {
+        domain: "bench",
+        descriptors: &descriptors,
+        hits: 1,
+    };
+    group.bench_function("limiter_check_now", |b| {
+        b.iter(|| black_box(limiter.check_now(black_box(&check))))
+    });
+    // Over Redis when TOLLGATE_BENCH_REDIS names one (scripts/bench-microservices starts a
+    // private redis-server): the layer plus one store round trip per request.
+    if let Ok(url) = std::env::var("TOLLGATE_BENCH_REDIS") {
+        let policies = embedded::policies([("bench.yaml", POLICIES)]).expect("policies");
+        let limiter = runtime
+            .block_on(embedded::redis(policies, &url))
+            .expect("redis");
+        let over_redis = RateLimitLayer::embedded(limiter, "bench")
+            .descriptor([("api_key", Source::header("x-api-key"))])
+            .layer(handler);
+        group.bench_function("embedded_redis_layer", |b| {
+            b.iter(|| {
+                let mut svc = over_redis.clone();
+                runtime.block_on(async {
+                    let svc = svc.ready().await.expect("ready");
+                    black_box(svc.call(request()).await.expect("answer"))
+                })
+            })
+        });
+    }
     group.finish();
 }
 

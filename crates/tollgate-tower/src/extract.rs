@@ -1,6 +1,7 @@
 //! Where a descriptor entry's value comes from in a request ([`Source`]), and what a
 //! closure gets to look at ([`RequestView`]).
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -118,55 +119,30 @@ impl Source {
         Self::Fn(Arc::new(f))
     }
 
-    /// The value in `request`, written into `out` (cleared first); false when there is
+    /// The value in `request`, borrowed from it where it can be; `None` when there is
     /// none.
-    pub(crate) fn read(&self, request: &RequestView<'_>, out: &mut String) -> bool {
-        use std::fmt::Write as _;
-        out.clear();
+    pub(crate) fn read<'a>(&'a self, request: &RequestView<'a>) -> Option<Cow<'a, str>> {
         match self {
-            Self::PeerAddress => match request.peer() {
-                Some(peer) => write!(out, "{}", peer.ip()).is_ok(),
-                None => false,
-            },
-            Self::Header(name) => match request.headers.get(name).map(|v| v.to_str()) {
-                Some(Ok(v)) => {
-                    out.push_str(v);
-                    true
-                }
-                _ => false,
-            },
-            Self::Path => {
-                out.push_str(request.uri.path());
-                true
-            }
-            Self::Method => {
-                out.push_str(request.method.as_str());
-                true
-            }
+            Self::PeerAddress => request.peer().map(|peer| Cow::Owned(peer.ip().to_string())),
+            Self::Header(name) => request
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(Cow::Borrowed),
+            Self::Path => Some(Cow::Borrowed(request.uri.path())),
+            Self::Method => Some(Cow::Borrowed(request.method.as_str())),
             Self::Claim(name) => {
-                let claims = request.extensions.get::<Claims>();
-                match claims.and_then(|c| c.0.get(name)) {
-                    Some(serde_json::Value::String(s)) => {
-                        out.push_str(s);
-                        true
+                let claims = request.extensions.get::<Claims>()?;
+                match claims.0.get(name)? {
+                    serde_json::Value::String(s) => Some(Cow::Borrowed(s.as_str())),
+                    v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_)) => {
+                        Some(Cow::Owned(v.to_string()))
                     }
-                    Some(v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) => {
-                        write!(out, "{v}").is_ok()
-                    }
-                    _ => false,
+                    _ => None,
                 }
             }
-            Self::Constant(value) => {
-                out.push_str(value);
-                true
-            }
-            Self::Fn(f) => match f(request) {
-                Some(v) => {
-                    *out = v;
-                    true
-                }
-                None => false,
-            },
+            Self::Constant(value) => Some(Cow::Borrowed(value.as_str())),
+            Self::Fn(f) => f(request).map(Cow::Owned),
         }
     }
 }

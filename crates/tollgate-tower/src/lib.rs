@@ -21,6 +21,7 @@ pub mod embedded;
 mod extract;
 mod respond;
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -49,7 +50,7 @@ pub enum FailMode {
 enum Decider {
     Embedded(Arc<Limiter>),
     Http(Arc<tollgate_client::CheckClient>),
-    Grpc(tollgate_client::GrpcCheckClient),
+    Grpc(Arc<tollgate_client::GrpcCheckClient>),
 }
 
 #[derive(Clone)]
@@ -93,7 +94,7 @@ impl RateLimitLayer {
 
     /// Decides with a running Tollgate over gRPC (Envoy's RLS).
     pub fn remote_grpc(client: tollgate_client::GrpcCheckClient, domain: &str) -> Self {
-        Self::new(Decider::Grpc(client), domain)
+        Self::new(Decider::Grpc(Arc::new(client)), domain)
     }
 
     /// Adds a descriptor made of `entries` (key, where its value comes from), checked with
@@ -138,28 +139,67 @@ pub struct RateLimit<S> {
     config: Arc<Config>,
 }
 
-/// The values a request gave each configured descriptor's entries, in order; `None`
-/// where some entry had none (the descriptor is left out).
-struct Extracted {
-    values: SmallVec<[String; 4]>,
+/// The values a request gave each configured descriptor's entries, in order (borrowed
+/// from the request where they can be), and which descriptors have all of theirs.
+struct Values<'a> {
+    values: SmallVec<[Cow<'a, str>; 4]>,
     present: SmallVec<[bool; 2]>,
     grpc: bool,
 }
 
+impl Values<'_> {
+    fn into_owned(self) -> Values<'static> {
+        Values {
+            values: self
+                .values
+                .into_iter()
+                .map(|v| Cow::Owned(v.into_owned()))
+                .collect(),
+            present: self.present,
+            grpc: self.grpc,
+        }
+    }
+}
+
+/// A request's entries laid out for the core.
+struct Built<'a> {
+    entries: SmallVec<[Entry<'a>; 4]>,
+    lengths: SmallVec<[usize; 2]>,
+}
+
+impl Built<'_> {
+    fn descriptors(&self) -> SmallVec<[Descriptor<'_>; 2]> {
+        let mut at = 0;
+        self.lengths
+            .iter()
+            .map(|&n| {
+                let d = Descriptor {
+                    entries: &self.entries[at..at + n],
+                    hits: None,
+                    limit_override: None,
+                };
+                at += n;
+                d
+            })
+            .collect()
+    }
+}
+
 impl Config {
-    fn extract(&self, request: &RequestView<'_>) -> Extracted {
-        let mut values: SmallVec<[String; 4]> = SmallVec::new();
+    fn extract<'a>(&'a self, request: &RequestView<'a>) -> Values<'a> {
+        let mut values = SmallVec::new();
         let mut present = SmallVec::new();
         for entries in &self.descriptors {
             let start = values.len();
             let mut all = true;
             for (_, source) in entries {
-                let mut value = String::new();
-                if !source.read(request, &mut value) {
-                    all = false;
-                    break;
+                match source.read(request) {
+                    Some(value) => values.push(value),
+                    None => {
+                        all = false;
+                        break;
+                    }
                 }
-                values.push(value);
             }
             if !all {
                 values.truncate(start);
@@ -170,17 +210,16 @@ impl Config {
             .headers
             .get(http::header::CONTENT_TYPE)
             .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"));
-        Extracted {
+        Values {
             values,
             present,
             grpc,
         }
     }
 
-    /// The verdict for the extracted values: `None` lets the request through.
-    async fn verdict(&self, x: &Extracted) -> Option<http::Response<Full<Bytes>>> {
-        let mut entries: SmallVec<[Entry<'_>; 4]> = SmallVec::new();
-        let mut lengths: SmallVec<[usize; 2]> = SmallVec::new();
+    fn build<'a>(&'a self, x: &'a Values<'_>) -> Built<'a> {
+        let mut entries = SmallVec::new();
+        let mut lengths = SmallVec::new();
         let mut values = x.values.iter();
         for (descriptor, &present) in self.descriptors.iter().zip(&x.present) {
             if !present {
@@ -191,22 +230,58 @@ impl Config {
             }
             lengths.push(descriptor.len());
         }
-        if lengths.is_empty() {
+        Built { entries, lengths }
+    }
+
+    /// What a decision (or its absence) comes to: `None` lets the request through.
+    fn conclude(
+        &self,
+        answer: Result<respond::Answer, String>,
+        grpc: bool,
+    ) -> Option<http::Response<Full<Bytes>>> {
+        match answer {
+            Ok(answer) if answer.allowed => None,
+            Ok(answer) => Some(respond::denied(&answer, grpc)),
+            Err(error) => {
+                tracing::warn!(domain = %self.domain, %error, fail = ?self.fail, "no rate-limit decision");
+                match self.fail {
+                    FailMode::Open => None,
+                    FailMode::Closed => Some(respond::unavailable(grpc)),
+                }
+            }
+        }
+    }
+
+    /// The verdict without waiting, when the limiter is embedded over memory; `None` when
+    /// it must be waited for ([`Config::verdict`]). `Some(None)` lets the request through.
+    fn verdict_now(&self, x: &Values<'_>) -> Option<Option<http::Response<Full<Bytes>>>> {
+        let Decider::Embedded(limiter) = &self.decider else {
+            return None;
+        };
+        let built = self.build(x);
+        if built.lengths.is_empty() {
+            return Some(None);
+        }
+        let descriptors = built.descriptors();
+        let request = CheckRequest {
+            domain: &self.domain,
+            descriptors: &descriptors,
+            hits: 1,
+        };
+        let answer = limiter.check_now(&request)?;
+        let answer = answer
+            .map(|d| respond::Answer::of_decision(&d))
+            .map_err(|e| e.to_string());
+        Some(self.conclude(answer, x.grpc))
+    }
+
+    /// The verdict, waiting for the store or the remote server.
+    async fn verdict(&self, x: &Values<'_>) -> Option<http::Response<Full<Bytes>>> {
+        let built = self.build(x);
+        if built.lengths.is_empty() {
             return None;
         }
-        let mut at = 0;
-        let descriptors: SmallVec<[Descriptor<'_>; 2]> = lengths
-            .iter()
-            .map(|&n| {
-                let d = Descriptor {
-                    entries: &entries[at..at + n],
-                    hits: None,
-                    limit_override: None,
-                };
-                at += n;
-                d
-            })
-            .collect();
+        let descriptors = built.descriptors();
         let request = CheckRequest {
             domain: &self.domain,
             descriptors: &descriptors,
@@ -235,17 +310,7 @@ impl Config {
                 }
             }
         };
-        match answer {
-            Ok(answer) if answer.allowed => None,
-            Ok(answer) => Some(respond::denied(&answer, x.grpc)),
-            Err(error) => {
-                tracing::warn!(domain = %self.domain, %error, fail = ?self.fail, "no rate-limit decision");
-                match self.fail {
-                    FailMode::Open => None,
-                    FailMode::Closed => Some(respond::unavailable(x.grpc)),
-                }
-            }
-        }
+        self.conclude(answer, x.grpc)
     }
 }
 
@@ -277,6 +342,55 @@ fn wire_request<'a>(request: &'a CheckRequest<'a>) -> tollgate_api::CheckRequest
 /// The response body: the inner service's, or this layer's own refusal.
 pub type LimitedBody<B> = Either<B, Full<Bytes>>;
 
+type Boxed<B, E> = Pin<Box<dyn Future<Output = Result<http::Response<LimitedBody<B>>, E>> + Send>>;
+
+pin_project_lite::pin_project! {
+    #[project = StateProjection]
+    enum State<F, B, E> {
+        // The request passed; the inner service answers.
+        Inner { #[pin] future: F },
+        // Refused by the layer.
+        Refused { response: Option<http::Response<Full<Bytes>>> },
+        // Waiting for the decision, then for the inner service.
+        Waiting { future: Boxed<B, E> },
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`RateLimit`]'s answer: the inner service's when decided at once (no
+    /// allocation), this layer's refusal, or a boxed wait for a store or a server.
+    pub struct ResponseFuture<F, B, E> {
+        #[pin]
+        state: State<F, B, E>,
+    }
+}
+
+impl<F, B, E> ResponseFuture<F, B, E> {
+    fn of(state: State<F, B, E>) -> Self {
+        Self { state }
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F, B, E>
+where
+    F: Future<Output = Result<http::Response<B>, E>>,
+{
+    type Output = Result<http::Response<LimitedBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProjection::Inner { future } => future
+                .poll(cx)
+                .map(|answer| answer.map(|r| r.map(Either::Left))),
+            StateProjection::Refused { response } => match response.take() {
+                Some(response) => Poll::Ready(Ok(response.map(Either::Right))),
+                None => Poll::Pending,
+            },
+            StateProjection::Waiting { future } => future.as_mut().poll(cx),
+        }
+    }
+}
+
 impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for RateLimit<S>
 where
     S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>> + Clone + Send + 'static,
@@ -285,23 +399,45 @@ where
 {
     type Response = http::Response<LimitedBody<ResBody>>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+    type Future = ResponseFuture<S::Future, ResBody, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+        let later = {
+            let config = &*self.config;
+            let values = config.extract(&RequestView::of(&request));
+            match config.verdict_now(&values) {
+                Some(verdict) => Err(verdict),
+                None => Ok(values.into_owned()),
+            }
+        };
+        let values = match later {
+            Ok(values) => values,
+            Err(None) => {
+                return ResponseFuture::of(State::Inner {
+                    future: self.inner.call(request),
+                });
+            }
+            Err(Some(refusal)) => {
+                return ResponseFuture::of(State::Refused {
+                    response: Some(refusal),
+                });
+            }
+        };
         // The clone that was made ready is the one that serves (tower's usual swap).
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let config = self.config.clone();
-        let extracted = config.extract(&RequestView::of(&request));
-        Box::pin(async move {
-            match config.verdict(&extracted).await {
-                None => Ok(inner.call(request).await?.map(Either::Left)),
-                Some(refusal) => Ok(refusal.map(Either::Right)),
-            }
+        ResponseFuture::of(State::Waiting {
+            future: Box::pin(async move {
+                match config.verdict(&values).await {
+                    None => Ok(inner.call(request).await?.map(Either::Left)),
+                    Some(refusal) => Ok(refusal.map(Either::Right)),
+                }
+            }),
         })
     }
 }

@@ -305,6 +305,28 @@ impl Limiter {
         Ok(self.finish(&mut plan))
     }
 
+    /// [`Limiter::check`] without waiting, for a store that answers at once (in memory):
+    /// `None`, with nothing done, when the store is shared or would have to be waited for.
+    /// Lets a caller in a synchronous context (a tower layer's `call`) skip building a
+    /// future.
+    pub fn check_now(&self, request: &CheckRequest<'_>) -> Option<Result<Decision, RequestError>> {
+        if self.store.is_shared() {
+            return None;
+        }
+        let mut plan = Plan::default();
+        if let Err(e) = self.plan(request, &mut plan) {
+            return Some(Err(e));
+        }
+        let result = self
+            .store
+            .apply_now(&mut plan.ops, plan.now, self.commit_rule)?;
+        if let Err(e) = result {
+            let all: SmallVec<[usize; 4]> = (0..plan.ops.len()).collect();
+            self.answer_without_store(&mut plan, &all, e);
+        }
+        Some(Ok(self.finish(&mut plan)))
+    }
+
     /// What `request` would see now, without consuming anything: each matched policy and
     /// its counter's remaining allowance (every op at cost 0). Leased counters are read
     /// from the shared store, so tokens other nodes hold in leases count as spent.

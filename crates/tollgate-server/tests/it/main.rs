@@ -2,6 +2,7 @@
 
 mod admin;
 mod batch;
+mod bench_cli;
 mod check_api;
 mod cli;
 mod distributed;
