@@ -150,60 +150,41 @@ impl CheckClient {
         &self,
         request: &CheckRequest<'_>,
     ) -> Result<(CheckResponse, HeaderMap), ClientError> {
-        let response =
-            (self.client.post(&self.url).json(request).send().await).map_err(|source| {
-                ClientError::Unreachable {
-                    url: self.url.clone(),
-                    hint: "is `tollgate serve` running?",
-                    source,
-                }
-            })?;
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let unreadable = |message: String| ClientError::Unreadable {
-            url: self.url.clone(),
-            status,
-            message,
-        };
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| unreadable(e.to_string()))?;
-        if !(200..300).contains(&status) {
-            let detail = serde_json::from_slice::<ProblemDetails>(&body)
-                .map_or_else(|_| "no detail".to_owned(), |p| describe(&p));
-            return Err(ClientError::Refused {
-                url: self.url.clone(),
-                status,
-                detail,
-            });
-        }
-        let answer = serde_json::from_slice(&body).map_err(|e| unreadable(e.to_string()))?;
-        Ok((answer, headers))
+        self.post(&self.url, request).await
     }
-}
 
-impl CheckClient {
     /// Many independent checks in one request (`POST /v1/checks`): one answer per check, in
     /// order, a malformed check refused in its place.
     pub async fn check_many(
         &self,
         checks: &[CheckRequest<'_>],
     ) -> Result<Vec<tollgate_api::BatchResult>, ClientError> {
-        let url = format!("{}s", self.url);
         let body = tollgate_api::BatchRequest {
             checks: checks.to_vec(),
         };
-        let response = (self.client.post(&url).json(&body).send().await).map_err(|source| {
+        let (answer, _): (tollgate_api::BatchResponse, _) =
+            self.post(&format!("{}s", self.url), &body).await?;
+        Ok(answer.results)
+    }
+
+    /// POSTs `body` as JSON to `url` and reads a 2xx answer as `T`, with its headers; a
+    /// problem becomes [`ClientError::Refused`].
+    async fn post<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &str,
+        body: &impl serde::Serialize,
+    ) -> Result<(T, HeaderMap), ClientError> {
+        let response = (self.client.post(url).json(body).send().await).map_err(|source| {
             ClientError::Unreachable {
-                url: url.clone(),
+                url: url.to_owned(),
                 hint: "is `tollgate serve` running?",
                 source,
             }
         })?;
         let status = response.status().as_u16();
+        let headers = response.headers().clone();
         let unreadable = |message: String| ClientError::Unreadable {
-            url: url.clone(),
+            url: url.to_owned(),
             status,
             message,
         };
@@ -215,14 +196,13 @@ impl CheckClient {
             let detail = serde_json::from_slice::<ProblemDetails>(&bytes)
                 .map_or_else(|_| "no detail".to_owned(), |p| describe(&p));
             return Err(ClientError::Refused {
-                url: url.clone(),
+                url: url.to_owned(),
                 status,
                 detail,
             });
         }
-        let answer: tollgate_api::BatchResponse =
-            serde_json::from_slice(&bytes).map_err(|e| unreadable(e.to_string()))?;
-        Ok(answer.results)
+        let answer = serde_json::from_slice(&bytes).map_err(|e| unreadable(e.to_string()))?;
+        Ok((answer, headers))
     }
 }
 

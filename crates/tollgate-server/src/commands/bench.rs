@@ -63,16 +63,10 @@ impl Workload {
     fn of(args: &BenchArgs) -> anyhow::Result<Self> {
         let mut descriptors = Vec::new();
         for text in &args.descriptors {
-            let mut entries = Vec::new();
-            for pair in text.split(',') {
-                let Some((key, value)) = pair.split_once('=') else {
-                    bail!("--descriptor '{text}': '{pair}' is not key=value");
-                };
-                if key.is_empty() {
-                    bail!("--descriptor '{text}': empty key in '{pair}'");
-                }
-                entries.push((key.to_owned(), Template::parse(value)));
-            }
+            let entries = super::descriptor_pairs(text)?
+                .into_iter()
+                .map(|(key, value)| (key.to_owned(), Template::parse(value)))
+                .collect();
             descriptors.push(entries);
         }
         let cell = match &args.cell {

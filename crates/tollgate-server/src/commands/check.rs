@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 
-use anyhow::bail;
 use tollgate_api::{CheckRequest, CheckResponse, DescriptorRequest, EntryRequest};
 use tollgate_client::CheckClient;
 
@@ -10,19 +9,13 @@ use crate::cli::CheckArgs;
 
 /// Parses `k=v,k2=v2` into a descriptor.
 fn parse_descriptor(text: &str) -> anyhow::Result<DescriptorRequest<'_>> {
-    let mut entries = Vec::new();
-    for pair in text.split(',') {
-        let Some((key, value)) = pair.split_once('=') else {
-            bail!("descriptor '{text}': '{pair}' is not key=value");
-        };
-        if key.is_empty() {
-            bail!("descriptor '{text}': empty key in '{pair}'");
-        }
-        entries.push(EntryRequest {
+    let entries = super::descriptor_pairs(text)?
+        .into_iter()
+        .map(|(key, value)| EntryRequest {
             key: key.into(),
             value: value.into(),
-        });
-    }
+        })
+        .collect();
     Ok(DescriptorRequest {
         entries,
         hits: None,
