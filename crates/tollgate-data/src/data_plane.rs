@@ -1,7 +1,7 @@
 //! What the HTTP and gRPC data planes share: laying decoded descriptors out for the core,
 //! and recording each decision.
 
-use tollgate_core::{CheckRequest, Decision, Descriptor, Entry, LimitOverride};
+use tollgate_core::{CheckRequest, Decision, Descriptor, Entry, LimitOverride, RequestError};
 
 use crate::http::request_id::RequestId;
 use crate::state::AppState;
@@ -134,4 +134,32 @@ pub fn record(state: &AppState, id: &RequestId, request: &CheckRequest<'_>, deci
         shadow_denials = shadow,
         "decision"
     );
+}
+
+/// Decides the checks of a batch or a pipeline together ([`tollgate_core::Limiter::check_many`]),
+/// each recorded as a single check is, under `id` (or a fresh id each when `None`). The
+/// answers line up with `requests`: `None` (a check refused before it could be asked) stays
+/// `None`.
+pub async fn decide_many(
+    state: &AppState,
+    id: Option<&RequestId>,
+    requests: &[Option<CheckRequest<'_>>],
+) -> Vec<Option<Result<Decision, RequestError>>> {
+    let asked: Vec<CheckRequest<'_>> = requests.iter().flatten().copied().collect();
+    let answers = state.limiter.check_many(&asked).await;
+    let mut answered = asked.iter().zip(answers);
+    requests
+        .iter()
+        .map(|request| {
+            request.as_ref()?;
+            let (request, answer) = answered.next()?;
+            if let Ok(decision) = &answer {
+                match id {
+                    Some(id) => record(state, id, request, decision),
+                    None => record(state, &RequestId::generate(), request, decision),
+                }
+            }
+            Some(answer)
+        })
+        .collect()
 }

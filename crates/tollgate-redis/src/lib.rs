@@ -447,6 +447,22 @@ impl RedisStore {
         }
     }
 
+    /// Runs a decision over `counters` counters: its reply, [`REPLY_WIDTH`] values each.
+    async fn call_for(
+        &self,
+        invocation: &ScriptInvocation<'_>,
+        counters: usize,
+    ) -> Result<SmallVec<[f64; 8]>, StoreError> {
+        let reply = unpack(&self.call(invocation).await?);
+        if reply.len() != counters * REPLY_WIDTH {
+            return Err(StoreError::Unavailable(format!(
+                "the decision script answered {} values for {counters} counters",
+                reply.len(),
+            )));
+        }
+        Ok(reply)
+    }
+
     /// The domain's hold index (every call's first key: each releases expired holds).
     fn holds_name(&self, group: u64) -> String {
         format!("{}:{{{group:016x}}}:holds", self.config.prefix)
@@ -525,15 +541,7 @@ impl RedisStore {
                 }
                 self.push_args(&mut invocation, mode, now, &call_ops, &[]);
                 invocation.arg(pack(&sizes));
-                let reply = unpack(&self.call(&invocation).await?);
-                if reply.len() != call_ops.len() * REPLY_WIDTH {
-                    return Err(StoreError::Unavailable(format!(
-                        "the decision script answered {} values for {} counters",
-                        reply.len(),
-                        call_ops.len()
-                    )));
-                }
-                Ok(reply)
+                self.call_for(&invocation, call_ops.len()).await
             }
         }))
         .await;
@@ -590,14 +598,7 @@ impl RedisStore {
                 hold.deadline % NANOS_PER_SECOND,
             ]));
         }
-        let reply = unpack(&self.call(&invocation).await?);
-        if reply.len() != ops.len() * REPLY_WIDTH {
-            return Err(StoreError::Unavailable(format!(
-                "the decision script answered {} values for {} counters",
-                reply.len(),
-                ops.len()
-            )));
-        }
+        let reply = self.call_for(&invocation, ops.len()).await?;
         for (op, values) in ops.iter_mut().zip(reply.chunks_exact(REPLY_WIDTH)) {
             op.outcome = Some(outcome_of(&op.limit, values));
         }

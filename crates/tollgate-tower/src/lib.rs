@@ -295,22 +295,29 @@ impl Config {
                 .map_err(|e| e.to_string()),
             Decider::Http(client) => {
                 let wire = wire_request(&request);
-                match tokio::time::timeout(self.timeout, client.check(&wire)).await {
-                    Ok(Ok((answer, _))) => Ok(respond::Answer::of_response(&answer)),
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(_) => Err(format!("no answer within {:?}", self.timeout)),
-                }
+                self.remote(async { client.check(&wire).await.map(|(answer, _)| answer) })
+                    .await
             }
             Decider::Grpc(client) => {
                 let wire = wire_request(&request);
-                match tokio::time::timeout(self.timeout, client.check(&wire)).await {
-                    Ok(Ok(answer)) => Ok(respond::Answer::of_response(&answer)),
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(_) => Err(format!("no answer within {:?}", self.timeout)),
-                }
+                self.remote(client.check(&wire)).await
             }
         };
         self.conclude(answer, x.grpc)
+    }
+}
+
+impl Config {
+    /// A remote server's answer, under the deadline.
+    async fn remote(
+        &self,
+        answer: impl Future<Output = Result<tollgate_api::CheckResponse, tollgate_client::ClientError>>,
+    ) -> Result<respond::Answer, String> {
+        match tokio::time::timeout(self.timeout, answer).await {
+            Ok(Ok(answer)) => Ok(respond::Answer::of_response(&answer)),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {:?}", self.timeout)),
+        }
     }
 }
 

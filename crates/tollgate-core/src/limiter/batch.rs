@@ -3,12 +3,10 @@
 //! together, so a remote store sees one round trip per hash-tag group instead of one per
 //! check.
 
-use smallvec::SmallVec;
-
 use super::{Decision, Limiter, Plan};
 use crate::descriptor::{CheckRequest, RequestError};
 use crate::policy::Consistency;
-use crate::store::{CommitRule, LimitOp, batch_admits};
+use crate::store::LimitOp;
 
 impl Limiter {
     /// Decides independent `requests`, each answered as [`Limiter::check`] would answer it,
@@ -35,7 +33,6 @@ impl Limiter {
                 && (!shared || plan.consistency.iter().all(|&c| c == Consistency::Global))
         };
         let now = self.clock.now();
-        let rule = self.commit_rule;
         let mut ops: Vec<LimitOp> = Vec::new();
         let mut lengths: Vec<usize> = Vec::new();
         let mut batched: Vec<usize> = Vec::new();
@@ -50,7 +47,10 @@ impl Limiter {
             }
         }
         if !batched.is_empty() {
-            let results = self.store.apply_many(&mut ops, &lengths, now, rule).await;
+            let results = self
+                .store
+                .apply_many(&mut ops, &lengths, now, self.commit_rule)
+                .await;
             let mut decided = ops.iter();
             for (&i, result) in batched.iter().zip(results) {
                 let Ok(plan) = &mut plans[i] else { continue };
@@ -59,13 +59,7 @@ impl Limiter {
                         op.outcome = answered.outcome;
                     }
                 }
-                if let Err(e) = result {
-                    let all: SmallVec<[usize; 4]> = (0..plan.ops.len()).collect();
-                    let taken = self.answer_without_store(plan, &all, e);
-                    if shared && rule == CommitRule::AllOrNothing && !batch_admits(&plan.ops) {
-                        self.local.refund(&taken, now);
-                    }
-                }
+                self.store_answered(plan, result);
             }
         }
         let mut answers = Vec::with_capacity(plans.len());

@@ -297,12 +297,24 @@ impl Limiter {
                 Some(result) => result,
                 None => self.store.apply(&mut plan.ops, plan.now, rule).await,
             };
-            if let Err(e) = result {
-                let all: SmallVec<[usize; 4]> = (0..plan.ops.len()).collect();
-                self.answer_without_store(&mut plan, &all, e);
-            }
+            self.store_answered(&mut plan, result);
         }
         Ok(self.finish(&mut plan))
+    }
+
+    /// Takes the store's answer to all of `plan`'s ops at once: on a failure every op is
+    /// answered by its policy's `on_store_error`, and on a shared store whatever a `local`
+    /// fallback took is given back if the request is then denied (all or nothing).
+    fn store_answered(&self, plan: &mut Plan, result: Result<(), StoreError>) {
+        let Err(e) = result else { return };
+        let all: SmallVec<[usize; 4]> = (0..plan.ops.len()).collect();
+        let taken = self.answer_without_store(plan, &all, e);
+        if self.store.is_shared()
+            && self.commit_rule == CommitRule::AllOrNothing
+            && !batch_admits(&plan.ops)
+        {
+            self.local.refund(&taken, plan.now);
+        }
     }
 
     /// [`Limiter::check`] without waiting, for a store that answers at once (in memory):
@@ -320,10 +332,7 @@ impl Limiter {
         let result = self
             .store
             .apply_now(&mut plan.ops, plan.now, self.commit_rule)?;
-        if let Err(e) = result {
-            let all: SmallVec<[usize; 4]> = (0..plan.ops.len()).collect();
-            self.answer_without_store(&mut plan, &all, e);
-        }
+        self.store_answered(&mut plan, result);
         Some(Ok(self.finish(&mut plan)))
     }
 

@@ -28,12 +28,7 @@ impl Limiter {
         limit: Limit,
         cost: u64,
     ) -> Result<Outcome, StoreError> {
-        let (counter, group) = self.named_key(namespace, key);
-        let mut op = LimitOp::new(counter, limit, cost, true);
-        if self.store.is_shared() {
-            op.group = group;
-        }
-        let mut ops = [op];
+        let mut ops = [self.named_op(namespace, key, limit, cost)];
         let now = self.clock.now();
         // The caller's semantics (redis-cell's): a denial changes nothing, whatever
         // commit rule the policies follow.
@@ -43,13 +38,19 @@ impl Limiter {
             None => self.store.apply(&mut ops, now, rule).await?,
         }
         let [op] = ops;
-        op.outcome.ok_or(StoreError::Unsupported(
-            "the store answered without deciding",
-        ))
+        decided(&op)
     }
-}
 
-impl Limiter {
+    /// The op of a named check: its counter, in its own group on a shared store.
+    fn named_op(&self, namespace: &str, key: &[u8], limit: Limit, cost: u64) -> LimitOp {
+        let (counter, group) = self.named_key(namespace, key);
+        let mut op = LimitOp::new(counter, limit, cost, true);
+        if self.store.is_shared() {
+            op.group = group;
+        }
+        op
+    }
+
     /// [`Limiter::check_named`] for independent `(key, limit, cost)` checks, answered in
     /// order: sent to the store together ([`crate::Store::apply_many`]), so a pipeline of
     /// them costs one round trip rather than one each.
@@ -58,17 +59,9 @@ impl Limiter {
         namespace: &str,
         checks: &[(&[u8], Limit, u64)],
     ) -> Vec<Result<Outcome, StoreError>> {
-        let shared = self.store.is_shared();
         let mut ops: Vec<LimitOp> = checks
             .iter()
-            .map(|&(key, limit, cost)| {
-                let (counter, group) = self.named_key(namespace, key);
-                let mut op = LimitOp::new(counter, limit, cost, true);
-                if shared {
-                    op.group = group;
-                }
-                op
-            })
+            .map(|&(key, limit, cost)| self.named_op(namespace, key, limit, cost))
             .collect();
         let lengths = vec![1; ops.len()];
         let now = self.clock.now();
@@ -77,12 +70,14 @@ impl Limiter {
             .apply_many(&mut ops, &lengths, now, CommitRule::AllOrNothing)
             .await;
         (results.into_iter().zip(&ops))
-            .map(|(result, op)| {
-                result?;
-                op.outcome.ok_or(StoreError::Unsupported(
-                    "the store answered without deciding",
-                ))
-            })
+            .map(|(result, op)| result.and_then(|()| decided(op)))
             .collect()
     }
+}
+
+/// An applied op's outcome.
+fn decided(op: &LimitOp) -> Result<Outcome, StoreError> {
+    op.outcome.ok_or(StoreError::Unsupported(
+        "the store answered without deciding",
+    ))
 }

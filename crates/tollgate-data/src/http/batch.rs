@@ -93,8 +93,8 @@ async fn answer(
                 .map(|(entries, parts)| data_plane::descriptors(entries, parts.iter().copied()))
         })
         .collect();
-    let requests: Vec<CheckRequest<'_>> = (parsed.checks.iter().zip(&descriptors))
-        .filter_map(|(c, d)| {
+    let requests: Vec<Option<CheckRequest<'_>>> = (parsed.checks.iter().zip(&descriptors))
+        .map(|(c, d)| {
             d.as_deref().map(|descriptors| CheckRequest {
                 domain: &c.domain,
                 descriptors,
@@ -102,26 +102,22 @@ async fn answer(
             })
         })
         .collect();
-    let mut decisions = state.limiter.check_many(&requests).await.into_iter();
-    let mut decided = requests.iter();
+    let answers = data_plane::decide_many(state, Some(id), &requests).await;
 
     let mut out = Vec::with_capacity(16 + 300 * n);
     out.extend_from_slice(b"{\"results\":[");
-    for (i, s) in split.iter().enumerate() {
+    for (i, (s, answer)) in split.iter().zip(answers).enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        let problem = match s {
-            Err(detail) => Some(format!("checks[{i}].{detail}")),
-            Ok(_) => match (decisions.next(), decided.next()) {
-                (Some(Ok(decision)), Some(request)) => {
-                    data_plane::record(state, id, request, &decision);
-                    super::render::decision_body(&mut out, &decision);
-                    None
-                }
-                (Some(Err(e)), _) => Some(format!("checks[{i}]: {e}")),
-                _ => Some(format!("checks[{i}]: not decided")),
-            },
+        let problem = match (s, answer) {
+            (Err(detail), _) => Some(format!("checks[{i}].{detail}")),
+            (Ok(_), Some(Ok(decision))) => {
+                super::render::decision_body(&mut out, &decision);
+                None
+            }
+            (Ok(_), Some(Err(e))) => Some(format!("checks[{i}]: {e}")),
+            (Ok(_), None) => Some(format!("checks[{i}]: not decided")),
         };
         if let Some(detail) = problem {
             state.metrics.rejected("invalid");

@@ -448,8 +448,8 @@ pub async fn answer_together(
                         .map(|(_, _, entries, lengths)| laid_out(entries, lengths))
                 })
                 .collect();
-            let requests: Vec<CheckRequest<'_>> = (parsed.iter().zip(&descriptors))
-                .filter_map(|(p, d)| match (p, d) {
+            let requests: Vec<Option<CheckRequest<'_>>> = (parsed.iter().zip(&descriptors))
+                .map(|(p, d)| match (p, d) {
                     (Ok((domain, hits, _, _)), Some(descriptors)) => Some(CheckRequest {
                         domain,
                         descriptors,
@@ -458,25 +458,13 @@ pub async fn answer_together(
                     _ => None,
                 })
                 .collect();
-            let mut decisions = state.limiter.check_many(&requests).await.into_iter();
-            let mut decided = requests.iter();
-            for p in &parsed {
-                if let Err(message) = p {
-                    out.error(&format!("ERR {message}"));
-                    continue;
-                }
-                match (decisions.next(), decided.next()) {
-                    (Some(Ok(decision)), Some(request)) => {
-                        crate::data_plane::record(
-                            state,
-                            &RequestId::generate(),
-                            request,
-                            &decision,
-                        );
-                        check_reply(&decision, out);
-                    }
-                    (Some(Err(e)), _) => out.error(&format!("ERR {e}")),
-                    _ => out.error("ERR not decided"),
+            let answers = crate::data_plane::decide_many(state, None, &requests).await;
+            for (p, answer) in parsed.iter().zip(answers) {
+                match (p, answer) {
+                    (Err(message), _) => out.error(&format!("ERR {message}")),
+                    (Ok(_), Some(Ok(decision))) => check_reply(&decision, out),
+                    (Ok(_), Some(Err(e))) => out.error(&format!("ERR {e}")),
+                    (Ok(_), None) => out.error("ERR not decided"),
                 }
             }
         }

@@ -255,9 +255,8 @@ impl Conn {
                 stream.set_nodelay(true)?;
                 let mut buf = Vec::with_capacity(16 * 1024);
                 if let Some(token) = token {
-                    let mut auth = Vec::new();
-                    write!(auth, "*2\r\n$4\r\nAUTH\r\n${}\r\n{token}\r\n", token.len());
-                    stream.write_all(&auth).await?;
+                    let auth = format!("*2\r\n$4\r\nAUTH\r\n${}\r\n{token}\r\n", token.len());
+                    stream.write_all(auth.as_bytes()).await?;
                     let replies = read_resp(&mut stream, &mut buf, 1).await?;
                     if replies[0] != Reply::Ok {
                         bail!("{address} refused the token");
@@ -320,14 +319,6 @@ fn count(tally: &mut Tally, allowed: Option<bool>) {
         None => tally.errors += 1,
     }
 }
-
-/// Appends formatted text to a byte buffer.
-macro_rules! write {
-    ($out:expr, $($arg:tt)*) => {
-        $out.extend_from_slice(format!($($arg)*).as_bytes())
-    };
-}
-use write;
 
 /// Reads one HTTP/1.1 answer: `Some(allowed)` for a 200, `None` for any other status.
 async fn read_http(stream: &mut TcpStream, buf: &mut Vec<u8>) -> anyhow::Result<Option<bool>> {
