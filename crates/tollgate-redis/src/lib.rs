@@ -576,6 +576,11 @@ impl RedisStore {
         mode: &'static str,
         hold: Option<HoldSpec>,
     ) -> Result<(), StoreError> {
+        // No ops and no hold to keep: nothing to decide, and no call (that would expire
+        // holds early, unlike every other store).
+        if ops.is_empty() && hold.is_none() {
+            return Ok(());
+        }
         let group = hold.map_or_else(|| ops.first().map_or(0, |op| op.group), |h| h.id.group);
         let mut invocation = self.script.prepare_invoke();
         invocation.key(self.holds_name(group));

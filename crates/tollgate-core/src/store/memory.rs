@@ -189,6 +189,10 @@ impl MemoryStore {
 
     /// Evaluates `ops` atomically and commits them by `rule`. Never fails.
     pub fn apply_with(&self, ops: &mut [LimitOp], now: Nanos, rule: CommitRule) {
+        // No ops, no decision: holds expire on the next one, as on every store.
+        if ops.is_empty() {
+            return;
+        }
         if now >= self.next_due.load(Ordering::Acquire) {
             self.expire_holds(now);
         }

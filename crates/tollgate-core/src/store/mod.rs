@@ -187,6 +187,7 @@ pub struct HoldSpec {
 pub trait Store: Send + Sync + 'static {
     /// Evaluates `ops` at `now` and commits them atomically (see the module docs), writing
     /// each op's `outcome`. Stores with their own clock (Redis) may use it instead of `now`.
+    /// An empty `ops` decides nothing: holds past their deadline expire on the next decision.
     fn apply<'a>(&'a self, ops: &'a mut [LimitOp], now: Nanos, rule: CommitRule)
     -> StoreFuture<'a>;
 
