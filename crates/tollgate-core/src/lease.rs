@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use crate::algorithm::Limit;
+use crate::algorithm::{Algorithm, Limit};
 use crate::key::CounterKey;
 use crate::store::LeaseGrant;
 use crate::time::{Nanos, Span, instant_after};
@@ -17,6 +17,13 @@ const SHARDS: usize = 64;
 /// another may start.
 const FETCH_STALE: Nanos = crate::time::SECOND;
 
+/// Unspent tokens of a window algorithm go back to the store only while their window has
+/// at least this long to run on the node's clock: a store refunds into the window it is
+/// in when the tokens arrive, and tokens of a window that has ended must not become
+/// room in the next one. Past it they are dropped (they cost nothing once their window
+/// is over).
+pub const HAND_BACK_MARGIN: Nanos = crate::time::SECOND / 10;
+
 #[derive(Debug, Clone, Copy)]
 struct Slot {
     limit: Limit,
@@ -25,6 +32,9 @@ struct Slot {
     tokens: u64,
     /// The tokens may be spent before this time (node clock).
     valid_until: Nanos,
+    /// For window algorithms, when the window the tokens were counted in ends at the
+    /// latest (node clock); `Nanos::MAX` for the others.
+    window_end: Nanos,
     /// What the store had left at the last grant (reported, not enforced).
     store_remaining: u64,
     reset_at: Nanos,
@@ -41,6 +51,7 @@ impl Slot {
             group: 0,
             tokens: 0,
             valid_until: 0,
+            window_end: Nanos::MAX,
             store_remaining: 0,
             reset_at: 0,
             exhausted_until: 0,
@@ -51,6 +62,17 @@ impl Slot {
     fn fetching(&self, now: Nanos) -> bool {
         self.fetching_since
             .is_some_and(|since| now.saturating_sub(since) < FETCH_STALE)
+    }
+
+    /// Takes the tokens out of the slot: those that may go back to the store at `now`
+    /// ([`HAND_BACK_MARGIN`]), none if their window is (nearly) over.
+    fn take_returnable(&mut self, now: Nanos) -> u64 {
+        let tokens = std::mem::take(&mut self.tokens);
+        if now.saturating_add(HAND_BACK_MARGIN) < self.window_end {
+            tokens
+        } else {
+            0
+        }
     }
 }
 
@@ -144,7 +166,7 @@ impl LeaseTable {
             if fetching {
                 return Take::FetchCost;
             }
-            let unused = std::mem::take(&mut slot.tokens);
+            let unused = slot.take_returnable(now);
             slot.fetching_since = Some(now);
             return Take::Fetch { unused };
         }
@@ -173,7 +195,7 @@ impl LeaseTable {
             return Take::FetchCost;
         }
         // Not enough here: hand the rest back with a full fetch.
-        let unused = std::mem::take(&mut slot.tokens);
+        let unused = slot.take_returnable(now);
         slot.fetching_since = Some(now);
         Take::Fetch { unused }
     }
@@ -205,11 +227,20 @@ impl LeaseTable {
         if full {
             slot.fetching_since = None;
         }
+        let window_end = match limit.algorithm() {
+            Algorithm::FixedWindow | Algorithm::SlidingWindow | Algorithm::Quota => {
+                sent_at.saturating_add(grant.valid_for)
+            }
+            Algorithm::Gcra | Algorithm::Concurrency => Nanos::MAX,
+        };
         // Tokens already held keep their own (earlier) end: the merged lease ends first.
-        slot.valid_until = if slot.tokens == 0 {
-            valid_until
+        (slot.valid_until, slot.window_end) = if slot.tokens == 0 {
+            (valid_until, window_end)
         } else {
-            slot.valid_until.min(valid_until)
+            (
+                slot.valid_until.min(valid_until),
+                slot.window_end.min(window_end),
+            )
         };
         slot.tokens = slot.tokens.saturating_add(grant.granted);
         slot.store_remaining = grant.remaining;
@@ -250,13 +281,16 @@ impl LeaseTable {
             let mut map = shard.lock().unwrap_or_else(PoisonError::into_inner);
             map.retain(|&key, s| {
                 let live = s.valid_until > now || s.exhausted_until > now || s.fetching(now);
-                if !live && s.tokens > 0 {
-                    expired.push(ExpiredLease {
-                        key: CounterKey(key),
-                        group: s.group,
-                        limit: s.limit,
-                        unused: s.tokens,
-                    });
+                if !live {
+                    let unused = s.take_returnable(now);
+                    if unused > 0 {
+                        expired.push(ExpiredLease {
+                            key: CounterKey(key),
+                            group: s.group,
+                            limit: s.limit,
+                            unused,
+                        });
+                    }
                 }
                 live
             });
@@ -361,6 +395,31 @@ mod tests {
             Take::Fetch { unused: 0 },
             "slot gone"
         );
+    }
+
+    #[test]
+    fn window_tokens_go_back_only_while_their_window_runs() {
+        // A lease of a 1 s window (valid for the whole window) expires at the window's
+        // end: handing it back then would make room in the next window. Dropped.
+        let t = LeaseTable::default();
+        let (k, l) = (CounterKey(7), Limit::fixed_window(100, SECOND).unwrap());
+        t.take(k, l, 1, 0, 0);
+        t.fill(k, 1, l, &grant(10), 1, 2 * SECOND, 0, true);
+        assert_eq!(t.drain_expired(SECOND), vec![]);
+        assert_eq!(t.tokens(k), 0);
+        // Capped by the lease's time to live (a quarter of the window), it expires with
+        // three quarters to run: its tokens go back.
+        t.take(k, l, 1, 0, 0);
+        t.fill(k, 1, l, &grant(10), 1, SECOND / 4, 0, true);
+        assert_eq!(t.drain_expired(SECOND / 4).len(), 1);
+        // Within the margin of the window's end: dropped too.
+        t.take(k, l, 1, 0, 0);
+        t.fill(k, 1, l, &grant(10), 1, SECOND - HAND_BACK_MARGIN, 0, true);
+        assert_eq!(t.drain_expired(SECOND - HAND_BACK_MARGIN), vec![]);
+        // Through the next fetch, the same rule.
+        t.take(k, l, 1, 0, 0);
+        t.fill(k, 1, l, &grant(10), 1, 2 * SECOND, 0, true);
+        assert_eq!(t.take(k, l, 1, 0, SECOND), Take::Fetch { unused: 0 });
     }
 
     #[test]

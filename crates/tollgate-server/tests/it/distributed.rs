@@ -577,9 +577,11 @@ async fn leased_never_exceeds_any_window_while_windows_roll_and_leases_expire() 
         c.await.expect("client task");
     }
     // Whether any lease ended the load with tokens left is up to the load; this part is
-    // not: one per-second check per node now and then takes a lease of 6 and spends 1, and
-    // the 5 left go back to Redis once that second is over (on the next check's fetch, or
-    // by the servers' task). These checks are not in `seen`: they can only make the
+    // not: one per-minute check per node now and then takes a lease of 10 and spends 1,
+    // and the lease's time to live (1 s) ends well inside its minute, so the 9 left go back
+    // to Redis (on the next check's fetch, or by the servers' task). A per-second lease
+    // lives to its window's end, and tokens of an ended window are dropped, not handed
+    // back into the next one. These checks are not in `seen`: they can only make the
     // windows checked below fuller.
     let probe = reqwest::Client::new();
     wait::until_polling(
@@ -589,7 +591,7 @@ async fn leased_never_exceeds_any_window_while_windows_roll_and_leases_expire() 
             for node in &nodes {
                 probe
                     .post(node.url("/v1/check"))
-                    .json(&body("rolling", &[&[("per_second", "k")]], 1))
+                    .json(&body("rolling", &[&[("per_minute", "k")]], 1))
                     .send()
                     .await
                     .expect("answered");
