@@ -232,13 +232,39 @@ fn locate(e: &PolicyError) -> FieldError {
         {
             (format!("rate_limit{sub}"), rest.to_owned())
         }
-        _ => (
-            field.to_owned(),
-            message.trim_start_matches("rate_limit: ").to_owned(),
-        ),
+        _ => {
+            let message = message.trim_start_matches("rate_limit: ");
+            // "burst must be at least 1": the core names the field first; so does the
+            // error, so that a form can show it at that field.
+            let named = message
+                .split(' ')
+                .next()
+                .filter(|word| field == "rate_limit" && RATE_LIMIT_FIELDS.contains(word));
+            match named {
+                Some(word) => (format!("rate_limit.{word}"), message.to_owned()),
+                None => (field.to_owned(), message.to_owned()),
+            }
+        }
     };
     FieldError::new(field, message)
 }
+
+/// The fields of a `rate_limit` ([`crate::model::RateLimitSpec`]).
+const RATE_LIMIT_FIELDS: &[&str] = &[
+    "unit",
+    "requests_per_unit",
+    "unlimited",
+    "algorithm",
+    "burst",
+    "consistency",
+    "on_store_error",
+    "lease",
+    "period",
+    "time_zone",
+    "anchor_day",
+    "max_in_flight",
+    "replaces",
+];
 
 /// The chain of nodes for one policy: one node per descriptor entry, the limit on the last.
 fn branch(name: &str, spec: &PolicySpec) -> DocumentNode {
@@ -577,7 +603,7 @@ mod tests {
         s.rate_limit.burst = Some(10);
         let errors = check_policy("api", "p", &s).unwrap_err();
         assert_eq!(errors.len(), 1);
-        assert_eq!(errors[0].field, "rate_limit", "{errors:?}");
+        assert_eq!(errors[0].field, "rate_limit.burst", "{errors:?}");
         assert!(
             errors[0]
                 .message

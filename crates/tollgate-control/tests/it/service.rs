@@ -138,7 +138,7 @@ async fn invalid_and_colliding_policies_are_refused_with_reasons() {
         let ControlError::Invalid { errors } = err else {
             panic!("{err:?}")
         };
-        assert_eq!(errors[0].field, "rate_limit");
+        assert_eq!(errors[0].field, "rate_limit.burst");
         assert!(
             errors[0]
                 .message

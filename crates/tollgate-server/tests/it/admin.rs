@@ -234,7 +234,7 @@ async fn rest_round_trip(s: &TestServer) {
     )
     .await;
     assert_eq!(status, 400, "{p}");
-    assert_eq!(p["errors"][0]["field"], "rate_limit");
+    assert_eq!(p["errors"][0]["field"], "rate_limit.burst");
     assert!(
         p["errors"][0]["message"]
             .as_str()
