@@ -577,12 +577,14 @@ async fn leased_never_exceeds_any_window_while_windows_roll_and_leases_expire() 
         c.await.expect("client task");
     }
     // Whether any lease ended the load with tokens left is up to the load; this part is
-    // not: one per-minute check per node now and then takes a lease of 10 and spends 1,
+    // not: one per-minute check per node now and then, on a key of its own (the load may
+    // have spent the minute of `k`, and its end can be 60 s away), takes a lease of 10
+    // and spends 1,
     // and the lease's time to live (1 s) ends well inside its minute, so the 9 left go back
     // to Redis (on the next check's fetch, or by the servers' task). A per-second lease
     // lives to its window's end, and tokens of an ended window are dropped, not handed
-    // back into the next one. These checks are not in `seen`: they can only make the
-    // windows checked below fuller.
+    // back into the next one. These checks are not in `seen` and touch none of the windows
+    // checked below.
     let probe = reqwest::Client::new();
     wait::until_polling(
         "unspent leased tokens handed back to Redis",
@@ -591,7 +593,7 @@ async fn leased_never_exceeds_any_window_while_windows_roll_and_leases_expire() 
             for node in &nodes {
                 probe
                     .post(node.url("/v1/check"))
-                    .json(&body("rolling", &[&[("per_minute", "k")]], 1))
+                    .json(&body("rolling", &[&[("per_minute", "probe")]], 1))
                     .send()
                     .await
                     .expect("answered");
