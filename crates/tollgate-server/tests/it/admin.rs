@@ -284,7 +284,7 @@ async fn rest_round_trip(s: &TestServer) {
     .await;
     assert_eq!(
         (status, &v["errors"][0]["field"]),
-        (400, &json!("rate_limit")),
+        (400, &json!("rate_limit.burst")),
         "a dry run answers like the write: {v}"
     );
     let (status, _, v) = send(
@@ -516,7 +516,7 @@ async fn graphql_mirrors_rest_and_streams_live_decisions() {
     );
     assert_eq!(
         bad["errors"][0]["extensions"]["errors"][0]["field"],
-        "rate_limit"
+        "rate_limit.burst"
     );
     let stale = graphql(&s, &format!(r#"mutation {{ putPolicy(domain: "search", name: "per_user", ifRevision: {}, input: {{descriptor: [{{key: "user"}}], rateLimit: {{unit: MINUTE, requestsPerUnit: 2}}}}) {{ name }} }}"#, revision - 1)).await;
     assert_eq!(
