@@ -288,6 +288,26 @@ impl AdminAccess {
         }
     }
 
+    /// Signs a browser in with `credential` from `ip` (the dashboard's `POST
+    /// /ui/session`): the same guard, lockout and audit as any admin call.
+    pub async fn sign_in(
+        &self,
+        control: &ControlPlane,
+        credential: &str,
+        ip: &str,
+    ) -> Result<Actor, Response> {
+        self.guard("remote_address", ip, true)
+            .await
+            .map_err(Refusal::into_response)?;
+        self.with_credential(control, credential, ip, "ui", "/ui/session")
+            .await
+    }
+
+    /// Whether every call is authenticated (not `--admin-auth none`).
+    pub fn required(&self) -> bool {
+        self.mode == AdminAuthMode::Required
+    }
+
     async fn failed(
         &self,
         control: &ControlPlane,
@@ -356,10 +376,17 @@ fn via_of(method: &Method, path: &str) -> &'static str {
     }
 }
 
-/// Whether a route is public: the OpenAPI document and the GraphiQL page (neither holds
-/// data; every call they lead to is authenticated).
+/// Whether a route is public: the OpenAPI document, the GraphiQL page and the
+/// dashboard's files (none holds data; every call they lead to is authenticated), and the
+/// dashboard's sign-in (which authenticates the credential it is given).
 fn public(method: &Method, path: &str) -> bool {
-    method == Method::GET && (path == "/graphql" || path == "/v1/admin/openapi.json")
+    (method == Method::GET
+        && (path == "/graphql"
+            || path == "/v1/admin/openapi.json"
+            || path == "/ui"
+            || path == "/ui/"
+            || path.starts_with("/ui/assets/")))
+        || (method == Method::POST && path == "/ui/session")
 }
 
 /// Middleware: authenticates every non-public admin request and puts its [`Actor`] into
@@ -375,6 +402,12 @@ pub async fn authenticate(
         return next.run(request).await;
     }
     let optional = path == "/graphql/ws";
+    if s.access.required()
+        && !request.headers().contains_key(header::AUTHORIZATION)
+        && let Some(id) = crate::ui::session_id(request.headers())
+    {
+        return with_session(&s, id.to_owned(), peer.ip(), request, next).await;
+    }
     match s
         .access
         .authenticate(
@@ -394,6 +427,47 @@ pub async fn authenticate(
             next.run(request).await
         }
         Err(response) => response,
+    }
+}
+
+/// A request authenticated by the dashboard's session cookie: the session must be live,
+/// the request must pass [`crate::ui::check_session_request`], and the credential it was
+/// opened with must still authenticate (a revoked key ends the session).
+async fn with_session(
+    s: &AdminState,
+    id: String,
+    peer: IpAddr,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    let Some(session) = s.sessions.find(&id) else {
+        return crate::ui::session_ended(s.secure_cookies);
+    };
+    if let Err(why) = crate::ui::check_session_request(&session, &method, &path, request.headers())
+    {
+        return crate::ui::forbidden(why);
+    }
+    let ip = peer.to_string();
+    if let Err(refusal) = s.access.guard("remote_address", &ip, true).await {
+        return refusal.into_response();
+    }
+    match s
+        .access
+        .with_credential(&s.control, &session.credential, &ip, "ui", &path)
+        .await
+    {
+        Ok(actor) => {
+            request.extensions_mut().insert(actor);
+            request.extensions_mut().insert(session);
+            next.run(request).await
+        }
+        Err(response) => {
+            if response.status() == StatusCode::UNAUTHORIZED {
+                s.sessions.end(&session.key);
+            }
+            response
+        }
     }
 }
 

@@ -320,6 +320,8 @@ pub struct DescriptorEvent {
     pub policy: Option<String>,
     /// What is left of the limit.
     pub remaining: u64,
+    /// A shadow-mode policy that would have denied this descriptor (it was admitted).
+    pub shadow_denied: bool,
 }
 
 impl From<&tollgate_data::decisions::DecisionEvent> for DecisionEvent {
@@ -336,6 +338,7 @@ impl From<&tollgate_data::decisions::DecisionEvent> for DecisionEvent {
                     allowed: d.allowed,
                     policy: d.policy.clone(),
                     remaining: d.remaining,
+                    shadow_denied: d.shadow_denied,
                 })
                 .collect(),
         }

@@ -8,11 +8,13 @@ pub mod access;
 pub mod explain;
 pub mod graphql;
 mod openapi_rules;
+pub mod overview;
 pub mod policies;
 pub mod reference;
 pub mod reload;
 pub mod rest;
 pub mod sync;
+pub mod ui;
 pub mod usage;
 
 use std::net::SocketAddr;
@@ -60,6 +62,12 @@ pub struct AdminState {
     pub openapi: String,
     /// Authentication and the brute-force guard.
     pub access: AdminAccess,
+    /// The dashboard's browser sessions.
+    pub sessions: ui::session::Sessions,
+    /// Whether session cookies are `Secure` (the listener has TLS).
+    pub secure_cookies: bool,
+    /// Each domain's recent decisions per second (the dashboard's overview).
+    pub history: Arc<overview::RateHistory>,
 }
 
 /// The OpenAPI 3.1 document of the REST admin API, generated from the handlers.
@@ -71,7 +79,7 @@ pub struct AdminState {
         rest::delete_domain, rest::get_document, rest::put_document, rest::list_policies,
         rest::get_policy, rest::put_policy, rest::delete_policy, rest::history,
         rest::validate, explain_handler, rest::list_keys, rest::create_key, rest::revoke_key,
-        rest::audit_log, usage_handler
+        rest::audit_log, usage_handler, overview_handler
     ),
     modifiers(&BearerAuth, &AccessResponses),
     security(("bearer" = [])),
@@ -79,6 +87,7 @@ pub struct AdminState {
          (name = "policies", description = "Rate-limit rules"),
          (name = "explain", description = "What a request would meet"),
          (name = "usage", description = "Decisions and heavy hitters per policy"),
+         (name = "overview", description = "Decisions per second and the node's health"),
          (name = "access", description = "API keys and the audit log (admins of every domain)"))
 )]
 pub struct ApiDoc;
@@ -159,22 +168,38 @@ pub fn openapi_json() -> String {
 }
 
 /// The admin router.
-/// `cors_origins` may call it from browsers (none by default: no CORS headers at all).
+/// `cors_origins` may call it from browsers (none by default: no CORS headers at all);
+/// `tls`: the listener has TLS (the dashboard's session cookies are then `Secure`). Call
+/// it inside a tokio runtime: it starts the overview's sampler there.
 pub fn router(
     control: Arc<ControlPlane>,
     app: Arc<AppState>,
     access: AdminAccess,
     cors_origins: &[http::HeaderValue],
+    tls: bool,
 ) -> Router {
     let schema = graphql::schema(control.clone(), app.clone());
+    let history = Arc::new(overview::RateHistory::default());
+    history.spawn_sampler(app.clone());
     let state = Arc::new(AdminState {
         control,
         app,
         schema,
         openapi: openapi_json(),
         access,
+        sessions: ui::session::Sessions::default(),
+        secure_cookies: tls,
+        history,
     });
     Router::new()
+        .route("/ui", get(ui::index))
+        .route("/ui/", get(ui::index))
+        .route("/ui/assets/{*file}", get(ui::asset))
+        .route(
+            "/ui/session",
+            get(ui::current).post(ui::sign_in).delete(ui::sign_out),
+        )
+        .route("/v1/admin/overview", get(overview_handler))
         .route("/v1/admin/openapi.json", get(rest::openapi))
         .route(
             "/v1/admin/domains",
@@ -424,6 +449,17 @@ async fn usage_handler(
     let q: usage::UsageQuery = rest::query(&uri)?;
     let view = usage::usage(&s.app, q.domain.as_deref(), &actor).map_err(|e| rest::problem(&e))?;
     Ok(axum::Json(view).into_response())
+}
+
+/// Each readable domain's decisions per second over the last five minutes on this node,
+/// and the health of its store and event broker.
+#[utoipa::path(get, path = "/v1/admin/overview", tag = "overview",
+    responses((status = 200, description = "Rates and health", body = overview::Overview)))]
+async fn overview_handler(
+    State(s): State<Arc<AdminState>>,
+    Extension(actor): Extension<Actor>,
+) -> Response {
+    axum::Json(overview::overview(&s.app, &s.history, &actor)).into_response()
 }
 
 async fn graphiql() -> Html<String> {

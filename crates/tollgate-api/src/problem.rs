@@ -78,4 +78,7 @@ pub mod types {
     pub const STORE_UNAVAILABLE: &str = "urn:tollgate:problem:store-unavailable";
     /// 503: the request took longer than the admin API's deadline.
     pub const TIMEOUT: &str = "urn:tollgate:problem:timeout";
+    /// 403: a change made through a dashboard session without its CSRF token, or a
+    /// session's WebSocket opened from another origin.
+    pub const CSRF: &str = "urn:tollgate:problem:csrf";
 }

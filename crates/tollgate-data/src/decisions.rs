@@ -36,6 +36,8 @@ pub struct DescriptorEvent {
     pub policy: Option<String>,
     /// What is left of the limit.
     pub remaining: u64,
+    /// A shadow-mode policy that would have denied this descriptor (it was admitted).
+    pub shadow_denied: bool,
 }
 
 /// The broadcast point.
@@ -95,6 +97,7 @@ impl DecisionTap {
                 allowed: s.allowed,
                 policy: s.rule.as_ref().map(|r| r.name().to_owned()),
                 remaining: s.remaining,
+                shadow_denied: s.shadow_denied,
             })
             .collect();
         let event = DecisionEvent {

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -25,15 +26,29 @@ pub struct DomainMetrics {
     allowed: Counter,
     denied: Counter,
     shadow_denied: Counter,
+    totals: Arc<DomainTotals>,
+}
+
+/// A domain's decisions since it was first configured, readable in-process (the
+/// Prometheus counters cannot be read back): what the dashboard's rate chart samples.
+#[derive(Debug, Default)]
+pub struct DomainTotals {
+    /// Decisions admitted.
+    pub allowed: AtomicU64,
+    /// Decisions denied.
+    pub denied: AtomicU64,
+    /// Descriptors a shadow-mode policy would have denied.
+    pub shadow_denied: AtomicU64,
 }
 
 impl DomainMetrics {
-    fn register(domain: &str) -> Self {
+    fn register(domain: &str, totals: Arc<DomainTotals>) -> Self {
         let d = domain.to_owned();
         Self {
             allowed: counter!("tollgate_decisions_total", "domain" => d.clone(), "result" => "allowed"),
             denied: counter!("tollgate_decisions_total", "domain" => d.clone(), "result" => "denied"),
             shadow_denied: counter!("tollgate_shadow_denials_total", "domain" => d),
+            totals,
         }
     }
 }
@@ -94,27 +109,60 @@ impl Metrics {
         Ok(Arc::new(Self {
             handle,
             domains: ArcSwap::from_pointee(HashMap::new()),
-            unknown: DomainMetrics::register(UNKNOWN_DOMAIN),
+            unknown: DomainMetrics::register(UNKNOWN_DOMAIN, Arc::default()),
             latency: histogram!("tollgate_decision_duration_seconds"),
         }))
     }
 
     /// Registers handles for the domains of `policies` (call after every policy change).
     pub fn set_domains(&self, policies: &PolicySet) {
+        let before = self.domains.load();
         let map = policies
             .domains()
-            .map(|d| (d.name().clone(), DomainMetrics::register(d.name())))
+            .map(|d| {
+                // A domain that stays keeps its totals: the rates sampled from them go on.
+                let totals = before
+                    .get(d.name())
+                    .map_or_else(Arc::default, |m| m.totals.clone());
+                (d.name().clone(), DomainMetrics::register(d.name(), totals))
+            })
             .collect();
         self.domains.store(Arc::new(map));
+    }
+
+    /// Each configured domain's totals so far: `(domain, allowed, denied, shadow denied)`.
+    pub fn domain_totals(&self) -> Vec<(Arc<str>, u64, u64, u64)> {
+        self.domains
+            .load()
+            .iter()
+            .map(|(name, m)| {
+                let t = &m.totals;
+                (
+                    name.clone(),
+                    t.allowed.load(Ordering::Relaxed),
+                    t.denied.load(Ordering::Relaxed),
+                    t.shadow_denied.load(Ordering::Relaxed),
+                )
+            })
+            .collect()
     }
 
     /// Records one decision.
     pub fn decision(&self, domain: Option<&str>, allowed: bool, shadow_denials: u64) {
         let domains = self.domains.load();
         let m = domain.and_then(|d| domains.get(d)).unwrap_or(&self.unknown);
-        if allowed { &m.allowed } else { &m.denied }.increment(1);
+        if allowed {
+            m.allowed.increment(1);
+            m.totals.allowed.fetch_add(1, Ordering::Relaxed);
+        } else {
+            m.denied.increment(1);
+            m.totals.denied.fetch_add(1, Ordering::Relaxed);
+        }
         if shadow_denials > 0 {
             m.shadow_denied.increment(shadow_denials);
+            m.totals
+                .shadow_denied
+                .fetch_add(shadow_denials, Ordering::Relaxed);
         }
     }
 

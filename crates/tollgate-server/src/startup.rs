@@ -395,6 +395,7 @@ impl Application {
                 self.state.clone(),
                 self.admin_access,
                 &self.admin_cors_origins,
+                self.tls.is_some(),
             );
             let listener = tollgate_admin::AdminListener::new(
                 listener,

@@ -5,6 +5,7 @@ mod batch;
 mod bench_cli;
 mod check_api;
 mod cli;
+mod dashboard;
 mod distributed;
 mod envoy_examples;
 mod events;

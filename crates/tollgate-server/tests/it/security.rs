@@ -396,6 +396,16 @@ fn rest_cases() -> Vec<RestCase> {
         None,
         StatusCode::OK,
     );
+    // The overview: the domains the caller may read, for anyone.
+    add(
+        Method::GET,
+        "/v1/admin/overview".into(),
+        None,
+        false,
+        Need::Anyone,
+        None,
+        StatusCode::OK,
+    );
     add(
         Method::GET,
         "/v1/admin/keys".into(),
