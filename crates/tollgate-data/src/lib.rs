@@ -22,6 +22,7 @@ pub mod resp;
 pub mod shutdown;
 pub mod state;
 pub mod tls;
+pub mod trace;
 pub mod usage;
 
 pub use front_end::FrontEnd;

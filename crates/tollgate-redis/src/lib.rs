@@ -37,6 +37,7 @@ use tollgate_core::{
     LimitOp, Nanos, Outcome, Settle, SettleOutcome, Settled, Span, Store, StoreError,
     saturating_nanos,
 };
+use tracing::Instrument;
 
 pub use url::StoreUrl;
 
@@ -418,7 +419,34 @@ impl RedisStore {
                 "circuit open after repeated store failures; probing".to_owned(),
             ));
         }
-        let answer = tokio::time::timeout(self.config.timeout, self.invoke(invocation)).await;
+        // A child of a traced decision's span; none when traces are off or the decision
+        // is not sampled (a call outside any decision, a lease's hand-back, is not traced).
+        // (Not `tracing::enabled!`: with per-layer filters it leaves the filter state set
+        // for the thread's next event, which the log layer then drops.)
+        let span = if !tracing::Span::current().is_disabled() {
+            tracing::info_span!(
+                target: "tollgate::trace",
+                "store.call",
+                otel.kind = "client",
+                db.system = "redis",
+                outcome = tracing::field::Empty,
+            )
+        } else {
+            tracing::Span::none()
+        };
+        let answer = tokio::time::timeout(self.config.timeout, self.invoke(invocation))
+            .instrument(span.clone())
+            .await;
+        if !span.is_disabled() {
+            span.record(
+                "outcome",
+                match &answer {
+                    Ok(Ok(_)) => "ok",
+                    Ok(Err(e)) if !e.is_timeout() => "error",
+                    _ => "timeout",
+                },
+            );
+        }
         match answer {
             Ok(Ok(reply)) => {
                 self.breaker.on_success();

@@ -20,7 +20,8 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
     match cli.command {
         Command::Serve(options) => {
             let settings = configuration::Settings::validate(*options)?;
-            telemetry::init(settings.options.log_format);
+            let _telemetry =
+                telemetry::init(settings.options.log_format, &settings.options.traces)?;
             startup::Application::build(settings)?.run_until_stopped()?;
             Ok(std::process::ExitCode::SUCCESS)
         }

@@ -41,6 +41,8 @@ use crate::data_plane::{self, DescriptorParts};
 use crate::http::request_id::RequestId;
 use crate::listener::MaxAge;
 use crate::state::AppState;
+use crate::trace::{self, TraceHeaders};
+use tracing::Instrument;
 
 pub mod holds;
 pub mod kuadrant;
@@ -618,6 +620,7 @@ impl RateLimitService for RateLimitGrpc {
         let started = std::time::Instant::now();
         authorize(&self.state, &request)?;
         let id = request_id(&request);
+        let span = trace::decision("grpc", &id, TraceHeaders::of_metadata(request.metadata()));
         let request = request.into_inner();
         let (entries, parts) = match decode_descriptors(&request.descriptors) {
             Ok(decoded) => decoded,
@@ -638,7 +641,13 @@ impl RateLimitService for RateLimitGrpc {
             descriptors: &descriptors,
             hits: u64::from(request.hits_addend),
         };
-        let decision = match self.state.limiter.check(&check).await {
+        let decision = match self
+            .state
+            .limiter
+            .check(&check)
+            .instrument(span.clone())
+            .await
+        {
             Ok(decision) => decision,
             Err(e) => {
                 self.state.metrics.rejected("invalid");
@@ -647,7 +656,8 @@ impl RateLimitService for RateLimitGrpc {
                 return Err(Status::invalid_argument(e.to_string()));
             }
         };
-        data_plane::record(&self.state, &id, &check, &decision);
+        span.in_scope(|| data_plane::record(&self.state, &id, &check, &decision));
+        trace::decided(&span, check.domain, decision.allowed);
         self.state.metrics.observe_latency(started.elapsed());
         self.state.metrics.grpc_call(METHOD, "ok");
         // Only draft-03's reset needs the time.

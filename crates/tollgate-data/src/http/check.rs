@@ -16,6 +16,8 @@ use super::problem::Problem;
 use super::request_id::{REQUEST_ID, RequestId};
 use crate::data_plane::{self, DescriptorParts};
 use crate::state::AppState;
+use crate::trace::{self, TraceHeaders};
+use tracing::Instrument;
 
 /// The body, decoded in place (the wire type of `tollgate-api`).
 type CheckBody<'a> = tollgate_api::CheckRequest<'a>;
@@ -30,6 +32,8 @@ pub struct CheckHeaders<'a> {
     pub authorization: Option<&'a [u8]>,
     /// `X-Request-Id`.
     pub request_id: Option<&'a [u8]>,
+    /// `traceparent` and `tracestate` (W3C trace context).
+    pub trace: TraceHeaders<'a>,
 }
 
 impl<'a> CheckHeaders<'a> {
@@ -40,6 +44,7 @@ impl<'a> CheckHeaders<'a> {
             content_type: get(&header::CONTENT_TYPE),
             authorization: get(&header::AUTHORIZATION),
             request_id: get(&REQUEST_ID),
+            trace: TraceHeaders::of(headers),
         }
     }
 }
@@ -103,7 +108,11 @@ pub async fn evaluate(
     if let Err(response) = authorize(state, headers.authorization) {
         return (id, Outcome::Refused(response));
     }
-    let outcome = match decide(state, headers, &id, body).await {
+    let span = trace::decision("http", &id, headers.trace);
+    let outcome = match decide(state, headers, &id, body, &span)
+        .instrument(span.clone())
+        .await
+    {
         Ok(decision) => {
             // Decisions only: refused requests are counted by reason instead.
             state.metrics.observe_latency(started.elapsed());
@@ -148,6 +157,7 @@ async fn decide(
     headers: CheckHeaders<'_>,
     id: &RequestId,
     body: Result<&[u8], &BodyError>,
+    span: &tracing::Span,
 ) -> Result<Decision, http::Response<Bytes>> {
     let body = match body {
         Ok(body) => body,
@@ -208,6 +218,7 @@ async fn decide(
         }
     };
     data_plane::record(state, id, &request, &decision);
+    trace::decided(span, request.domain, decision.allowed);
     Ok(decision)
 }
 

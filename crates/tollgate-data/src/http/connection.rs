@@ -197,6 +197,10 @@ fn head(buf: &[u8]) -> Head<'_> {
             headers.authorization.get_or_insert(value);
         } else if name.eq_ignore_ascii_case(b"x-request-id") {
             headers.request_id.get_or_insert(value);
+        } else if name.eq_ignore_ascii_case(b"traceparent") {
+            headers.trace.traceparent.get_or_insert(value);
+        } else if name.eq_ignore_ascii_case(b"tracestate") {
+            headers.trace.tracestate.get_or_insert(value);
         }
     }
     Head::Check(OwnCheck {

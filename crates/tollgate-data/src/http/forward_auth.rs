@@ -303,14 +303,23 @@ async fn answer(
         descriptors: &descriptors,
         hits: mapping.hits,
     };
-    let decision = match state.limiter.check(&request).await {
-        Ok(d) => d,
-        Err(e) => {
-            return Problem::invalid_request(format!("forward auth for domain '{domain}': {e}"))
+    let span = crate::trace::decision(
+        "forward_auth",
+        &id,
+        crate::trace::TraceHeaders::of(&headers),
+    );
+    let decision =
+        match tracing::Instrument::instrument(state.limiter.check(&request), span.clone()).await {
+            Ok(d) => d,
+            Err(e) => {
+                return Problem::invalid_request(format!(
+                    "forward auth for domain '{domain}': {e}"
+                ))
                 .to_response();
-        }
-    };
-    crate::data_plane::record(state, &id, &request, &decision);
+            }
+        };
+    span.in_scope(|| crate::data_plane::record(state, &id, &request, &decision));
+    crate::trace::decided(&span, domain, decision.allowed);
     let mut response = super::render::decision(&decision);
     let status = if decision.allowed {
         StatusCode::OK

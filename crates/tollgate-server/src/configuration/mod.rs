@@ -323,6 +323,42 @@ pub struct EventsOptions {
     pub events_queue: u32,
 }
 
+/// Traces.
+#[derive(Debug, Clone, Args)]
+pub struct TraceOptions {
+    /// Export traces over OTLP/HTTP (protobuf) to this collector, such as
+    /// http://127.0.0.1:4318 (`/v1/traces` is added to a URL without a path). Off when
+    /// unset.
+    #[arg(long, env = "TOLLGATE_OTLP_ENDPOINT", value_name = "URL", value_parser = otlp_endpoint)]
+    pub otlp_endpoint: Option<String>,
+    /// The share of decisions without a caller's `traceparent` that start a sampled trace
+    /// (0 to 1). A request with a `traceparent` follows its caller's sampling flag.
+    #[arg(long, env = "TOLLGATE_TRACE_SAMPLE_RATIO", value_name = "RATIO", default_value_t = 0.01, value_parser = ratio)]
+    pub trace_sample_ratio: f64,
+}
+
+fn otlp_endpoint(text: &str) -> Result<String, String> {
+    let url = reqwest::Url::parse(text).map_err(|e| format!("'{text}' is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(format!(
+            "'{text}' must be an http:// or https:// URL of an OTLP/HTTP collector, such as http://127.0.0.1:4318"
+        ));
+    }
+    if url.path() == "/" || url.path().is_empty() {
+        return Ok(format!("{}v1/traces", url.as_str()));
+    }
+    Ok(url.to_string())
+}
+
+fn ratio(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!(
+            "'{text}' is not a ratio from 0 to 1 (such as 0.01)"
+        )),
+    }
+}
+
 /// Every option of `tollgate serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeOptions {
@@ -360,6 +396,9 @@ pub struct ServeOptions {
     /// Events.
     #[command(flatten)]
     pub events: EventsOptions,
+    /// Traces.
+    #[command(flatten)]
+    pub traces: TraceOptions,
 }
 
 fn positive_duration(text: &str) -> Result<Duration, String> {

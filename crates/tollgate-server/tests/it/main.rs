@@ -23,3 +23,4 @@ mod reload;
 mod resp;
 mod security;
 mod tower_layer;
+mod traces;
