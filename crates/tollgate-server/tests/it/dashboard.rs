@@ -8,7 +8,7 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TestServer, client_with_key};
+use crate::helpers::{TestServer, client_with_key, send_json};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -59,16 +59,12 @@ async fn shop() -> (TestServer, String) {
         json!({"descriptor": [{"key": "path", "value": "/x"}], "rate_limit": {"unit": "second", "requests_per_unit": 9}}),
     )
     .await;
-    let viewer: Value = s
-        .client
-        .post(admin("/v1/admin/keys"))
-        .json(&json!({"name": "viewer", "role": "viewer", "domains": ["shop"]}))
-        .send()
-        .await
-        .expect("answered")
-        .json()
-        .await
-        .expect("JSON");
+    let viewer: Value = send_json(
+        s.client
+            .post(admin("/v1/admin/keys"))
+            .json(&json!({"name": "viewer", "role": "viewer", "domains": ["shop"]})),
+    )
+    .await;
     let viewer = viewer["key"].as_str().expect("a key").to_owned();
     (s, viewer)
 }
@@ -174,25 +170,17 @@ async fn sessions_need_the_csrf_token_end_on_sign_out_and_on_revocation() {
     .await
     .expect("answered");
     assert_eq!(r.status(), 204);
-    let audit: Value = s
-        .client
-        .get(s.admin_url("/v1/admin/audit?action=policy.delete"))
-        .send()
-        .await
-        .expect("answered")
-        .json()
-        .await
-        .expect("JSON");
+    let audit: Value = send_json(
+        s.client
+            .get(s.admin_url("/v1/admin/audit?action=policy.delete")),
+    )
+    .await;
     assert_eq!(audit["items"][0]["via"], "ui", "{audit}");
-    let failed: Value = s
-        .client
-        .get(s.admin_url("/v1/admin/audit?action=authenticate"))
-        .send()
-        .await
-        .expect("answered")
-        .json()
-        .await
-        .expect("JSON");
+    let failed: Value = send_json(
+        s.client
+            .get(s.admin_url("/v1/admin/audit?action=authenticate")),
+    )
+    .await;
     assert!(
         failed["items"]
             .as_array()

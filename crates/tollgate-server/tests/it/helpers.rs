@@ -319,6 +319,17 @@ impl Drop for TestServer {
     }
 }
 
+/// Sends `request` and decodes its JSON answer, whatever the status.
+pub async fn send_json(request: reqwest::RequestBuilder) -> Value {
+    request
+        .send()
+        .await
+        .expect("answered")
+        .json()
+        .await
+        .expect("JSON")
+}
+
 /// The value of one series (name with labels) in Prometheus text.
 pub fn metric(text: &str, series: &str) -> f64 {
     text.lines()

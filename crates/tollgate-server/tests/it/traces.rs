@@ -16,7 +16,7 @@ use prost::Message;
 use serde_json::Value;
 use tollgate_testkit::{RedisServer, wait};
 
-use crate::helpers::{TempDir, TestServer, body};
+use crate::helpers::{TempDir, TestServer, body, send_json};
 
 const POLICIES: &str = "domain: traced
 descriptors:
@@ -161,13 +161,7 @@ async fn decisions_continue_the_callers_trace_with_a_span_per_store_call() {
             request = request.header("traceparent", tp);
         }
         async move {
-            let v: Value = request
-                .send()
-                .await
-                .expect("answered")
-                .json()
-                .await
-                .expect("JSON");
+            let v: Value = send_json(request).await;
             assert_eq!(v["allowed"], true, "{v}");
         }
     };
