@@ -288,18 +288,19 @@ impl AdminAccess {
         }
     }
 
-    /// Signs a browser in with `credential` from `ip` (the dashboard's `POST
-    /// /ui/session`): the same guard, lockout and audit as any admin call.
-    pub async fn sign_in(
+    /// Authenticates a dashboard `credential` from `ip` for `path` (signing in, and each
+    /// request of a session): the same guard, lockout and audit as any admin call.
+    pub async fn dashboard_credential(
         &self,
         control: &ControlPlane,
         credential: &str,
         ip: &str,
+        path: &str,
     ) -> Result<Actor, Response> {
         self.guard("remote_address", ip, true)
             .await
             .map_err(Refusal::into_response)?;
-        self.with_credential(control, credential, ip, "ui", "/ui/session")
+        self.with_credential(control, credential, ip, "ui", path)
             .await
     }
 
@@ -448,13 +449,9 @@ async fn with_session(
     {
         return crate::ui::forbidden(why);
     }
-    let ip = peer.to_string();
-    if let Err(refusal) = s.access.guard("remote_address", &ip, true).await {
-        return refusal.into_response();
-    }
     match s
         .access
-        .with_credential(&s.control, &session.credential, &ip, "ui", &path)
+        .dashboard_credential(&s.control, &session.credential, &peer.to_string(), &path)
         .await
     {
         Ok(actor) => {

@@ -163,16 +163,13 @@ impl RateHistory {
                 let Some(history) = history.upgrade() else {
                     return;
                 };
-                history.record(now_ms(), &app.metrics.domain_totals());
+                history.record(
+                    tollgate_control::service::now_ms(),
+                    &app.metrics.domain_totals(),
+                );
             }
         });
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// The overview `actor` may see.

@@ -66,7 +66,8 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn random_hex(n: usize) -> Result<String, ControlError> {
+/// `n` random bytes from the system, as hex (key secrets, session ids, CSRF tokens).
+pub fn random_hex(n: usize) -> Result<String, ControlError> {
     let mut bytes = vec![0u8; n];
     getrandom::fill(&mut bytes)
         .map_err(|e| ControlError::Config(format!("no system randomness for a new key: {e}")))?;

@@ -163,7 +163,7 @@ pub async fn sign_in(
     let ip = peer.ip().to_string();
     let actor = match s
         .access
-        .sign_in(&s.control, form.credential.trim(), &ip)
+        .dashboard_credential(&s.control, form.credential.trim(), &ip, "/ui/session")
         .await
     {
         Ok(actor) => actor,

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use tollgate_control::ControlError;
+use tollgate_control::keys::random_hex;
 
 /// The cookie's name.
 pub const COOKIE: &str = "tg_session";
@@ -26,12 +28,10 @@ pub const SESSION_TTL: Duration = Duration::from_secs(8 * 3600);
 /// Most sessions kept at once; past it, the one closest to expiry goes.
 pub const MAX_SESSIONS: usize = 10_000;
 
+/// A session in the table: what requests see, and when it ends on the monotonic clock.
 struct Session {
-    /// What the browser signed in with (memory only; never logged or sent back).
-    credential: String,
-    csrf: String,
+    view: SessionRef,
     expires: Instant,
-    expires_at: SystemTime,
 }
 
 /// A live session as the request handling sees it.
@@ -39,7 +39,7 @@ struct Session {
 pub struct SessionRef {
     /// The session's key in the table (SHA-256 of the cookie's id).
     pub key: [u8; 32],
-    /// The credential it authenticates with.
+    /// The credential it authenticates with (memory only; never logged or sent back).
     pub credential: String,
     /// Its CSRF token.
     pub csrf: String,
@@ -66,34 +66,23 @@ impl std::fmt::Debug for Sessions {
     }
 }
 
-/// 32 random bytes as 64 hex digits.
-fn random_token() -> Result<String, getrandom::Error> {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
 fn key_of(id: &str) -> [u8; 32] {
     Sha256::digest(id.as_bytes()).into()
 }
 
 impl Sessions {
     /// Starts a session for `credential`: the cookie's id and the session.
-    pub fn start(&self, credential: &str) -> Result<(String, SessionRef), getrandom::Error> {
-        let id = random_token()?;
-        let csrf = random_token()?;
-        let key = key_of(&id);
-        let session = Session {
+    pub fn start(&self, credential: &str) -> Result<(String, SessionRef), ControlError> {
+        let id = random_hex(32)?;
+        let view = SessionRef {
+            key: key_of(&id),
             credential: credential.to_owned(),
-            csrf: csrf.clone(),
-            expires: Instant::now() + SESSION_TTL,
+            csrf: random_hex(32)?,
             expires_at: SystemTime::now() + SESSION_TTL,
         };
-        let found = SessionRef {
-            key,
-            credential: credential.to_owned(),
-            csrf,
-            expires_at: session.expires_at,
+        let session = Session {
+            view: view.clone(),
+            expires: Instant::now() + SESSION_TTL,
         };
         let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
         if table.len() >= MAX_SESSIONS {
@@ -105,8 +94,8 @@ impl Sessions {
                 table.remove(&oldest);
             }
         }
-        table.insert(key, session);
-        Ok((id, found))
+        table.insert(view.key, session);
+        Ok((id, view))
     }
 
     /// The live session of cookie id `id`; an expired one is forgotten.
@@ -118,12 +107,7 @@ impl Sessions {
             table.remove(&key);
             return None;
         }
-        Some(SessionRef {
-            key,
-            credential: session.credential.clone(),
-            csrf: session.csrf.clone(),
-            expires_at: session.expires_at,
-        })
+        Some(session.view.clone())
     }
 
     /// Ends the session `key`.

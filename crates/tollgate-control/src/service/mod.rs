@@ -97,7 +97,8 @@ pub struct ControlPlane {
     pub(crate) outbox_signal: tokio::sync::Notify,
 }
 
-pub(crate) fn now_ms() -> i64 {
+/// Milliseconds since the Unix epoch, as the control plane stamps what it stores.
+pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
