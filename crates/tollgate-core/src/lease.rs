@@ -276,11 +276,24 @@ impl LeaseTable {
     /// Removes leases that can no longer be spent and returns those that still hold
     /// tokens, for the caller to hand back to the store (`Store::lease` with `unused`).
     pub fn drain_expired(&self, now: Nanos) -> Vec<ExpiredLease> {
+        self.drain(now, |s| {
+            s.valid_until > now || s.exhausted_until > now || s.fetching(now)
+        })
+    }
+
+    /// Removes every lease, returning those that still hold tokens their window can take
+    /// back: a node that stops hands them back instead of stranding them until their
+    /// window ends.
+    pub fn drain_all(&self, now: Nanos) -> Vec<ExpiredLease> {
+        self.drain(now, |_| false)
+    }
+
+    fn drain(&self, now: Nanos, keep: impl Fn(&Slot) -> bool) -> Vec<ExpiredLease> {
         let mut expired = Vec::new();
         for shard in self.shards.iter() {
             let mut map = shard.lock().unwrap_or_else(PoisonError::into_inner);
             map.retain(|&key, s| {
-                let live = s.valid_until > now || s.exhausted_until > now || s.fetching(now);
+                let live = keep(s);
                 if !live {
                     let unused = s.take_returnable(now);
                     if unused > 0 {

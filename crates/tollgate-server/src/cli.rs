@@ -423,6 +423,11 @@ pub struct BenchArgs {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Write every decision to FILE, one line each: the send and answer times (Unix
+    /// nanoseconds), the key number and `allowed`, `denied` or `error`. Lets an analysis
+    /// count what was admitted per window from the client's side.
+    #[arg(long, value_name = "FILE")]
+    pub decision_log: Option<std::path::PathBuf>,
     /// The data-plane token, when the server requires one.
     #[arg(
         long,

@@ -463,6 +463,18 @@ impl Application {
             Ok(Err(e)) => tracing::error!(error = %e, "admin listener failed"),
             Err(e) => tracing::error!(error = %e, "admin listener panicked"),
         }
+        if self.state.limiter.store().is_shared() {
+            // Leased tokens this node holds go back to the store for the other nodes;
+            // within a second, or they stay stranded until their window ends.
+            let limiter = self.state.limiter.clone();
+            match self.control_runtime.block_on(tokio::time::timeout(
+                Duration::from_secs(1),
+                limiter.return_all_leases(),
+            )) {
+                Ok(returned) => tracing::info!(returned, "leased tokens handed back"),
+                Err(_) => tracing::warn!("leased tokens not handed back within 1 s"),
+            }
+        }
         if let (Some(usage), Some(stats)) = (&self.state.usage, &publisher) {
             // The interval in progress is published too, so a restart loses no usage: up
             // to 2 s for the publisher to have every queued event acknowledged or failed.

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -19,6 +19,9 @@ struct Faults {
     /// Connections are accepted and kept, but nothing is forwarded either way until it
     /// ends (then what was held is delivered, as TCP would after a partition heals).
     black_hole: AtomicBool,
+    /// Connections of this process (0: none) are cut and refused: one client cut off while
+    /// the others still pass.
+    cut_off_pid: AtomicU32,
 }
 
 /// Forwards `127.0.0.1:<port>` to a target; see [`FaultProxy::set_latency`],
@@ -57,8 +60,10 @@ impl FaultProxy {
                     tokio::select! {
                         _ = &mut stopper => return,
                         accepted = listener.accept() => {
-                            let Ok((client, _)) = accepted else { continue };
-                            if thread_faults.down.load(Ordering::SeqCst) {
+                            let Ok((client, peer)) = accepted else { continue };
+                            if thread_faults.down.load(Ordering::SeqCst)
+                                || thread_faults.is_cut_off(peer)
+                            {
                                 drop(client);
                                 continue;
                             }
@@ -66,7 +71,7 @@ impl FaultProxy {
                             let cut = cut_rx.clone();
                             tokio::spawn(async move {
                                 if let Ok(server) = TcpStream::connect(target).await {
-                                    relay(client, server, faults, cut).await;
+                                    relay(client, peer, server, faults, cut).await;
                                 }
                             });
                         }
@@ -103,6 +108,18 @@ impl FaultProxy {
         self.faults.black_hole.store(on, Ordering::SeqCst);
     }
 
+    /// Cuts the connections of process `pid` and refuses its new ones, while every other
+    /// client passes (one node partitioned from a store its peers still reach); `None`
+    /// heals. Linux only: a connection's process is found through `/proc`.
+    pub fn set_cut_off_pid(&self, pid: Option<u32>) {
+        self.faults
+            .cut_off_pid
+            .store(pid.unwrap_or(0), Ordering::SeqCst);
+        if pid.is_some() {
+            self.cut.send_modify(|n| *n += 1);
+        }
+    }
+
     /// `true`: cut every connection and refuse new ones (the server "dies"); `false`: heal.
     pub fn set_down(&self, down: bool) {
         self.faults.down.store(down, Ordering::SeqCst);
@@ -121,8 +138,50 @@ impl Drop for FaultProxy {
     }
 }
 
+impl Faults {
+    /// Whether the client at `peer` belongs to the cut-off process.
+    fn is_cut_off(&self, peer: SocketAddr) -> bool {
+        match self.cut_off_pid.load(Ordering::SeqCst) {
+            0 => false,
+            pid => socket_owner_is(pid, peer),
+        }
+    }
+}
+
+/// Whether process `pid` holds the loopback socket whose local address is `peer`: the
+/// socket's inode from `/proc/net/tcp`, then a `socket:[inode]` among the process's files.
+fn socket_owner_is(pid: u32, peer: SocketAddr) -> bool {
+    let SocketAddr::V4(peer) = peer else {
+        return false;
+    };
+    // /proc/net/tcp writes an address as the u32 in host order, in hex, then the port.
+    let local = format!(
+        "{:08X}:{:04X}",
+        u32::from_ne_bytes(peer.ip().octets()),
+        peer.port()
+    );
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+        return false;
+    };
+    let inode = table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields.get(1) == Some(&local.as_str()))
+            .then(|| fields.get(9).map(|i| (*i).to_owned()))
+            .flatten()
+    });
+    let Some(inode) = inode else { return false };
+    let wanted = format!("socket:[{inode}]");
+    let Ok(files) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    files.flatten().any(|f| {
+        std::fs::read_link(f.path()).is_ok_and(|target| target.as_os_str() == wanted.as_str())
+    })
+}
+
 async fn relay(
     client: TcpStream,
+    peer: SocketAddr,
     server: TcpStream,
     faults: Arc<Faults>,
     mut cut: watch::Receiver<u64>,
@@ -131,10 +190,22 @@ async fn relay(
     cut.borrow_and_update();
     let (client_read, client_write) = client.into_split();
     let (server_read, server_write) = server.into_split();
-    tokio::select! {
-        _ = pump(client_read, server_write, &faults) => {}
-        _ = pump(server_read, client_write, &faults) => {}
-        _ = cut.changed() => {}
+    let to_server = pump(client_read, server_write, &faults);
+    let to_client = pump(server_read, client_write, &faults);
+    tokio::pin!(to_server, to_client);
+    loop {
+        tokio::select! {
+            _ = &mut to_server => return,
+            _ = &mut to_client => return,
+            changed = cut.changed() => {
+                if changed.is_err()
+                    || faults.down.load(Ordering::SeqCst)
+                    || faults.is_cut_off(peer)
+                {
+                    return;
+                }
+            }
+        }
     }
 }
 
@@ -168,5 +239,80 @@ async fn delay(faults: &Faults) {
     let ms = faults.latency_ms.load(Ordering::SeqCst);
     if ms > 0 {
         tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+
+    use super::*;
+
+    /// An echo server on loopback, answering every connection on its own thread.
+    fn echo_server() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let mut stream = stream;
+                    let mut buf = [0u8; 64];
+                    while let Ok(n @ 1..) = stream.read(&mut buf) {
+                        if stream.write_all(&buf[..n]).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    /// Whether a round trip through `stream` still echoes.
+    fn echoes(stream: &mut TcpStream) -> bool {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut buf = [0u8; 4];
+        stream.write_all(b"ping").is_ok() && stream.read_exact(&mut buf).is_ok() && &buf == b"ping"
+    }
+
+    #[test]
+    fn a_cut_off_process_loses_its_connections_while_others_keep_theirs() {
+        let proxy = FaultProxy::start(echo_server());
+        let mut ours = TcpStream::connect(proxy.addr()).expect("connect");
+        assert!(echoes(&mut ours));
+        // Another process cut off: this one's connection still passes.
+        let other = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep");
+        proxy.set_cut_off_pid(Some(other.id()));
+        assert!(echoes(&mut ours), "a connection of another process was cut");
+        let mut fresh = TcpStream::connect(proxy.addr()).expect("connect");
+        assert!(
+            echoes(&mut fresh),
+            "a new connection of another process was refused"
+        );
+        // This process cut off: its connections end, new ones are closed at once.
+        proxy.set_cut_off_pid(Some(std::process::id()));
+        // The proxy cuts on its own thread: a round trip may still pass before it has.
+        let ceiling = std::time::Instant::now() + Duration::from_secs(10);
+        while echoes(&mut ours) {
+            assert!(
+                std::time::Instant::now() < ceiling,
+                "the cut-off process's connection still passes"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let mut refused = TcpStream::connect(proxy.addr()).expect("the proxy accepts, then closes");
+        assert!(!echoes(&mut refused));
+        proxy.set_cut_off_pid(None);
+        let mut healed = TcpStream::connect(proxy.addr()).expect("connect");
+        assert!(echoes(&mut healed), "healed, yet refused");
+        let mut other = other;
+        let _ = other.kill();
+        let _ = other.wait();
     }
 }

@@ -532,8 +532,20 @@ impl Limiter {
     /// seconds. A failed hand-back only loses those tokens for the rest of their window.
     pub async fn return_expired_leases(&self) -> u64 {
         let now = self.clock.now();
+        self.hand_back(self.leases.drain_expired(now), now).await
+    }
+
+    /// Hands every lease's unspent tokens back to the shared store, spent or not, and
+    /// forgets the leases: the server calls it when it stops, so a restart does not strand
+    /// what it held (the rest of the tokens' window, for every other node).
+    pub async fn return_all_leases(&self) -> u64 {
+        let now = self.clock.now();
+        self.hand_back(self.leases.drain_all(now), now).await
+    }
+
+    async fn hand_back(&self, leases: Vec<crate::lease::ExpiredLease>, now: Nanos) -> u64 {
         let mut returned = 0;
-        for lease in self.leases.drain_expired(now) {
+        for lease in leases {
             let mut op = LimitOp::new(lease.key, lease.limit, 0, true);
             op.group = lease.group;
             if self.store.lease(&op, lease.unused, 0, now).await.is_ok() {

@@ -314,3 +314,35 @@ fn expired_leases_go_back_to_the_store_for_other_nodes() {
     let by_b = (0..200).filter(|_| admitted(&b, "k")).count();
     assert_eq!(by_b, 99, "everything a did not spend");
 }
+
+#[test]
+fn a_stopping_node_hands_back_the_leases_it_holds() {
+    let store: Arc<dyn Store> = Arc::new(Shared::default());
+    let clock = Arc::new(ManualClock::new(1_700_000_000 * SECOND));
+    // 100 per day on a window: a live lease (nothing expired) is handed back all the same.
+    let yaml = "domain: api\ndescriptors:\n  - key: k\n    rate_limit: {unit: day, requests_per_unit: 100, consistency: leased}\n";
+    let node = || {
+        let policies = PolicySet::from_files([("api.yaml", yaml)]).expect("valid policy");
+        Limiter::new(
+            policies,
+            store.clone(),
+            clock.clone(),
+            LimiterConfig::default(),
+        )
+    };
+    let (a, b) = (node(), node());
+    assert!(admitted(&a, "k"), "a leases 10 and spends 1");
+    assert_eq!(
+        now_or_never(a.return_expired_leases()),
+        0,
+        "its lease is live"
+    );
+    assert_eq!(now_or_never(a.return_all_leases()), 9);
+    assert_eq!(
+        now_or_never(a.return_all_leases()),
+        0,
+        "nothing is handed back twice"
+    );
+    let by_b = (0..200).filter(|_| admitted(&b, "k")).count();
+    assert_eq!(by_b, 99, "everything a did not spend");
+}

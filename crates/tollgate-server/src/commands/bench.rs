@@ -271,21 +271,21 @@ impl Conn {
         })
     }
 
-    /// Sends `keys.len()` requests (pipelined on RESP) and reads their answers.
+    /// Sends `keys.len()` requests (pipelined on RESP) and reads their answers: one
+    /// verdict per key (`None`: an error answer), appended to `verdicts`.
     async fn round(
         &mut self,
         work: &Workload,
         keys: &[u64],
         out: &mut Vec<u8>,
-    ) -> anyhow::Result<Tally> {
-        let mut tally = Tally::default();
+        verdicts: &mut Vec<Option<bool>>,
+    ) -> anyhow::Result<()> {
         match self {
             Self::Http { stream, host, buf } => {
                 out.clear();
                 work.http(host, keys[0], out);
                 stream.write_all(out).await?;
-                let allowed = read_http(stream, buf).await?;
-                count(&mut tally, allowed);
+                verdicts.push(read_http(stream, buf).await?);
             }
             Self::Resp { stream, buf } => {
                 out.clear();
@@ -294,21 +294,18 @@ impl Conn {
                 }
                 stream.write_all(out).await?;
                 for reply in read_resp(stream, buf, keys.len()).await? {
-                    count(
-                        &mut tally,
-                        match reply {
-                            Reply::Decision(allowed) => Some(allowed),
-                            _ => None,
-                        },
-                    );
+                    verdicts.push(match reply {
+                        Reply::Decision(allowed) => Some(allowed),
+                        _ => None,
+                    });
                 }
             }
             Self::Grpc(client) => {
                 let answer = client.check(&work.check(keys[0])).await;
-                count(&mut tally, answer.ok().map(|a| a.allowed));
+                verdicts.push(answer.ok().map(|a| a.allowed));
             }
         }
-        Ok(tally)
+        Ok(())
     }
 }
 
@@ -418,12 +415,30 @@ struct Shared {
     /// Open loop: nanoseconds between one connection's sends.
     interval_ns: Option<u64>,
     connections: usize,
+    /// Keep a [`Decision`] per request (`--decision-log`).
+    log: bool,
 }
+
+/// One request as the client saw it, for `--decision-log`.
+struct Decision {
+    /// When it was written, in nanoseconds since the run started.
+    sent: u64,
+    /// When its answer (or the failure) came, in nanoseconds since the run started.
+    answered: u64,
+    key: u64,
+    /// `None`: no decision (an error answer, a failed connection).
+    verdict: Option<bool>,
+}
+
+/// Failures kept per connection for the report: a server that is down for a while fails
+/// every request, and the first few say why.
+const FAILURES_KEPT: usize = 5;
 
 struct Outcome {
     latency: Histogram<u64>,
     tally: Tally,
     failures: Vec<String>,
+    log: Vec<Decision>,
 }
 
 async fn connection(shared: Arc<Shared>, index: usize) -> Outcome {
@@ -431,8 +446,11 @@ async fn connection(shared: Arc<Shared>, index: usize) -> Outcome {
         Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("bounds are valid");
     let mut tally = Tally::default();
     let mut failures = Vec::new();
+    let mut log = Vec::new();
     let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ (index as u64 + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    let mut conn = match Conn::open(
+    // A server that is not there at the start is an error at once; one that goes away
+    // later (a restart) is reconnected to until the run ends, each request meanwhile an error.
+    let conn = match Conn::open(
         shared.protocol,
         &shared.target,
         shared.work.token.as_deref(),
@@ -446,13 +464,16 @@ async fn connection(shared: Arc<Shared>, index: usize) -> Outcome {
                 latency,
                 tally,
                 failures,
+                log,
             };
         }
     };
+    let mut conn = Some(conn);
     let mut out = Vec::with_capacity(4096);
     let mut keys = Vec::with_capacity(shared.pipeline);
+    let mut verdicts = Vec::with_capacity(shared.pipeline);
     // Open loop: this connection's k-th send is due at start + (k·connections + index)·interval.
-    let mut sent: u64 = 0;
+    let mut sent_rounds: u64 = 0;
     loop {
         let want = shared.pipeline as u64;
         let taken = shared
@@ -468,7 +489,8 @@ async fn connection(shared: Arc<Shared>, index: usize) -> Outcome {
             Some(interval) => {
                 let due = shared.start
                     + Duration::from_nanos(
-                        interval.saturating_mul(sent * shared.connections as u64 + index as u64),
+                        interval
+                            .saturating_mul(sent_rounds * shared.connections as u64 + index as u64),
                     );
                 if due >= shared.deadline {
                     break;
@@ -486,42 +508,97 @@ async fn connection(shared: Arc<Shared>, index: usize) -> Outcome {
             rng ^= rng << 17;
             keys.push(rng % shared.work.keys);
         }
-        match conn.round(&shared.work, &keys, &mut out).await {
-            Ok(t) => {
-                let micros = u64::try_from(due.elapsed().as_micros())
-                    .unwrap_or(u64::MAX)
-                    .max(1);
-                let _ = latency.record_n(micros, taken);
-                tally.allowed += t.allowed;
-                tally.denied += t.denied;
-                tally.errors += t.errors;
-            }
-            Err(e) => {
-                tally.errors += taken;
-                failures.push(format!("{e:#}"));
-                match Conn::open(
-                    shared.protocol,
-                    &shared.target,
-                    shared.work.token.as_deref(),
-                )
-                .await
-                {
-                    Ok(c) => conn = c,
-                    Err(e) => {
+        if conn.is_none() {
+            match Conn::open(
+                shared.protocol,
+                &shared.target,
+                shared.work.token.as_deref(),
+            )
+            .await
+            {
+                Ok(c) => conn = Some(c),
+                Err(e) => {
+                    if failures.len() < FAILURES_KEPT {
                         failures.push(format!("{e:#}"));
-                        break;
+                    }
+                    if shared.interval_ns.is_none() {
+                        // Closed loop: do not spin on a refused connection.
+                        tokio::time::sleep(Duration::from_millis(10)).await;
                     }
                 }
             }
         }
-        sent += 1;
+        let sent = shared.start.elapsed();
+        verdicts.clear();
+        let result = match conn.as_mut() {
+            Some(c) => c.round(&shared.work, &keys, &mut out, &mut verdicts).await,
+            None => Err(anyhow::anyhow!("not connected")),
+        };
+        let answered = shared.start.elapsed();
+        match result {
+            Ok(()) => {
+                let micros = u64::try_from(due.elapsed().as_micros())
+                    .unwrap_or(u64::MAX)
+                    .max(1);
+                let _ = latency.record_n(micros, taken);
+                for &verdict in &verdicts {
+                    count(&mut tally, verdict);
+                }
+            }
+            Err(e) => {
+                tally.errors += taken;
+                if conn.is_some() && failures.len() < FAILURES_KEPT {
+                    failures.push(format!("{e:#}"));
+                }
+                conn = None;
+                verdicts.clear();
+            }
+        }
+        if shared.log {
+            let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+            for (i, &key) in keys.iter().enumerate() {
+                log.push(Decision {
+                    sent: nanos(sent),
+                    answered: nanos(answered),
+                    key,
+                    verdict: verdicts.get(i).copied().flatten(),
+                });
+            }
+        }
+        sent_rounds += 1;
         shared.answered.fetch_add(taken, Ordering::Relaxed);
     }
     Outcome {
         latency,
         tally,
         failures,
+        log,
     }
+}
+
+/// Appends one line per decision: `SENT ANSWERED KEY VERDICT`, times in Unix nanoseconds.
+fn write_decisions(
+    file: &mut impl std::io::Write,
+    unix_start: Duration,
+    decisions: &[Decision],
+) -> anyhow::Result<()> {
+    let base = u64::try_from(unix_start.as_nanos()).unwrap_or(u64::MAX);
+    for d in decisions {
+        let verdict = match d.verdict {
+            Some(true) => "allowed",
+            Some(false) => "denied",
+            None => "error",
+        };
+        writeln!(
+            file,
+            "{} {} {} {verdict}",
+            base.saturating_add(d.sent),
+            base.saturating_add(d.answered),
+            d.key
+        )
+        .context("--decision-log: cannot write")?;
+    }
+    Ok(())
 }
 
 /// A process's CPU time so far (user + system, all threads), from `/proc/PID/stat`.
@@ -593,6 +670,9 @@ async fn bench(args: &BenchArgs, work: Workload) -> anyhow::Result<ExitCode> {
     });
     let cpu_before = args.server_pid.map(cpu_time).transpose()?;
     let start = Instant::now();
+    let unix_start = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .context("the system clock is before 1970")?;
     let shared = Arc::new(Shared {
         work,
         protocol: args.protocol,
@@ -604,6 +684,7 @@ async fn bench(args: &BenchArgs, work: Workload) -> anyhow::Result<ExitCode> {
         pipeline: args.pipeline,
         interval_ns: args.rate.map(|r| 1_000_000_000 / r.max(1)),
         connections: args.connections,
+        log: args.decision_log.is_some(),
     });
     let progress = if std::io::stderr().is_terminal() && !args.json {
         let bar = indicatif::ProgressBar::new(args.duration.as_millis() as u64);
@@ -637,13 +718,28 @@ async fn bench(args: &BenchArgs, work: Workload) -> anyhow::Result<ExitCode> {
     let mut latency = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
     let mut tally = Tally::default();
     let mut failures = Vec::new();
+    let mut log = args
+        .decision_log
+        .as_ref()
+        .map(|path| {
+            std::fs::File::create(path)
+                .map(std::io::BufWriter::new)
+                .with_context(|| format!("--decision-log: cannot create {}", path.display()))
+        })
+        .transpose()?;
     for task in tasks {
         let outcome = task.await.context("a connection's task failed")?;
+        if let Some(file) = log.as_mut() {
+            write_decisions(file, unix_start, &outcome.log)?;
+        }
         latency.add(&outcome.latency)?;
         tally.allowed += outcome.tally.allowed;
         tally.denied += outcome.tally.denied;
         tally.errors += outcome.tally.errors;
         failures.extend(outcome.failures);
+    }
+    if let Some(mut file) = log {
+        std::io::Write::flush(&mut file).context("--decision-log: cannot write")?;
     }
     let elapsed = start.elapsed();
     if let Some(bar) = progress {

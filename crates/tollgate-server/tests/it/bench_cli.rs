@@ -78,6 +78,49 @@ fn every_protocols_decisions_are_counted_exactly() {
         assert!(v["server_cpu_us_per_decision"].as_f64().is_some(), "{v}");
         assert!(v["latency_us"]["p99"].as_u64() >= v["latency_us"]["p50"].as_u64());
     }
+    // The decision log has a line per request that agrees with the totals: 3 admitted per
+    // key, each answered after it was sent.
+    let log = dir.0.join("decisions.log");
+    let v = bench(&[
+        "--target",
+        address(&server.base),
+        "-D",
+        "bench",
+        "-d",
+        "user=l{key}",
+        "--keys",
+        "2",
+        "--requests",
+        "20",
+        "-c",
+        "2",
+        "--decision-log",
+        log.to_str().expect("utf-8 path"),
+    ]);
+    let text = std::fs::read_to_string(&log).expect("the decision log");
+    let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split(' ').collect()).collect();
+    assert_eq!(lines.len(), 20, "{text}");
+    let mut admitted = std::collections::HashMap::new();
+    for line in &lines {
+        let [sent, answered, key, verdict] = line[..] else {
+            panic!("four fields: {line:?}")
+        };
+        let (sent, answered): (u64, u64) =
+            (sent.parse().expect("ns"), answered.parse().expect("ns"));
+        assert!(
+            sent <= answered && sent > 1_700_000_000_000_000_000,
+            "{line:?}"
+        );
+        assert!(matches!(verdict, "allowed" | "denied"), "{line:?}");
+        if verdict == "allowed" {
+            *admitted.entry(key).or_insert(0) += 1;
+        }
+    }
+    assert_eq!(
+        admitted.values().sum::<u64>(),
+        v["allowed"].as_u64().expect("n")
+    );
+    assert!(admitted.values().all(|&n| n == 3), "{admitted:?}");
     // CL.THROTTLE pipelined: a burst of 5 for each of 3 keys.
     let v = bench(&[
         "--protocol",
