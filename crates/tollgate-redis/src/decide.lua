@@ -27,8 +27,9 @@
 --          batches one after another, each all or nothing, '7' the same, every request
 --          counting (`Store::apply_many`).
 -- ARGV[2]: '' for the store's clock (TIME), or <seconds, nanoseconds> of the caller's.
--- ARGV[3]: per counter 9 doubles <algorithm (1 fixed, 2 gcra, 3 sliding, 4 quota),
---          requests, period s, period ns, burst, emission s, emission ns, cost, flags>
+-- ARGV[3]: per counter 9 doubles <algorithm (1 fixed, 2 gcra, 3 sliding, 4 quota,
+--          5 concurrency, 6 gcra restarting with a debt), requests, period s, period ns,
+--          burst, emission s, emission ns, cost, flags>
 --          (a quota is a fixed window whose bounds the caller computed from the calendar:
 --          its emission slots carry the window's start, its period the window's length,
 --          so no calendar arithmetic happens here); flags: 0
@@ -37,7 +38,9 @@
 --          unenforced one counts as admitting); for a lease, cost is the tokens wanted and
 --          a 10th double is the unused tokens to give back first. A concurrency limit (5)
 --          carries in its emission slots until when the slots it takes are held (0: it
---          only asks whether one is free).
+--          only asks whether one is free). A GCRA bucket restarting with a debt (6,
+--          Limit::restarting_with) carries the debt in its period slots: an idle one
+--          (its TAT reached) restarts at now + debt, and a zero cost keeps the restart.
 --          Mode '4': <how (1 commit, 2 release), actual>; mode '5': <deadline s, ns>.
 -- ARGV[4]: modes '3', '4', '5': the hold's id; modes '6', '7': each batch's number of
 --          counters, as doubles. ARGV[5]: mode '3': <kind (1 reservation,
@@ -176,6 +179,17 @@ local function save(key, st, old_ttl)
   end
 end
 
+-- The TAT a GCRA decision starts from (gcra::live_tat): now for a bucket that has
+-- refilled, or for one restarting with a debt (6) now + debt once its TAT is reached.
+local function live_tat(op, st)
+  if op[1] == 6 then
+    if lt(now_s, now_n, st.s, st.n) then return st.s, st.n end
+    return add(now_s, now_n, op[3], op[4])
+  end
+  if lt(st.s, st.n, now_s, now_n) then return now_s, now_n end
+  return st.s, st.n
+end
+
 -- (window start s, ns, previous count, current count) of a sliding window.
 local function sliding(ps, pn, st)
   local cs, cn = window_start(ps, pn)
@@ -245,10 +259,9 @@ local function decide(op, st, cost)
     local o = { ok = false, rem = max(requests - count, 0), rs = rs, rn = rn, st = st }
     if cost <= requests then o.ys, o.yn = rs, rn end
     return o
-  elseif algorithm == 2 then
+  elseif algorithm == 2 or algorithm == 6 then
     local burst, ts, tn = op[5], op[6], op[7]
-    local tat_s, tat_n = st.s, st.n
-    if lt(tat_s, tat_n, now_s, now_n) then tat_s, tat_n = now_s, now_n end
+    local tat_s, tat_n = live_tat(op, st)
     -- used: how long until the bucket is full again.
     local us, un = sub(tat_s, tat_n, now_s, now_n)
     local o = { ok = false, rem = 0, rs = us, rn = un, st = st }
@@ -259,7 +272,7 @@ local function decide(op, st, cost)
         o.ok = true
         o.rem = burst - cost - ceil_div(us, un, ts, tn)
         o.rs, o.rn = add(us, un, cs, cn)
-        if cost > 0 then
+        if cost > 0 or algorithm == 6 then
           local ns, nn = add(tat_s, tat_n, cs, cn)
           o.st = { s = ns, n = nn, a = 0, b = 0, ttl = st.ttl }
         end
@@ -352,15 +365,14 @@ local function charge(op, st, o, cost)
     end
     local es, en = add(ws, wn, ps, pn)
     return { s = es, n = en, a = min(cost, MAX_COUNT), b = 0, ttl = st.ttl }
-  elseif algorithm == 2 then
+  elseif algorithm == 2 or algorithm == 6 then
     -- Emptied, never into debt: at most a full bucket from now.
     local burst, ts, tn = op[5], op[6], op[7]
     local fs, fn = mul(burst, ts, tn)
     fs, fn = add(now_s, now_n, fs, fn)
     local tat_s, tat_n = fs, fn
     if cost <= burst then
-      local bs, bn = st.s, st.n
-      if lt(bs, bn, now_s, now_n) then bs, bn = now_s, now_n end
+      local bs, bn = live_tat(op, st)
       local cs, cn = mul(cost, ts, tn)
       bs, bn = add(bs, bn, cs, cn)
       if lt(bs, bn, fs, fn) then tat_s, tat_n = bs, bn end
@@ -385,7 +397,7 @@ local function refund(op, st, back)
     if st.s == es and st.n == en then
       return { s = st.s, n = st.n, a = max(st.a - back, 0), b = 0, ttl = st.ttl }
     end
-  elseif algorithm == 2 then
+  elseif algorithm == 2 or algorithm == 6 then
     -- At most a burst back, never below min(now, tat).
     local ks, kn = mul(min(back, op[5]), op[6], op[7])
     local bs, bn = sub(st.s, st.n, ks, kn)
@@ -415,12 +427,11 @@ local function force(op, st, cost)
   if cost <= 0 or op[2] == 0 then return st end
   local algorithm = op[1]
   if algorithm == 5 then return st end
-  if algorithm == 2 then
+  if algorithm == 2 or algorithm == 6 then
     local burst, ts, tn = op[5], op[6], op[7]
     local fs, fn = mul(2 * burst, ts, tn)
     fs, fn = add(now_s, now_n, fs, fn)
-    local bs, bn = st.s, st.n
-    if lt(bs, bn, now_s, now_n) then bs, bn = now_s, now_n end
+    local bs, bn = live_tat(op, st)
     local cs, cn = mul(min(cost, 2 * burst), ts, tn)
     bs, bn = add(bs, bn, cs, cn)
     if lt(fs, fn, bs, bn) then bs, bn = fs, fn end
@@ -574,6 +585,8 @@ if mode == '2' then
   local st = load(key_of(1))
   local before = st
   local algorithm, ps, pn = op[1], op[3], op[4]
+  -- Leases are taken from policies' limits, which never restart with a debt.
+  if algorithm == 6 then error({ err = 'tollgate: a bucket restarting with a debt is not leased' }) end
   st = refund(op, st, back)
   local want = op[8]
   local granted = min(want, decide(op, st, 0).rem)
@@ -636,7 +649,8 @@ local function run_batch(lo, hi, every)
     end
   else
     for i = lo, hi do
-      if ops[i][8] > 0 and (outs[i].ok or every) then
+      -- A zero cost changes nothing, except that it restarts an idle bucket (6).
+      if (ops[i][8] > 0 or ops[i][1] == 6) and (outs[i].ok or every) then
         local key = key_of(i)
         save(key, staged[i], loaded[key] and loaded[key].ttl or 0)
       end

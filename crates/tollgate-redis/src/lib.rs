@@ -376,16 +376,19 @@ impl RedisStore {
         for op in ops {
             let algorithm = match op.limit.algorithm() {
                 Algorithm::FixedWindow => 1,
+                Algorithm::Gcra if op.limit.restart_debt() > 0 => 6,
                 Algorithm::Gcra => 2,
                 Algorithm::SlidingWindow => 3,
                 Algorithm::Quota => 4,
                 Algorithm::Concurrency => 5,
             };
             // Quotas and concurrency limits have no emission interval; its slots carry the
-            // quota's window start, or until when concurrency slots taken are held.
+            // quota's window start, or until when concurrency slots taken are held. A GCRA
+            // bucket restarting with a debt (never leased) carries the debt as its period.
             let (period, emission) = match op.limit.algorithm() {
                 Algorithm::Quota => (op.limit.period(), op.limit.window_start()),
                 Algorithm::Concurrency => (op.limit.period(), op.limit.held_until()),
+                Algorithm::Gcra if algorithm == 6 => (op.limit.restart_debt(), op.limit.emission()),
                 _ => (op.limit.period(), op.limit.emission()),
             };
             for x in [

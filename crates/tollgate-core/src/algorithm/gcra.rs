@@ -46,11 +46,26 @@ fn div_ceil(a: Span, b: u64) -> Span {
     }
 }
 
+/// The TAT a decision at `now` starts from: `now` for a bucket that has refilled (its TAT
+/// passed), or `now` plus the restart debt once its TAT is reached
+/// ([`Limit::restarting_with`]).
+#[inline]
+fn live_tat(limit: &Limit, stored: Span, now: Span) -> Span {
+    if limit.at == 0 {
+        stored.max(now)
+    } else if stored <= now {
+        now + Span::from(limit.at)
+    } else {
+        stored
+    }
+}
+
 pub(super) fn decide(limit: &Limit, state: CounterState, cost: u64, now: Nanos) -> Outcome {
     let t = Span::from(limit.emission);
     let burst = limit.burst;
     let now_wide = Span::from(now);
-    let tat = tat(state).max(now_wide);
+    let stored = tat(state);
+    let tat = live_tat(limit, stored, now_wide);
     let used = tat - now_wide;
     let mut retry_after = None;
     if cost <= burst {
@@ -64,7 +79,7 @@ pub(super) fn decide(limit: &Limit, state: CounterState, cost: u64, now: Nanos) 
                 remaining,
                 reset_after: used + took,
                 retry_after: None,
-                state: if cost == 0 {
+                state: if cost == 0 && (limit.at == 0 || stored > now_wide) {
                     state
                 } else {
                     state_at(tat + took)
@@ -105,7 +120,7 @@ pub(super) fn force(limit: &Limit, state: CounterState, cost: u64, now: Nanos) -
     let stored = tat(state);
     let now_wide = Span::from(now);
     let floor = now_wide + 2 * Span::from(limit.burst) * t;
-    let charged = stored.max(now_wide) + Span::from(cost.min(2 * limit.burst)) * t;
+    let charged = live_tat(limit, stored, now_wide) + Span::from(cost.min(2 * limit.burst)) * t;
     state_at(charged.min(floor).max(stored))
 }
 
@@ -118,7 +133,7 @@ pub(super) fn charge(limit: &Limit, state: CounterState, cost: u64, now: Nanos) 
     let tat = if cost > limit.burst {
         full_debt
     } else {
-        (stored.max(now_wide) + Span::from(cost) * t).min(full_debt)
+        (live_tat(limit, stored, now_wide) + Span::from(cost) * t).min(full_debt)
     };
     state_at(tat.max(stored))
 }
@@ -128,6 +143,33 @@ mod tests {
     use super::{state_at, tat};
     use crate::algorithm::{CounterState, Limit, domain};
     use crate::time::{SECOND, Span};
+
+    #[test]
+    fn a_bucket_restarting_with_a_debt_keeps_its_credit_only_while_live() {
+        // Burst 8 at 1 per second, restarting 3 s used: a fresh bucket holds 5, a live
+        // one up to 8, and an idle one restarts at 5 again.
+        let limit = Limit::gcra(1, SECOND, 8)
+            .unwrap()
+            .restarting_with(3 * SECOND);
+        let now = 1_000 * SECOND;
+        let fresh = limit.decide(CounterState::default(), 1, now);
+        assert_eq!((fresh.allowed, fresh.remaining), (true, 4));
+        // Its TAT is now + 4 s: 3 s later the bucket is live with 7 of 8 left.
+        let live = limit.decide(fresh.state, 0, now + 3 * SECOND);
+        assert_eq!(live.remaining, 7);
+        assert_eq!(
+            live.state, fresh.state,
+            "a peek on a live bucket changes nothing"
+        );
+        // At its TAT it restarts; a peek keeps the restart.
+        let idle = limit.decide(fresh.state, 0, now + 4 * SECOND);
+        assert_eq!(idle.remaining, 5);
+        assert_eq!(tat(idle.state), Span::from(now + 7 * SECOND));
+        // Without a debt a bucket at its TAT is full, and the same peek keeps nothing.
+        let plain = Limit::gcra(1, SECOND, 8).unwrap();
+        let full = plain.decide(fresh.state, 0, now + 4 * SECOND);
+        assert_eq!((full.remaining, full.state), (8, fresh.state));
+    }
 
     #[test]
     fn burst_then_steady_rate() {

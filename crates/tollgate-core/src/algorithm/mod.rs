@@ -161,7 +161,8 @@ pub struct Limit {
     emission: Nanos,
     /// Set per decision: for a quota the start of the window `period` long that the op
     /// counts in ([`Limit::in_window`]); for a concurrency limit when a slot taken now
-    /// is free again ([`Limit::holding_until`]; 0: a probe that takes nothing).
+    /// is free again ([`Limit::holding_until`]; 0: a probe that takes nothing). For GCRA
+    /// the debt an idle bucket restarts with ([`Limit::restarting_with`]; 0: full).
     at: Nanos,
 }
 
@@ -209,6 +210,30 @@ impl Limit {
             self.at = deadline;
         }
         self
+    }
+
+    /// This GCRA bucket, once idle (its TAT reached), restarting with `debt` nanoseconds
+    /// already used instead of full, while a live bucket keeps its credit up to the
+    /// whole burst: throttlecrab's `THROTTLE`, whose stored TAT outlives the moment its
+    /// bucket refilled (see tollgate-data's `resp::crab`). The debt is capped at the
+    /// burst; other algorithms are returned unchanged. Unlike other limits, a zero cost
+    /// on an idle bucket changes its state: the restart is kept.
+    pub fn restarting_with(mut self, debt: Nanos) -> Self {
+        if self.algorithm == Algorithm::Gcra {
+            let depth = Span::from(self.burst) * Span::from(self.emission);
+            self.at = Nanos::try_from(Span::from(debt).min(depth)).unwrap_or(Nanos::MAX);
+        }
+        self
+    }
+
+    /// For GCRA, the debt an idle bucket restarts with ([`Limit::restarting_with`]); 0
+    /// otherwise.
+    pub fn restart_debt(&self) -> Nanos {
+        if self.algorithm == Algorithm::Gcra {
+            self.at
+        } else {
+            0
+        }
     }
 
     /// For a concurrency op, until when the slots it takes are held; 0 otherwise.
@@ -312,7 +337,8 @@ impl Limit {
     /// Decides whether `cost` more requests fit, given the counter's `state` at time `now`.
     ///
     /// Pure: the caller commits `Outcome::state` only if the whole decision admits.
-    /// A cost of zero never changes state and reports what is left.
+    /// A cost of zero reports what is left and changes no state, except that an idle
+    /// bucket [restarting with a debt](Limit::restarting_with) restarts.
     #[inline]
     pub fn decide(&self, state: CounterState, cost: u64, now: Nanos) -> Outcome {
         if self.requests == 0 {

@@ -202,7 +202,7 @@ impl MemoryStore {
             let state = shard.get(&op.key.0).copied().unwrap_or_default();
             let outcome = op.limit.decide(state, op.cost, now);
             op.outcome = Some(outcome);
-            if op.cost > 0 && (outcome.allowed || every) {
+            if (op.cost > 0 || outcome.state != state) && (outcome.allowed || every) {
                 let next = if every {
                     op.limit.charge(state, op.cost, now)
                 } else {
@@ -255,7 +255,8 @@ impl MemoryStore {
         }
         for (op, next) in ops.iter().zip(staged) {
             let admitted_here = op.outcome.is_some_and(|o| o.allowed);
-            if op.cost > 0 && (admitted_here || every) {
+            // A zero cost changes nothing, except that it restarts an idle bucket.
+            if (op.cost > 0 || op.limit.restart_debt() > 0) && (admitted_here || every) {
                 let g = find(&guards, self.shard_of(op.key));
                 self.commit(&mut guards[g].1, op.key, next);
             }

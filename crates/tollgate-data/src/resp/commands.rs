@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tollgate_core::{CheckRequest, Entry};
 
 use super::cell::Throttle;
+use super::crab::CrabThrottle;
 use super::frame::{Out, Version};
 use crate::data_plane::DescriptorParts;
 use crate::http::request_id::RequestId;
@@ -15,6 +16,9 @@ use crate::state::AppState;
 
 /// Where `CL.THROTTLE` keys live, apart from every policy's counters.
 const CELL_NAMESPACE: &str = "resp:cl.throttle";
+
+/// Where `THROTTLE` keys live: throttlecrab's TATs are not redis-cell's.
+const CRAB_NAMESPACE: &str = "resp:throttle";
 
 /// What the connection does after a reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +68,7 @@ const fn info(
 /// The commands `COMMAND` lists.
 const COMMANDS: &[CommandInfo] = &[
     info("cl.throttle", -5, &["write", "fast"], (1, 1, 1)),
+    info("throttle", -5, &["write", "fast"], (1, 1, 1)),
     info("tg.check", -6, &["write", "fast"], (0, 0, 0)),
     info("ping", -1, &["fast", "stale"], (0, 0, 0)),
     info("echo", 2, &["fast"], (0, 0, 0)),
@@ -140,6 +145,8 @@ impl Session {
         }
         if is(name, "TG.CHECK") {
             tg_check(state, &args[1..], out).await;
+        } else if is(name, "THROTTLE") {
+            crab_throttle(state, &args[1..], out).await;
         } else if is(name, "PING") {
             match args.len() {
                 1 => out.simple("PONG"),
@@ -364,6 +371,41 @@ async fn cl_throttle(state: &AppState, args: &[&[u8]], out: &mut Out<'_>) {
     throttle_reply(state, &throttle, outcome, out);
 }
 
+/// `THROTTLE key max_burst count_per_period period [quantity]` (throttlecrab-server).
+async fn crab_throttle(state: &AppState, args: &[&[u8]], out: &mut Out<'_>) {
+    let stored = match CrabThrottle::parse(args) {
+        Ok(CrabThrottle::Stored(stored)) => stored,
+        Ok(CrabThrottle::Stateless(reply)) => {
+            state.metrics.decision(None, reply[0] == 1, 0);
+            return out.integers(&reply);
+        }
+        Err(message) => return out.error(&message),
+    };
+    let outcome = state
+        .limiter
+        .check_named(CRAB_NAMESPACE, args[0], stored.limit, stored.quantity)
+        .await;
+    crab_reply(state, &stored, outcome, out);
+}
+
+fn crab_reply(
+    state: &AppState,
+    stored: &super::crab::Stored,
+    outcome: Result<tollgate_core::Outcome, tollgate_core::StoreError>,
+    out: &mut Out<'_>,
+) {
+    match outcome {
+        Ok(outcome) => {
+            state.metrics.decision(None, outcome.allowed, 0);
+            out.integers(&stored.reply(&outcome, state.limiter.clock().now()));
+        }
+        Err(e) => {
+            metrics::counter!("tollgate_store_fallback_decisions_total").increment(1);
+            out.error(&format!("ERR {e}"));
+        }
+    }
+}
+
 fn throttle_reply(
     state: &AppState,
     throttle: &Throttle,
@@ -387,6 +429,8 @@ fn throttle_reply(
 pub enum Together {
     /// `CL.THROTTLE`.
     Throttle,
+    /// `THROTTLE`.
+    Crab,
     /// `TG.CHECK`.
     Check,
 }
@@ -396,6 +440,8 @@ impl Together {
     pub fn of(name: &[u8]) -> Option<Self> {
         if is(name, "CL.THROTTLE") {
             Some(Self::Throttle)
+        } else if is(name, "THROTTLE") {
+            Some(Self::Crab)
         } else if is(name, "TG.CHECK") {
             Some(Self::Check)
         } else {
@@ -432,6 +478,38 @@ pub async fn answer_together(
                             .next()
                             .unwrap_or(Err(tollgate_core::StoreError::Unsupported("not decided")));
                         throttle_reply(state, throttle, outcome, out);
+                    }
+                    Err(message) => out.error(message),
+                }
+            }
+        }
+        Together::Crab => {
+            let parsed: Vec<Result<CrabThrottle, String>> = commands
+                .iter()
+                .map(|c| CrabThrottle::parse(&c[1..]))
+                .collect();
+            let checks: Vec<(&[u8], tollgate_core::Limit, u64)> = (commands.iter().zip(&parsed))
+                .filter_map(|(c, p)| match p {
+                    Ok(CrabThrottle::Stored(s)) => Some((c[1], s.limit, s.quantity)),
+                    _ => None,
+                })
+                .collect();
+            let mut outcomes = state
+                .limiter
+                .check_named_many(CRAB_NAMESPACE, &checks)
+                .await
+                .into_iter();
+            for p in &parsed {
+                match p {
+                    Ok(CrabThrottle::Stored(stored)) => {
+                        let outcome = outcomes
+                            .next()
+                            .unwrap_or(Err(tollgate_core::StoreError::Unsupported("not decided")));
+                        crab_reply(state, stored, outcome, out);
+                    }
+                    Ok(CrabThrottle::Stateless(reply)) => {
+                        state.metrics.decision(None, reply[0] == 1, 0);
+                        out.integers(reply);
                     }
                     Err(message) => out.error(message),
                 }

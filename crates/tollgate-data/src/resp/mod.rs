@@ -1,5 +1,6 @@
 //! The RESP front end (`--resp-addr`): any Redis client asks Tollgate. `CL.THROTTLE`
-//! answers as redis-cell does ([`cell`]), `TG.CHECK` checks a domain's policies, and
+//! answers as redis-cell does ([`cell`]), `THROTTLE` as throttlecrab-server does
+//! ([`crab`]), `TG.CHECK` checks a domain's policies, and
 //! enough of Redis's connection commands (`PING`, `HELLO`, `AUTH`, `CLIENT`, `COMMAND`,
 //! `SELECT 0`, `QUIT`) for `redis-cli` and client libraries to talk to it.
 //!
@@ -9,6 +10,7 @@
 
 pub mod cell;
 mod commands;
+pub mod crab;
 pub mod frame;
 
 use std::net::TcpListener as StdListener;

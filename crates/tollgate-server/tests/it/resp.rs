@@ -269,9 +269,15 @@ async fn redis_cli_and_redis_py_speak_to_it_in_resp2_and_resp3() {
         cli(&["CL.THROTTLE", "cli", "15", "30", "60"]),
         "0\n16\n15\n-1\n2\n"
     );
+    // throttlecrab's README example on a fresh key: allowed, limit 10, 9 left, the TAT
+    // kept 5.4 s, no retry.
+    assert_eq!(
+        cli(&["THROTTLE", "user:123", "10", "100", "60"]),
+        "1\n10\n9\n5\n0\n"
+    );
     assert_eq!(
         cli(&["COMMAND", "COUNT"]).trim().parse::<i64>().ok(),
-        Some(10)
+        Some(11)
     );
     let hello = cli(&["-3", "HELLO", "3"]);
     assert!(
@@ -301,6 +307,7 @@ for protocol in (2, 3):
     for _ in range(5):
         pipe.execute_command("CL.THROTTLE", f"pypipe{protocol}", 2, 1, 60)
     out[protocol]["pipeline"] = pipe.execute()
+    out[protocol]["crab"] = [r.execute_command("THROTTLE", f"crab{protocol}", 2, 1, 60) for _ in range(3)]
 print(json.dumps(out))
 "#;
     let out = Command::new(&python)
@@ -332,6 +339,14 @@ print(json.dumps(out))
             piped,
             [2, 1, 0, 0, 0],
             "remaining along the pipeline over RESP{protocol}: {v}"
+        );
+        let allowed: Vec<i64> = (0..3)
+            .map(|i| p["crab"][i][0].as_i64().unwrap_or(-1))
+            .collect();
+        assert_eq!(
+            allowed,
+            [1, 1, 0],
+            "THROTTLE's burst of 2 over RESP{protocol}: {v}"
         );
     }
 }
@@ -558,4 +573,69 @@ async fn tls_with_client_certificates_is_served_to_redis_cli() {
     // Plain RESP to the TLS listener gets nowhere either.
     let answer = raw(&addr, b"PING\r\n");
     assert!(!answer.contains("PONG"), "{answer}");
+}
+
+#[tokio::test]
+async fn throttle_answers_as_throttlecrab_and_is_shared_by_nodes_through_redis() {
+    let redis = RedisServer::start();
+    let nodes: Vec<TestServer> = (0..2)
+        .map(|_| resp_server(None, &["--store", &redis.url(), "--store-timeout", "2s"]))
+        .collect();
+    let mut conns = Vec::new();
+    for node in &nodes {
+        conns.push(connect(&resp_url(node)).await);
+    }
+    // max_burst 10 at 10 a day (one per 8,640 s): alternate nodes; exactly 10 pass,
+    // counting down from 9, then a denial says to retry in one emission interval.
+    let mut replies = Vec::new();
+    for i in 0..30 {
+        let reply: Vec<i64> = redis::cmd("THROTTLE")
+            .arg("crab")
+            .arg(10)
+            .arg(10)
+            .arg(86_400)
+            .query_async(&mut conns[i % 2])
+            .await
+            .expect("five integers");
+        replies.push(reply);
+    }
+    for (i, reply) in replies.iter().enumerate().take(10) {
+        assert_eq!(reply[..3], [1, 10, 9 - i as i64], "call {i}: {replies:?}");
+        assert_eq!(reply[4], 0, "no retry when allowed: {reply:?}");
+    }
+    for reply in &replies[10..] {
+        assert_eq!(reply[..3], [0, 10, 0], "{replies:?}");
+        assert!(
+            (8_630..=8_640).contains(&reply[4]),
+            "retry after one emission interval: {reply:?}"
+        );
+    }
+    // Pipelined, on a node's connection: decided together, answered in order.
+    let mut pipe = redis::pipe();
+    for _ in 0..5 {
+        pipe.cmd("THROTTLE").arg("piped").arg(2).arg(1).arg(60);
+    }
+    let piped: Vec<Vec<i64>> = pipe.query_async(&mut conns[0]).await.expect("pipeline");
+    let shape: Vec<[i64; 2]> = piped.iter().map(|r| [r[0], r[2]]).collect();
+    assert_eq!(shape, [[1, 1], [1, 0], [0, 0], [0, 0], [0, 0]], "{piped:?}");
+    // CL.THROTTLE keys of the same name are apart from THROTTLE's.
+    assert_eq!(
+        throttle(&mut conns[1], &["crab", "0", "1", "60"]).await,
+        "[0, 1, 0, -1, 60]"
+    );
+    // throttlecrab's errors, word for word.
+    let mut bad = redis::cmd("THROTTLE");
+    bad.arg("k").arg(0).arg(1).arg(1);
+    let err = shown(bad.query_async(&mut conns[0]).await);
+    assert!(
+        err.contains("Rate limit check failed: invalid rate limit parameters"),
+        "{err}"
+    );
+    let mut bad = redis::cmd("THROTTLE");
+    bad.arg("k").arg(1);
+    let err = shown(bad.query_async(&mut conns[0]).await);
+    assert!(
+        err.contains("wrong number of arguments for 'throttle' command"),
+        "{err}"
+    );
 }
