@@ -145,6 +145,7 @@ fn whole_seconds(ns: i128) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::resp::spread;
     use tollgate_core::algorithm::CounterState;
 
     /// A straight restatement of redis-cell's `rate_limit` over one stored TAT, in its
@@ -233,15 +234,6 @@ mod tests {
                 .unwrap_err()
                 .contains("quantity")
         );
-    }
-
-    fn spread(ranges: [(i64, i64); 3]) -> impl proptest::strategy::Strategy<Value = i64> {
-        use proptest::prelude::*;
-        prop_oneof![
-            ranges[0].0..ranges[0].1,
-            ranges[1].0..ranges[1].1,
-            ranges[2].0..ranges[2].1
-        ]
     }
 
     proptest::proptest! {

@@ -394,16 +394,9 @@ fn crab_reply(
     outcome: Result<tollgate_core::Outcome, tollgate_core::StoreError>,
     out: &mut Out<'_>,
 ) {
-    match outcome {
-        Ok(outcome) => {
-            state.metrics.decision(None, outcome.allowed, 0);
-            out.integers(&stored.reply(&outcome, state.limiter.clock().now()));
-        }
-        Err(e) => {
-            metrics::counter!("tollgate_store_fallback_decisions_total").increment(1);
-            out.error(&format!("ERR {e}"));
-        }
-    }
+    named_reply(state, outcome, out, |o| {
+        stored.reply(o, || state.limiter.clock().now())
+    });
 }
 
 fn throttle_reply(
@@ -412,10 +405,21 @@ fn throttle_reply(
     outcome: Result<tollgate_core::Outcome, tollgate_core::StoreError>,
     out: &mut Out<'_>,
 ) {
+    named_reply(state, outcome, out, |o| throttle.reply(o));
+}
+
+/// Answers a named check (`CL.THROTTLE`, `THROTTLE`) with its five integers, counted as a
+/// decision, or with the store's error.
+fn named_reply(
+    state: &AppState,
+    outcome: Result<tollgate_core::Outcome, tollgate_core::StoreError>,
+    out: &mut Out<'_>,
+    reply: impl FnOnce(&tollgate_core::Outcome) -> [i64; 5],
+) {
     match outcome {
         Ok(outcome) => {
             state.metrics.decision(None, outcome.allowed, 0);
-            out.integers(&throttle.reply(&outcome));
+            out.integers(&reply(&outcome));
         }
         Err(e) => {
             metrics::counter!("tollgate_store_fallback_decisions_total").increment(1);

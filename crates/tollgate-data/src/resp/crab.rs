@@ -107,11 +107,11 @@ impl CrabThrottle {
 }
 
 impl Stored {
-    /// The reply given what the store decided at about `now` (nanoseconds since the
-    /// epoch, which only a retry past 2262 depends on). The core's `reset_after` is the
-    /// shifted TAT less now: `y = tat − now + τ` after an admission, or as it stands
-    /// after a denial.
-    pub fn reply(&self, outcome: &Outcome, now: u64) -> [i64; 5] {
+    /// The reply given what the store decided at about `now()` (nanoseconds since the
+    /// epoch, read only for a denial, whose retry past 2262 depends on it). The core's
+    /// `reset_after` is the shifted TAT less now: `y = tat − now + τ` after an
+    /// admission, or as it stands after a denial.
+    pub fn reply(&self, outcome: &Outcome, now: impl FnOnce() -> u64) -> [i64; 5] {
         let (t, tau) = (self.emission, self.tolerance);
         let y = outcome.reset_after as i128;
         // throttlecrab: (now + τ − tat) / T, at least 0.
@@ -120,7 +120,7 @@ impl Stored {
             0
         } else {
             // allow_at − now, in throttlecrab's saturating 64-bit sums.
-            let (now, top) = (i128::from(now), i128::from(i64::MAX));
+            let (now, top) = (i128::from(now()), i128::from(i64::MAX));
             let increment = (t * i128::from(self.quantity)).min(top);
             let new_tat = (now + y - tau + increment).min(top);
             (new_tat - tau - now).max(0)
@@ -148,6 +148,7 @@ fn seconds(ns: i128) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::resp::spread;
     use std::time::{Duration, SystemTime, UNIX_EPOCH};
     use throttlecrab::{PeriodicStore, RateLimiter};
     use tollgate_core::algorithm::CounterState;
@@ -166,7 +167,7 @@ mod tests {
                 if out.allowed {
                     *state = out.state;
                 }
-                s.reply(&out, now)
+                s.reply(&out, || now)
             }
         })
     }
@@ -260,15 +261,6 @@ mod tests {
     fn a_bucket_deeper_than_throttlecrabs_nanoseconds_hold_is_refused_by_name() {
         let err = parse(&["k", "1000", "1", "31536000"]).unwrap_err();
         assert!(err.contains("deeper than 146 years"), "{err}");
-    }
-
-    fn spread(ranges: [(i64, i64); 3]) -> impl proptest::strategy::Strategy<Value = i64> {
-        use proptest::prelude::*;
-        prop_oneof![
-            ranges[0].0..ranges[0].1,
-            ranges[1].0..ranges[1].1,
-            ranges[2].0..ranges[2].1
-        ]
     }
 
     proptest::proptest! {

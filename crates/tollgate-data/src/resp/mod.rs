@@ -218,3 +218,15 @@ async fn serve(
         }
     }
 }
+
+/// A number drawn from one of three ranges, so property tests reach every magnitude
+/// (toy, everyday, year-scale) rather than mostly the widest range's.
+#[cfg(test)]
+fn spread(ranges: [(i64, i64); 3]) -> impl proptest::strategy::Strategy<Value = i64> {
+    use proptest::prelude::*;
+    prop_oneof![
+        ranges[0].0..ranges[0].1,
+        ranges[1].0..ranges[1].1,
+        ranges[2].0..ranges[2].1
+    ]
+}
