@@ -163,19 +163,31 @@ fn socket_owner_is(pid: u32, peer: SocketAddr) -> bool {
     let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
         return false;
     };
-    let inode = table.lines().skip(1).find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        (fields.get(1) == Some(&local.as_str()))
-            .then(|| fields.get(9).map(|i| (*i).to_owned()))
-            .flatten()
-    });
-    let Some(inode) = inode else { return false };
-    let wanted = format!("socket:[{inode}]");
+    // Every socket with that local address, not the first: an earlier connection from the
+    // same port may linger in TIME_WAIT, and such an entry has inode 0 (no process holds
+    // it), so taking the first line found would miss the live socket.
+    let wanted: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            match (fields.get(1), fields.get(9)) {
+                (Some(addr), Some(inode)) if *addr == local && *inode != "0" => {
+                    Some(format!("socket:[{inode}]"))
+                }
+                _ => None,
+            }
+        })
+        .collect();
+    if wanted.is_empty() {
+        return false;
+    }
     let Ok(files) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
         return false;
     };
     files.flatten().any(|f| {
-        std::fs::read_link(f.path()).is_ok_and(|target| target.as_os_str() == wanted.as_str())
+        std::fs::read_link(f.path())
+            .is_ok_and(|target| wanted.iter().any(|w| target.as_os_str() == w.as_str()))
     })
 }
 
