@@ -16,6 +16,13 @@ pub(crate) struct Answer {
 
 impl Answer {
     pub(crate) fn of_decision(d: &tollgate_core::Decision) -> Self {
+        if d.allowed {
+            return Self {
+                allowed: true,
+                retry_after: None,
+                policy: None,
+            };
+        }
         let denied = d.statuses.iter().filter(|s| !s.allowed);
         let retry_after = denied
             .clone()
