@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 const OWN: &[&str] = &[
     "tollgate/v1/holds.proto",
+    "tollgate/v1/checks.proto",
     "kuadrant/service/ratelimit/v1/ratelimit.proto",
 ];
 

@@ -1,6 +1,6 @@
 //! Checks over gRPC: Envoy's RLS v3 `ShouldRateLimit`, the protocol Envoy itself speaks,
-//! answered into `tollgate-api`'s [`CheckResponse`] so callers read one type whichever
-//! transport they use.
+//! and many at once over `tollgate.v1.Checks/CheckStream`, answered into `tollgate-api`'s
+//! [`CheckResponse`] so callers read one type whichever transport they use.
 
 use envoy_types::pb::envoy::extensions::common::ratelimit::v3::{
     RateLimitDescriptor, rate_limit_descriptor::Entry,
@@ -8,7 +8,9 @@ use envoy_types::pb::envoy::extensions::common::ratelimit::v3::{
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
 use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
+use futures_util::StreamExt;
 use tollgate_api::{CheckRequest, CheckResponse, DescriptorStatus};
+use tollgate_proto::tollgate::v1::checks_client::ChecksClient;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::ClientError;
@@ -19,6 +21,7 @@ use crate::ClientError;
 pub struct GrpcCheckClient {
     url: String,
     client: RateLimitServiceClient<Channel>,
+    streams: ChecksClient<Channel>,
     token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
 }
 
@@ -39,7 +42,8 @@ impl GrpcCheckClient {
             .map_err(|e| ClientError::Build(format!("cannot connect to {url}: {e}")))?;
         Ok(Self {
             url: url.to_owned(),
-            client: RateLimitServiceClient::new(channel),
+            client: RateLimitServiceClient::new(channel.clone()),
+            streams: ChecksClient::new(channel),
             token,
         })
     }
@@ -54,11 +58,49 @@ impl GrpcCheckClient {
         let answer = self.client.clone().should_rate_limit(call).await;
         match answer {
             Ok(response) => Ok(check_response(&response.into_inner())),
-            Err(status) => Err(ClientError::Refused {
+            Err(status) => Err(self.refused(&status)),
+        }
+    }
+
+    /// Many decisions over one `tollgate.v1.Checks/CheckStream`: the server decides the
+    /// checks that arrive together at once (one store round trip per domain) and answers
+    /// in order. A check the server cannot decide is an `Err` with its reason, in its place.
+    pub async fn check_stream(
+        &self,
+        requests: &[CheckRequest<'_>],
+    ) -> Result<Vec<Result<CheckResponse, String>>, ClientError> {
+        let outbound: Vec<RateLimitRequest> = requests.iter().map(rls_request).collect();
+        let mut call = tonic::Request::new(futures_util::stream::iter(outbound));
+        if let Some(token) = &self.token {
+            call.metadata_mut().insert("authorization", token.clone());
+        }
+        let mut answers = match self.streams.clone().check_stream(call).await {
+            Ok(response) => response.into_inner(),
+            Err(status) => return Err(self.refused(&status)),
+        };
+        let mut out = Vec::with_capacity(requests.len());
+        while let Some(answer) = answers.next().await {
+            let answer = answer.map_err(|status| self.refused(&status))?;
+            out.push(match answer.decision {
+                Some(decision) if answer.error.is_empty() => Ok(check_response(&decision)),
+                _ => Err(answer.error),
+            });
+        }
+        if out.len() != requests.len() {
+            return Err(ClientError::Refused {
                 url: self.url.clone(),
-                status: status.code() as u16,
-                detail: status.message().to_owned(),
-            }),
+                status: tonic::Code::DataLoss as u16,
+                detail: format!("{} answers to {} checks", out.len(), requests.len()),
+            });
+        }
+        Ok(out)
+    }
+
+    fn refused(&self, status: &tonic::Status) -> ClientError {
+        ClientError::Refused {
+            url: self.url.clone(),
+            status: status.code() as u16,
+            detail: status.message().to_owned(),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Tollgate's gRPC services, generated from `proto/` at build time.
 //!
-//! - [`tollgate::v1`]: reservations and concurrency leases (`tollgate.v1.Holds`).
+//! - [`tollgate::v1`]: reservations and concurrency leases (`tollgate.v1.Holds`), and
+//!   streams of checks decided together (`tollgate.v1.Checks`).
 //! - [`kuadrant::service::ratelimit::v1`]: Kuadrant's `RateLimitService` (Limitador's
 //!   `CheckRateLimit`, `Report`, `Reserve`, `Commit`).
 //!

@@ -397,10 +397,11 @@ pub struct BenchArgs {
     /// `TG.CHECK`, e.g. `--cell 99,100,1`.
     #[arg(long, value_name = "BURST,COUNT,PERIOD")]
     pub cell: Option<String>,
-    /// Connections, each with one request in flight (or `--pipeline` with RESP).
+    /// Connections, each with one request in flight (or `--pipeline` with RESP and gRPC).
     #[arg(long, short = 'c', default_value_t = 8)]
     pub connections: usize,
-    /// RESP only: commands written together on a connection before reading the answers.
+    /// Requests sent together on a connection before reading the answers: RESP commands
+    /// written at once, or gRPC checks on one `tollgate.v1.Checks/CheckStream`.
     #[arg(long, default_value_t = 1)]
     pub pipeline: usize,
     /// Open loop: send at this total rate (requests per second) whatever the answers'

@@ -1,6 +1,7 @@
 //! The gRPC data plane: Envoy RLS v3 (`envoy.service.ratelimit.v3.RateLimitService/
 //! ShouldRateLimit`, here), Tollgate's reservations and leases (`tollgate.v1.Holds`,
-//! [`holds`]), Kuadrant's `RateLimitService` ([`kuadrant`]), the standard
+//! [`holds`]), streams of checks decided together (`tollgate.v1.Checks`, [`checks`]),
+//! Kuadrant's `RateLimitService` ([`kuadrant`]), the standard
 //! `grpc.health.v1` service and server reflection.
 //!
 //! Message types come from `envoy-types` (generated from Envoy's protos). The mapping to
@@ -33,6 +34,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tollgate_core::{CheckRequest, Decision, Entry, LimitOverride, Unit};
 use tollgate_proto::kuadrant::service::ratelimit::v1::rate_limit_service_server::RateLimitServiceServer as KuadrantServer;
+use tollgate_proto::tollgate::v1::checks_server::ChecksServer;
 use tollgate_proto::tollgate::v1::holds_server::HoldsServer;
 use tonic::{Request, Response, Status};
 use tower::ServiceExt;
@@ -44,6 +46,7 @@ use crate::state::AppState;
 use crate::trace::{self, TraceHeaders};
 use tracing::Instrument;
 
+pub mod checks;
 pub mod holds;
 pub mod kuadrant;
 
@@ -78,7 +81,15 @@ pub async fn serve(
     reporter
         .set_serving::<KuadrantServer<kuadrant::KuadrantGrpc>>()
         .await;
+    reporter
+        .set_serving::<ChecksServer<checks::ChecksGrpc>>()
+        .await;
     let holds = HoldsServer::new(holds::HoldsGrpc::new(state.clone()));
+    let checks = ChecksServer::new(checks::ChecksGrpc::new(
+        state.clone(),
+        headers,
+        header_names.clone(),
+    ));
     let kuadrant = KuadrantServer::new(kuadrant::KuadrantGrpc::new(state.clone()));
     let rls = RateLimitServiceServer::new(
         RateLimitGrpc::new(state, headers)
@@ -108,13 +119,17 @@ pub async fn serve(
             reflection_alpha.clone(),
             holds.clone(),
             kuadrant.clone(),
+            checks.clone(),
         );
         let service = service_fn(move |request: http::Request<Incoming>| {
-            let (rls, health, reflection, reflection_alpha, holds, kuadrant) = services.clone();
+            let (rls, health, reflection, reflection_alpha, holds, kuadrant, checks) =
+                services.clone();
             async move {
                 let path = request.uri().path();
                 if path.starts_with(HOLDS_PREFIX) {
                     holds.oneshot(request).await
+                } else if path.starts_with(CHECKS_PREFIX) {
+                    checks.oneshot(request).await
                 } else if path.starts_with(KUADRANT_PREFIX) {
                     kuadrant.oneshot(request).await
                 } else if path.starts_with(HEALTH_PREFIX) {
@@ -136,6 +151,8 @@ pub async fn serve(
 
 /// Path prefix of `tollgate.v1.Holds`.
 const HOLDS_PREFIX: &str = "/tollgate.v1.Holds/";
+/// Path prefix of `tollgate.v1.Checks`.
+const CHECKS_PREFIX: &str = "/tollgate.v1.Checks/";
 /// Path prefix of Kuadrant's `RateLimitService`.
 const KUADRANT_PREFIX: &str = "/kuadrant.service.ratelimit.v1.RateLimitService/";
 const REFLECTION_PREFIX: &str = "/grpc.reflection.v1.ServerReflection/";

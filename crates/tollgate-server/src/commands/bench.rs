@@ -213,7 +213,9 @@ enum Conn {
         stream: TcpStream,
         buf: Vec<u8>,
     },
-    Grpc(tollgate_client::GrpcCheckClient),
+    /// Boxed: a gRPC client (two service clients over one channel) is several times the
+    /// size of a socket and a buffer.
+    Grpc(Box<tollgate_client::GrpcCheckClient>),
 }
 
 /// How a batch of answers came out.
@@ -264,10 +266,10 @@ impl Conn {
                 }
                 Self::Resp { stream, buf }
             }
-            BenchProtocol::Grpc => Self::Grpc(
+            BenchProtocol::Grpc => Self::Grpc(Box::new(
                 tollgate_client::GrpcCheckClient::connect(&format!("http://{address}"), token)
                     .await?,
-            ),
+            )),
         })
     }
 
@@ -300,9 +302,18 @@ impl Conn {
                     });
                 }
             }
-            Self::Grpc(client) => {
+            Self::Grpc(client) if keys.len() == 1 => {
                 let answer = client.check(&work.check(keys[0])).await;
                 verdicts.push(answer.ok().map(|a| a.allowed));
+            }
+            Self::Grpc(client) => {
+                let checks: Vec<_> = keys.iter().map(|&key| work.check(key)).collect();
+                match client.check_stream(&checks).await {
+                    Ok(answers) => {
+                        verdicts.extend(answers.into_iter().map(|a| a.ok().map(|a| a.allowed)))
+                    }
+                    Err(_) => verdicts.extend(keys.iter().map(|_| None)),
+                }
             }
         }
         Ok(())
@@ -636,8 +647,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     if args.connections == 0 || args.pipeline == 0 || args.threads == 0 {
         bail!("--connections, --pipeline and --threads must be at least 1");
     }
-    if args.pipeline > 1 && args.protocol != BenchProtocol::Resp {
-        bail!("--pipeline applies to --protocol resp only");
+    if args.pipeline > 1 && args.protocol == BenchProtocol::Http {
+        bail!("--pipeline applies to --protocol resp and grpc only");
     }
     if args.cell.is_some() && args.protocol != BenchProtocol::Resp {
         bail!("--cell applies to --protocol resp only");

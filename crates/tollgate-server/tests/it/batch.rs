@@ -1,8 +1,18 @@
-//! Many checks at once: `POST /v1/checks` and pipelined RESP decisions, on the memory store
-//! and over Redis, where a pipeline's decisions share one round trip per hash-tag group.
+//! Many checks at once: `POST /v1/checks`, pipelined RESP decisions and gRPC streams
+//! (`tollgate.v1.Checks`), on the memory store and over Redis, where what goes together
+//! shares one round trip per hash-tag group.
 
+use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
+use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::{
+    Entry as RlsEntry, RateLimitOverride as RlsLimitOverride,
+};
+use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code;
+use futures_util::{StreamExt, TryStreamExt};
 use redis::Value as RedisValue;
 use serde_json::{Value, json};
+use tollgate_proto::tollgate::v1::StreamedDecision;
+use tollgate_proto::tollgate::v1::checks_client::ChecksClient;
 use tollgate_testkit::RedisServer;
 
 use crate::helpers::{POLICIES, TempDir, TestServer, body, metric};
@@ -226,5 +236,153 @@ async fn pipelined_resp_decisions_over_redis_go_together_and_answer_in_order() {
     assert!(
         calls < 17.0,
         "17 decisions in two pipelines went to Redis together, not one call each: {calls} calls"
+    );
+}
+
+/// One ShouldRateLimit request of the shop domain for `user`.
+fn rls_of(user: &str) -> RateLimitRequest {
+    RateLimitRequest {
+        domain: "shop".into(),
+        descriptors: vec![RateLimitDescriptor {
+            entries: vec![RlsEntry {
+                key: "user".into(),
+                value: user.into(),
+            }],
+            ..Default::default()
+        }],
+        hits_addend: 1,
+    }
+}
+
+/// Sends `requests` on one `tollgate.v1.Checks/CheckStream` and collects every answer.
+async fn stream(server: &TestServer, requests: Vec<RateLimitRequest>) -> Vec<StreamedDecision> {
+    let mut client = ChecksClient::connect(server.grpc.clone())
+        .await
+        .expect("connect");
+    let answers = client
+        .check_stream(futures_util::stream::iter(requests))
+        .await
+        .expect("stream accepted")
+        .into_inner();
+    answers.try_collect().await.expect("every answer")
+}
+
+/// What a streamed answer says: the overall code, or the error text.
+fn verdict(answer: &StreamedDecision) -> Result<i32, String> {
+    match &answer.decision {
+        Some(decision) if answer.error.is_empty() => Ok(decision.overall_code),
+        _ => Err(answer.error.clone()),
+    }
+}
+
+/// Five checks of a 3-per-hour user with a malformed one among them, and one of another
+/// user: one answer each, in order, the malformed one with its reason in its place.
+async fn a_stream_is_answered_in_order(server: &TestServer, user: &str) {
+    let mut requests: Vec<RateLimitRequest> = (0..5).map(|_| rls_of(user)).collect();
+    let mut bad = rls_of(user);
+    bad.descriptors[0].limit = Some(RlsLimitOverride {
+        requests_per_unit: 1,
+        unit: 99,
+    });
+    requests.insert(2, bad);
+    requests.push(rls_of(&format!("{user}-other")));
+    let answers = stream(server, requests).await;
+    let (ok, over) = (Code::Ok as i32, Code::OverLimit as i32);
+    let verdicts: Vec<Result<i32, String>> = answers.iter().map(verdict).collect();
+    assert_eq!(verdicts.len(), 7, "{answers:?}");
+    assert_eq!(verdicts[..2], [Ok(ok), Ok(ok)]);
+    assert!(
+        verdicts[2]
+            .as_ref()
+            .is_err_and(|e| e.starts_with("descriptors[0].limit.unit")),
+        "{:?}",
+        verdicts[2]
+    );
+    assert_eq!(verdicts[3..], [Ok(ok), Ok(over), Ok(over), Ok(ok)]);
+    let left: Vec<u32> = [0, 1, 3]
+        .iter()
+        .map(|&i| answers[i].decision.as_ref().expect("decided").statuses[0].limit_remaining)
+        .collect();
+    assert_eq!(left, [2, 1, 0]);
+    // The stream and single checks share counters.
+    let single: Value = server
+        .check(&check_of(user))
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(single["allowed"], false, "{single}");
+}
+
+#[tokio::test]
+async fn a_grpc_stream_of_checks_is_answered_in_order_with_errors_in_place() {
+    let dir = TempDir::new("stream-memory");
+    let server = TestServer::start(Some(&dir.write("shop.yaml", POLICIES)));
+    a_stream_is_answered_in_order(&server, "cat").await;
+    // A caller that waits for each answer before it sends the next gets it: a batch is
+    // what has arrived, never a wait for more.
+    let mut client = ChecksClient::connect(server.grpc.clone())
+        .await
+        .expect("connect");
+    let (tx, rx) = tokio::sync::mpsc::channel::<RateLimitRequest>(1);
+    let outbound =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) });
+    tx.send(rls_of("dan")).await.expect("send");
+    let mut answers = client
+        .check_stream(outbound)
+        .await
+        .expect("stream accepted")
+        .into_inner();
+    let expected = [Code::Ok, Code::Ok, Code::Ok, Code::OverLimit];
+    for (i, expected) in expected.into_iter().enumerate() {
+        let answer = tokio::time::timeout(std::time::Duration::from_secs(30), answers.next())
+            .await
+            .expect("an answer without waiting for more requests")
+            .expect("the stream goes on")
+            .expect("an answer");
+        assert_eq!(verdict(&answer), Ok(expected as i32), "{answer:?}");
+        if i < 3 {
+            tx.send(rls_of("dan")).await.expect("send");
+        }
+    }
+    drop(tx);
+    assert!(
+        answers.next().await.is_none(),
+        "the stream ends with the caller's"
+    );
+    let metrics = server.metrics().await;
+    let counted = |code: &str| {
+        metric(
+            &metrics,
+            &format!(r#"tollgate_grpc_requests_total{{method="CheckStream",code="{code}"}}"#),
+        )
+    };
+    assert_eq!(counted("ok"), 10.0, "every streamed decision is counted");
+    assert_eq!(counted("invalid_argument"), 1.0);
+}
+
+#[tokio::test]
+async fn over_redis_a_grpc_stream_never_costs_more_store_calls_than_checks() {
+    let redis = RedisServer::start();
+    let dir = TempDir::new("stream-redis");
+    let server = TestServer::serve(
+        Some(&dir.write("shop.yaml", POLICIES)),
+        &["--store", &redis.url(), "--store-timeout", "2s"],
+    );
+    a_stream_is_answered_in_order(&server, "eve").await;
+    let before = store_calls(&server).await;
+    let requests: Vec<RateLimitRequest> = (0..50).map(|i| rls_of(&format!("s{}", i % 5))).collect();
+    let answers = stream(&server, requests).await;
+    let admitted = (answers.iter())
+        .filter(|a| verdict(a) == Ok(Code::Ok as i32))
+        .count();
+    assert_eq!(admitted, 15, "3 per hour for each of 5 users");
+    // How many arrive together depends on the network; never more than one call a check
+    // (the together path itself is held to one call per group by the unit tests of
+    // next_batch and by over_redis_a_batch_costs_one_store_call_per_domain).
+    let calls = store_calls(&server).await - before;
+    assert!(
+        (1.0..=50.0).contains(&calls),
+        "{calls} store calls for 50 checks"
     );
 }

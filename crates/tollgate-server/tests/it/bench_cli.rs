@@ -143,6 +143,34 @@ fn every_protocols_decisions_are_counted_exactly() {
         (Some(15), Some(81)),
         "{v}"
     );
+    // gRPC checks 8 at a time over CheckStream: 3 per hour for each of 4 users.
+    let v = bench(&[
+        "--protocol",
+        "grpc",
+        "--target",
+        address(&server.grpc),
+        "-D",
+        "bench",
+        "-d",
+        "user=s{key}",
+        "--keys",
+        "4",
+        "--requests",
+        "64",
+        "--pipeline",
+        "8",
+        "-c",
+        "2",
+    ]);
+    assert_eq!(
+        (
+            v["allowed"].as_u64(),
+            v["denied"].as_u64(),
+            v["errors"].as_u64()
+        ),
+        (Some(12), Some(52), Some(0)),
+        "{v}"
+    );
     // An open loop at 200/s for 1 s sends no more than its schedule, however fast the
     // server answers (fewer only when answers come late: not asserted, as timing is no
     // pass/fail matter).

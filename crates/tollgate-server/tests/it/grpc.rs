@@ -287,6 +287,7 @@ async fn grpc_and_http_share_counters_and_health_is_served() {
         "",
         "envoy.service.ratelimit.v3.RateLimitService",
         "tollgate.v1.Holds",
+        "tollgate.v1.Checks",
         "kuadrant.service.ratelimit.v1.RateLimitService",
     ] {
         let reply = health
@@ -463,6 +464,7 @@ async fn server_reflection_describes_every_service() {
     for service in [
         "envoy.service.ratelimit.v3.RateLimitService",
         "tollgate.v1.Holds",
+        "tollgate.v1.Checks",
         "kuadrant.service.ratelimit.v1.RateLimitService",
     ] {
         assert!(names.contains(&service.to_owned()), "{service}: {names:?}");

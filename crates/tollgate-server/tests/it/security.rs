@@ -1608,6 +1608,14 @@ async fn a_data_plane_token_guards_checks_over_http_and_grpc() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    use tollgate_proto::tollgate::v1::checks_client::ChecksClient;
+    let mut checks = ChecksClient::connect(s.grpc.clone()).await.unwrap();
+    let request = crate::grpc::rls_request("api", &[&[("remote_address", "10.0.0.3")]], 1);
+    let err = checks
+        .check_stream(futures_util::stream::iter([request.into_inner()]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
     let mut kuadrant = KuadrantClient::connect(s.grpc.clone()).await.unwrap();
     let err = kuadrant
         .report(crate::grpc::rls_request(
