@@ -130,3 +130,17 @@ fn every_example_policy_file_is_valid() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_spin_before_sleep_past_a_millisecond_is_refused_by_name() {
+    let out = Command::new(binary())
+        .args(["serve", "--park-spin-us", "1001"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--park-spin-us") && stderr.contains("1001"),
+        "{stderr}"
+    );
+}
