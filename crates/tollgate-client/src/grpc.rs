@@ -51,10 +51,7 @@ impl GrpcCheckClient {
     /// One decision. RLS carries less than the HTTP answer: a status has no `policy` but
     /// the limit's name, and no `retry_after_ms`.
     pub async fn check(&self, request: &CheckRequest<'_>) -> Result<CheckResponse, ClientError> {
-        let mut call = tonic::Request::new(rls_request(request));
-        if let Some(token) = &self.token {
-            call.metadata_mut().insert("authorization", token.clone());
-        }
+        let call = self.authorized(rls_request(request));
         let answer = self.client.clone().should_rate_limit(call).await;
         match answer {
             Ok(response) => Ok(check_response(&response.into_inner())),
@@ -70,10 +67,7 @@ impl GrpcCheckClient {
         requests: &[CheckRequest<'_>],
     ) -> Result<Vec<Result<CheckResponse, String>>, ClientError> {
         let outbound: Vec<RateLimitRequest> = requests.iter().map(rls_request).collect();
-        let mut call = tonic::Request::new(futures_util::stream::iter(outbound));
-        if let Some(token) = &self.token {
-            call.metadata_mut().insert("authorization", token.clone());
-        }
+        let call = self.authorized(futures_util::stream::iter(outbound));
         let mut answers = match self.streams.clone().check_stream(call).await {
             Ok(response) => response.into_inner(),
             Err(status) => return Err(self.refused(&status)),
@@ -94,6 +88,15 @@ impl GrpcCheckClient {
             });
         }
         Ok(out)
+    }
+
+    /// `message` as a call, with the data-plane token when there is one.
+    fn authorized<T>(&self, message: T) -> tonic::Request<T> {
+        let mut call = tonic::Request::new(message);
+        if let Some(token) = &self.token {
+            call.metadata_mut().insert("authorization", token.clone());
+        }
+        call
     }
 
     fn refused(&self, status: &tonic::Status) -> ClientError {

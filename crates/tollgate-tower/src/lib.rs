@@ -224,15 +224,15 @@ impl Config {
     }
 
     /// What a decision (or its absence) comes to: `None` lets the request through.
-    fn conclude(&self, answer: Result<respond::Answer, String>) -> Option<Refusal> {
+    fn conclude(&self, answer: Result<respond::Answer, String>) -> Option<respond::Refusal> {
         match answer {
             Ok(answer) if answer.allowed => None,
-            Ok(answer) => Some(Refusal::Denied(answer)),
+            Ok(answer) => Some(respond::Refusal::Denied(answer)),
             Err(error) => {
                 tracing::warn!(domain = %self.domain, %error, fail = ?self.fail, "no rate-limit decision");
                 match self.fail {
                     FailMode::Open => None,
-                    FailMode::Closed => Some(Refusal::Unavailable),
+                    FailMode::Closed => Some(respond::Refusal::Unavailable),
                 }
             }
         }
@@ -240,7 +240,7 @@ impl Config {
 
     /// The verdict without waiting, when the limiter is embedded over memory; `None` when
     /// it must be waited for ([`Config::verdict`]). `Some(None)` lets the request through.
-    fn verdict_now(&self, x: &Values<'_>) -> Option<Option<Refusal>> {
+    fn verdict_now(&self, x: &Values<'_>) -> Option<Option<respond::Refusal>> {
         let Decider::Embedded(limiter) = &self.decider else {
             return None;
         };
@@ -263,7 +263,7 @@ impl Config {
     }
 
     /// The verdict, waiting for the store or the remote server.
-    async fn verdict(&self, x: &Values<'_>) -> Option<Refusal> {
+    async fn verdict(&self, x: &Values<'_>) -> Option<respond::Refusal> {
         let mut built = Built::default();
         self.build(x, &mut built);
         if built.lengths.is_empty() {
@@ -305,28 +305,6 @@ impl Config {
             Ok(Ok(answer)) => Ok(respond::Answer::of_response(&answer)),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!("no answer within {:?}", self.timeout)),
-        }
-    }
-}
-
-/// Why the layer answers a request itself instead of passing it on.
-enum Refusal {
-    /// The limiter denied it.
-    Denied(respond::Answer),
-    /// No decision could be had and the layer fails closed.
-    Unavailable,
-}
-
-impl Refusal {
-    /// The answer, in the request's protocol (looked at only now: a request that passes,
-    /// the usual case, never pays for the header lookup).
-    fn response(&self, headers: &http::HeaderMap) -> http::Response<Full<Bytes>> {
-        let grpc = headers
-            .get(http::header::CONTENT_TYPE)
-            .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"));
-        match self {
-            Self::Denied(answer) => respond::denied(answer, grpc),
-            Self::Unavailable => respond::unavailable(grpc),
         }
     }
 }

@@ -52,6 +52,28 @@ impl Answer {
     }
 }
 
+/// Why the layer answers a request itself instead of passing it on.
+pub(crate) enum Refusal {
+    /// The limiter denied it.
+    Denied(Answer),
+    /// No decision could be had and the layer fails closed.
+    Unavailable,
+}
+
+impl Refusal {
+    /// The answer, in the request's protocol (looked at only now: a request that passes,
+    /// the usual case, never pays for the header lookup).
+    pub(crate) fn response(&self, headers: &http::HeaderMap) -> http::Response<Full<Bytes>> {
+        let grpc = headers
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"));
+        match self {
+            Self::Denied(answer) => denied(answer, grpc),
+            Self::Unavailable => unavailable(grpc),
+        }
+    }
+}
+
 fn grpc(code: u16, message: &'static str) -> http::Response<Full<Bytes>> {
     // A trailers-only answer: the status in the headers, no body.
     let mut response = http::Response::new(Full::new(Bytes::new()));

@@ -127,20 +127,19 @@ async fn answer(
         .collect();
     let decisions = data_plane::decide_many(state, Some(id), &checks).await;
     let elapsed = started.elapsed();
-    // Only draft-03's reset needs the time.
-    let now_seconds = match headers {
-        ResponseHeaders::Draft03 => state.limiter.clock().now() / 1_000_000_000,
-        ResponseHeaders::None | ResponseHeaders::Draft11 => 0,
-    };
+    let now_seconds = headers.now_seconds(state);
     decoded
         .iter()
         .zip(decisions)
         .map(|(decoded, decision)| {
-            let answer = match (decoded, decision) {
-                (Err(status), _) => Err(status.message().to_owned()),
-                (Ok(_), Some(Ok(decision))) => Ok(decision),
-                (Ok(_), Some(Err(e))) => Err(e.to_string()),
-                (Ok(_), None) => Err("not decided".to_owned()),
+            // No decision only where the descriptors could not be decoded.
+            let answer = match decision {
+                Some(Ok(decision)) => Ok(decision),
+                Some(Err(e)) => Err(e.to_string()),
+                None => Err(decoded
+                    .as_ref()
+                    .err()
+                    .map_or_else(String::new, |status| status.message().to_owned())),
             };
             Ok(match answer {
                 Ok(decision) => {

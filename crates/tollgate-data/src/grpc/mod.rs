@@ -216,6 +216,16 @@ pub enum ResponseHeaders {
     Draft11,
 }
 
+impl ResponseHeaders {
+    /// The time in seconds that [`response`] needs: only draft-03's reset reads the clock.
+    fn now_seconds(self, state: &AppState) -> u64 {
+        match self {
+            Self::Draft03 => state.limiter.clock().now() / 1_000_000_000,
+            Self::None | Self::Draft11 => 0,
+        }
+    }
+}
+
 /// The method name in metrics.
 const METHOD: &str = "ShouldRateLimit";
 
@@ -677,11 +687,7 @@ impl RateLimitService for RateLimitGrpc {
         trace::decided(&span, check.domain, decision.allowed);
         self.state.metrics.observe_latency(started.elapsed());
         self.state.metrics.grpc_call(METHOD, "ok");
-        // Only draft-03's reset needs the time.
-        let now_seconds = match self.headers {
-            ResponseHeaders::Draft03 => self.state.limiter.clock().now() / 1_000_000_000,
-            ResponseHeaders::None | ResponseHeaders::Draft11 => 0,
-        };
+        let now_seconds = self.headers.now_seconds(&self.state);
         let mut answer = response(&decision, self.headers, &self.names, now_seconds);
         if self.dynamic_metadata {
             answer.dynamic_metadata = Some(dynamic_metadata(&request, &decision));

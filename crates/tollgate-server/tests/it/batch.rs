@@ -139,14 +139,20 @@ async fn a_batch_of_checks_is_answered_in_order_with_problems_in_place() {
     );
 }
 
+/// A server of the shop policies over `redis`, with `flags` besides.
+fn shop_over(redis: &RedisServer, name: &str, flags: &[&str]) -> (TestServer, TempDir) {
+    let dir = TempDir::new(name);
+    let url = redis.url();
+    let mut all = vec!["--store", url.as_str(), "--store-timeout", "2s"];
+    all.extend_from_slice(flags);
+    let server = TestServer::serve(Some(&dir.write("shop.yaml", POLICIES)), &all);
+    (server, dir)
+}
+
 #[tokio::test]
 async fn over_redis_a_batch_costs_one_store_call_per_domain() {
     let redis = RedisServer::start();
-    let dir = TempDir::new("batch-redis");
-    let server = TestServer::serve(
-        Some(&dir.write("shop.yaml", POLICIES)),
-        &["--store", &redis.url(), "--store-timeout", "2s"],
-    );
+    let (server, _dir) = shop_over(&redis, "batch-redis", &[]);
     a_batch_is_answered_in_order(&server, "bea").await;
     let before = store_calls(&server).await;
     let checks: Vec<Value> = (0..50).map(|i| check_of(&format!("c{}", i % 5))).collect();
@@ -163,18 +169,7 @@ async fn over_redis_a_batch_costs_one_store_call_per_domain() {
 #[tokio::test]
 async fn pipelined_resp_decisions_over_redis_go_together_and_answer_in_order() {
     let redis = RedisServer::start();
-    let dir = TempDir::new("batch-resp");
-    let server = TestServer::serve(
-        Some(&dir.write("shop.yaml", POLICIES)),
-        &[
-            "--store",
-            &redis.url(),
-            "--store-timeout",
-            "2s",
-            "--resp-addr",
-            "127.0.0.1:0",
-        ],
-    );
+    let (server, _dir) = shop_over(&redis, "batch-resp", &["--resp-addr", "127.0.0.1:0"]);
     let url = format!("redis://{}", server.resp.as_deref().expect("RESP"));
     let mut conn = redis::Client::open(url)
         .expect("URL")
@@ -363,11 +358,7 @@ async fn a_grpc_stream_of_checks_is_answered_in_order_with_errors_in_place() {
 #[tokio::test]
 async fn over_redis_a_grpc_stream_never_costs_more_store_calls_than_checks() {
     let redis = RedisServer::start();
-    let dir = TempDir::new("stream-redis");
-    let server = TestServer::serve(
-        Some(&dir.write("shop.yaml", POLICIES)),
-        &["--store", &redis.url(), "--store-timeout", "2s"],
-    );
+    let (server, _dir) = shop_over(&redis, "stream-redis", &[]);
     a_stream_is_answered_in_order(&server, "eve").await;
     let before = store_calls(&server).await;
     let requests: Vec<RateLimitRequest> = (0..50).map(|i| rls_of(&format!("s{}", i % 5))).collect();
