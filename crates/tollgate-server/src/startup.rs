@@ -270,6 +270,7 @@ impl Application {
             registered.push((
                 Arc::new(RespFrontEnd {
                     tls: tls.as_ref().map(|t| t.resp.clone()),
+                    cell_release: listen.resp_cell_release,
                 }),
                 addr,
                 "--resp-addr",

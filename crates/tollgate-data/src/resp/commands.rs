@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tollgate_core::{CheckRequest, Entry};
 
-use super::cell::Throttle;
+use super::cell::{CellRelease, Throttle};
 use super::crab::CrabThrottle;
 use super::frame::{Out, Version};
 use crate::data_plane::DescriptorParts;
@@ -39,6 +39,8 @@ pub struct Session {
     authenticated: bool,
     name: Option<Vec<u8>>,
     id: u64,
+    /// The redis-cell release `CL.THROTTLE` answers as.
+    cell_release: CellRelease,
 }
 
 /// A command as `COMMAND` describes it, in Redis's own terms.
@@ -101,13 +103,19 @@ fn is(arg: &[u8], name: &str) -> bool {
 
 impl Session {
     /// A new connection's session; `open`: no token is configured.
-    pub fn new(open: bool) -> Self {
+    pub fn new(open: bool, cell_release: CellRelease) -> Self {
         Self {
             version: Version::Resp2,
             authenticated: open,
             name: None,
             id: CLIENT_IDS.fetch_add(1, Ordering::Relaxed),
+            cell_release,
         }
+    }
+
+    /// The redis-cell release this connection's `CL.THROTTLE` answers as.
+    pub fn cell_release(&self) -> CellRelease {
+        self.cell_release
     }
 
     /// Whether the client may run decisions (authenticated, or no token configured).
@@ -124,7 +132,7 @@ impl Session {
     ) -> Next {
         let name = args[0];
         if is(name, "CL.THROTTLE") && self.authenticated {
-            cl_throttle(state, &args[1..], out).await;
+            cl_throttle(state, &args[1..], self.cell_release, out).await;
             return Next::Continue;
         }
         if is(name, "QUIT") {
@@ -359,16 +367,16 @@ fn unknown(args: &[&[u8]], out: &mut Out<'_>) {
 }
 
 /// `CL.THROTTLE key max_burst count period [quantity]`.
-async fn cl_throttle(state: &AppState, args: &[&[u8]], out: &mut Out<'_>) {
+async fn cl_throttle(state: &AppState, args: &[&[u8]], release: CellRelease, out: &mut Out<'_>) {
     let throttle = match Throttle::parse(args) {
         Ok(t) => t,
-        Err(message) => return out.error(&message),
+        Err(message) => return out.error(&release.error(&message)),
     };
     let outcome = state
         .limiter
         .check_named(CELL_NAMESPACE, args[0], throttle.limit, throttle.quantity)
         .await;
-    throttle_reply(state, &throttle, outcome, out);
+    throttle_reply(state, &throttle, outcome, release, out);
 }
 
 /// `THROTTLE key max_burst count_per_period period [quantity]` (throttlecrab-server).
@@ -403,9 +411,10 @@ fn throttle_reply(
     state: &AppState,
     throttle: &Throttle,
     outcome: Result<tollgate_core::Outcome, tollgate_core::StoreError>,
+    release: CellRelease,
     out: &mut Out<'_>,
 ) {
-    named_reply(state, outcome, out, |o| throttle.reply(o));
+    named_reply(state, outcome, out, |o| throttle.reply(o, release));
 }
 
 /// Answers a named check (`CL.THROTTLE`, `THROTTLE`) with its five integers, counted as a
@@ -461,6 +470,7 @@ pub async fn answer_together(
     state: &AppState,
     kind: Together,
     commands: &[smallvec::SmallVec<[&[u8]; 8]>],
+    cell_release: CellRelease,
     out: &mut Out<'_>,
 ) {
     match kind {
@@ -481,9 +491,9 @@ pub async fn answer_together(
                         let outcome = outcomes
                             .next()
                             .unwrap_or(Err(tollgate_core::StoreError::Unsupported("not decided")));
-                        throttle_reply(state, throttle, outcome, out);
+                        throttle_reply(state, throttle, outcome, cell_release, out);
                     }
-                    Err(message) => out.error(message),
+                    Err(message) => out.error(&cell_release.error(message)),
                 }
             }
         }

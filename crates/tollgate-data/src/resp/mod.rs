@@ -35,6 +35,8 @@ use frame::Out;
 pub struct RespFrontEnd {
     /// TLS for the listener, if configured.
     pub tls: Option<Arc<ReloadingTls>>,
+    /// The redis-cell release `CL.THROTTLE` answers as.
+    pub cell_release: cell::CellRelease,
 }
 
 impl FrontEnd for RespFrontEnd {
@@ -50,13 +52,14 @@ impl FrontEnd for RespFrontEnd {
     ) -> LocalBoxFuture<'static, anyhow::Result<()>> {
         Box::pin(async move {
             let listener = tokio::net::TcpListener::from_std(listener)?;
+            let cell_release = self.cell_release;
             accept_until_stopped(
                 "resp",
                 listener,
                 stop,
                 None,
                 self.tls.clone(),
-                move |stream| RespConnection::new(stream, state.clone()),
+                move |stream| RespConnection::new(stream, state.clone(), cell_release),
             )
             .await;
             Ok(())
@@ -71,10 +74,10 @@ pub struct RespConnection {
 }
 
 impl RespConnection {
-    fn new(io: MaybeTls, state: Arc<AppState>) -> Self {
+    fn new(io: MaybeTls, state: Arc<AppState>, cell_release: cell::CellRelease) -> Self {
         let stopping = Arc::new(AtomicBool::new(false));
         Self {
-            served: Box::pin(serve(io, state, stopping.clone())),
+            served: Box::pin(serve(io, state, stopping.clone(), cell_release)),
             stopping,
         }
     }
@@ -106,10 +109,11 @@ async fn serve(
     mut io: MaybeTls,
     state: Arc<AppState>,
     stopping: Arc<AtomicBool>,
+    cell_release: cell::CellRelease,
 ) -> std::io::Result<()> {
     let mut read = BytesMut::with_capacity(READ_CHUNK);
     let mut written = BytesMut::with_capacity(READ_CHUNK);
-    let mut session = Session::new(state.data_token.is_none());
+    let mut session = Session::new(state.data_token.is_none(), cell_release);
     // A shared store answers a pipeline's decisions in one round trip when they go
     // together; in memory each is as cheap alone.
     let together = state.limiter.store().is_shared();
@@ -174,7 +178,8 @@ async fn serve(
                     .collect();
                 if run.len() > 1 {
                     i += run.len();
-                    commands::answer_together(&state, kind, &run, &mut out).await;
+                    commands::answer_together(&state, kind, &run, session.cell_release(), &mut out)
+                        .await;
                     continue;
                 }
             }

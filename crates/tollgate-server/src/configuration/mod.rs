@@ -20,6 +20,7 @@ use clap::{Args, ValueHint};
 use tollgate_admin::access::{AdminAuthMode, GuardLimits};
 use tollgate_data::data_auth::DataAuthMode;
 use tollgate_data::grpc::ResponseHeaders;
+use tollgate_data::resp::cell::CellRelease;
 
 use crate::cli::LogFormat;
 
@@ -60,6 +61,17 @@ pub struct ListenOptions {
     /// redis-cell's `CL.THROTTLE` and Tollgate's `TG.CHECK`. Port 0 picks a free port.
     #[arg(long, env = "TOLLGATE_RESP_ADDR", value_name = "ADDR")]
     pub resp_addr: Option<SocketAddr>,
+    /// The redis-cell release `CL.THROTTLE` answers as: 0.2 (the crate on crates.io:
+    /// times truncated to whole seconds), 0.3 (truncated; errors read `Cell error: Store
+    /// error: ...`) or 0.4 (0.4.0 and later: times rounded up; errors as 0.3's). Pick the
+    /// one the callers were written against.
+    #[arg(
+        long,
+        env = "TOLLGATE_RESP_CELL_RELEASE",
+        value_name = "RELEASE",
+        default_value = "0.2"
+    )]
+    pub resp_cell_release: CellRelease,
     /// Proxies whose `X-Forwarded-For` forward auth (`/v1/forward-auth/{domain}`) believes
     /// when it takes the client's address: comma-separated addresses or CIDR ranges.
     #[arg(

@@ -162,6 +162,49 @@ async fn cl_throttle_answers_as_redis_cell_does_on_scripted_sequences() {
     }
 }
 
+/// `--resp-cell-release 0.4` answers as redis-cell's releases since 0.4.0: a wait of an
+/// hour less the moment between two calls is its seconds rounded up (3600), where the
+/// crate's module (0.2.2), run alongside, truncates them (3599); errors carry the later
+/// releases' `Store error:` words.
+#[tokio::test]
+async fn cl_throttle_answers_as_redis_cells_later_releases_when_asked() {
+    let module = redis_cell_module();
+    let redis = RedisServer::start_with(&["--loadmodule", &module.display().to_string()]);
+    let tollgate = resp_server(None, &["--resp-cell-release", "0.4"]);
+    let mut cell = connect(&redis.url()).await;
+    let mut ours = connect(&resp_url(&tollgate)).await;
+    // One an hour, no burst beyond it.
+    let args = ["hourly", "0", "1", "3600"];
+    let start = std::time::Instant::now();
+    assert_eq!(throttle(&mut ours, &args).await, "[0, 1, 0, -1, 3600]");
+    assert_eq!(throttle(&mut cell, &args).await, "[0, 1, 0, -1, 3600]");
+    let ours_denied = throttle(&mut ours, &args).await;
+    let cell_denied = throttle(&mut cell, &args).await;
+    let elapsed = start.elapsed();
+    if elapsed < std::time::Duration::from_millis(999) {
+        assert_eq!(ours_denied, "[1, 1, 0, 3600, 3600]", "rounded up");
+        assert_eq!(cell_denied, "[1, 1, 0, 3599, 3599]", "the crate truncates");
+    } else {
+        // A machine slow enough to take a second between calls: only bounds hold.
+        let waits: Vec<i64> = serde_json::from_str(&ours_denied).expect("five integers");
+        let floor = 3600 - elapsed.as_secs() as i64 - 1;
+        assert!(
+            waits[3] >= floor && waits[3] <= 3600 && waits[4] == waits[3],
+            "{ours_denied} after {elapsed:?}"
+        );
+    }
+    let usage = throttle(&mut ours, &["hourly", "0", "1"]).await;
+    assert!(
+        usage.contains("Store error: Usage: cl.throttle <key>"),
+        "0.4's words: {usage}"
+    );
+    let zero = throttle(&mut ours, &["zero", "1", "0", "60"]).await;
+    assert!(
+        zero.contains("Store error: Zero rates are not supported"),
+        "0.4's words: {zero}"
+    );
+}
+
 #[tokio::test]
 async fn pipelined_commands_are_answered_in_order_in_one_read() {
     let tollgate = resp_server(None, &[]);
