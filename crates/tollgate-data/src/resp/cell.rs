@@ -85,9 +85,10 @@ impl Throttle {
     /// [`CellRelease::error`] puts in the reply.
     pub fn parse(args: &[&[u8]]) -> Result<Self, String> {
         if args.len() != 4 && args.len() != 5 {
-            return Err(format!(
+            return Err(
                 "Usage: cl.throttle <key> <max_burst> <count per period> <period> [<quantity>]"
-            ));
+                    .to_string(),
+            );
         }
         let max_burst = integer(args[1])?;
         let count = integer(args[2])?;
@@ -101,7 +102,7 @@ impl Throttle {
             (period_ns as f64 / count as f64) as i64
         };
         if emission == 0 {
-            return Err(format!("Zero rates are not supported"));
+            return Err("Zero rates are not supported".to_string());
         }
         // What redis-cell computes without complaint but no rate limit means: Tollgate
         // refuses it by name instead of answering with its arithmetic's accidents.
