@@ -7,9 +7,9 @@
 //! computed here, with redis-cell's own roundings: `remaining` from whole microseconds
 //! through `f64`, and each time in whole seconds as the [`CellRelease`] answered as puts
 //! them: truncated, as the module on crates.io (0.2.2) and the 0.3 releases do, or rounded
-//! up, as the releases since 0.4.0 do. Tollgate refuses what redis-cell computes nonsense for (a zero or
-//! negative rate, a negative burst or quantity) with an error naming it; a zero rate gets
-//! the newer releases' own words for it.
+//! up, as the releases since 0.4.0 do. Tollgate refuses what redis-cell computes nonsense
+//! for (a zero or negative rate, a negative burst or quantity) with an error naming it; a
+//! zero rate gets the newer releases' own words for it.
 
 use tollgate_core::algorithm::{Limit, Outcome};
 
@@ -202,7 +202,6 @@ mod tests {
     }
 
     impl Cell {
-        #[allow(clippy::too_many_arguments)]
         fn call(
             &mut self,
             max_burst: i64,
