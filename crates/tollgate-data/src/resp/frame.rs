@@ -61,10 +61,10 @@ pub fn next_command(buf: &[u8]) -> Result<Option<(Command, usize)>, FrameError> 
             Ok(None)
         }
     };
-    let Some((count, mut at)) = line_number(buf, 1)? else {
+    let Some((count, mut at)) = line(buf, 1)? else {
         return incomplete();
     };
-    let count = count.ok_or_else(|| protocol("invalid multibulk length"))?;
+    let count = string2ll(count).ok_or_else(|| protocol("invalid multibulk length"))?;
     let mut command = Command::default();
     if count <= 0 {
         return Ok(Some((command, at)));
@@ -80,10 +80,10 @@ pub fn next_command(buf: &[u8]) -> Result<Option<(Command, usize)>, FrameError> 
                 )));
             }
         }
-        let Some((len, start)) = line_number(buf, at + 1)? else {
+        let Some((len, start)) = line(buf, at + 1)? else {
             return incomplete();
         };
-        let len = len
+        let len = string2ll(len)
             .and_then(|n| usize::try_from(n).ok())
             .ok_or_else(|| protocol("invalid bulk length"))?;
         if len > MAX_COMMAND_BYTES {
@@ -112,11 +112,9 @@ fn protocol(message: &str) -> FrameError {
     FrameError::Protocol(message.to_owned())
 }
 
-/// The integer on the line starting at `from` (after its type byte), and where the next
-/// line starts; `None` when the line is not all there, an inner `None` when it does not
-/// hold an integer as Redis reads one (`string2ll`: an optional minus, digits, no leading
-/// zero, within i64).
-fn line_number(buf: &[u8], from: usize) -> Result<Option<(Option<i64>, usize)>, FrameError> {
+/// The line starting at `from` (after its type byte), without its CRLF, and where the
+/// next line starts; `None` when the line is not all there.
+fn line(buf: &[u8], from: usize) -> Result<Option<(&[u8], usize)>, FrameError> {
     let rest = buf.get(from..).unwrap_or_default();
     // Lengths are short: a plain scan beats setting up a vectorised search.
     let Some(cr) = rest.iter().position(|&b| b == b'\r') else {
@@ -127,11 +125,12 @@ fn line_number(buf: &[u8], from: usize) -> Result<Option<(Option<i64>, usize)>, 
         Some(b'\n') => {}
         Some(_) => return Err(protocol("expected '\\n' after '\\r'")),
     }
-    Ok(Some((integer(&rest[..cr]), from + cr + 2)))
+    Ok(Some((&rest[..cr], from + cr + 2)))
 }
 
-/// `string2ll`'s reading of `digits`.
-fn integer(digits: &[u8]) -> Option<i64> {
+/// `digits` as Redis reads a length (its `string2ll`): an optional minus, digits, no
+/// leading zero, within i64.
+fn string2ll(digits: &[u8]) -> Option<i64> {
     let (negative, digits) = match digits {
         [b'-', rest @ ..] => (true, rest),
         _ => (false, digits),
@@ -371,10 +370,10 @@ mod tests {
             next_command(format!("*1\r\n${}\r\n", MAX_COMMAND_BYTES + 1).as_bytes()).unwrap_err(),
             FrameError::TooLarge
         );
-        assert_eq!(integer(b"-9223372036854775808"), Some(i64::MIN));
-        assert_eq!(integer(b"9223372036854775807"), Some(i64::MAX));
-        assert_eq!(integer(b"9223372036854775808"), None);
-        assert_eq!(integer(b"-0"), None);
+        assert_eq!(string2ll(b"-9223372036854775808"), Some(i64::MIN));
+        assert_eq!(string2ll(b"9223372036854775807"), Some(i64::MAX));
+        assert_eq!(string2ll(b"9223372036854775808"), None);
+        assert_eq!(string2ll(b"-0"), None);
     }
 
     mod model {
